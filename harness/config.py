@@ -1,0 +1,109 @@
+"""One typed run configuration, validated once.
+
+Sources, later wins: built-in defaults, a TOML profile (``--harness-config``),
+command-line options. Every error names the offending field and the source it
+came from, e.g. ``thresholds.max_gap_ms (from lab.toml): Input should be
+greater than 0``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ConfigError
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "failover-harness"
+
+
+class Thresholds(BaseModel):
+    """Limits the conformance checks compare measurements against.
+
+    Defaults are sized for TCG on a 2-core host (see README, "Thresholds"):
+    a KVM run should pass them with a wide margin.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_probes_lost: int = Field(400, ge=0, description="probes without a reply in the migration window")
+    max_gap_ms: float = Field(4000.0, gt=0, description="longest interval without a reply in the window")
+    wait_unplug_deadline_s: float = Field(
+        30.0, gt=0, description="harness deadline for the source to leave wait-unplug (QEMU has none)"
+    )
+    migration_deadline_s: float = Field(120.0, gt=0, description="migrate command to completed")
+    primary_restore_deadline_s: float = Field(
+        30.0, gt=0, description="destination resume to primary enslaved again in the guest"
+    )
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs to know, checked once at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    qemu_binary: str = "qemu-system-x86_64"
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    topology: Literal["flat"] = "flat"
+    guest_kernel: Path | None = None
+    guest_modules: Path | None = None
+    guest_memory_mib: int = Field(512, ge=128, le=16384)
+    probe_rate_hz: float = Field(100.0, ge=1, le=1000)
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    artifacts_dir: Path = Path("reports/artifacts")
+    require_resources: bool = False
+    thresholds: Thresholds = Thresholds()
+
+    @model_validator(mode="after")
+    def _paths_exist(self) -> RunConfig:
+        if self.guest_kernel is not None and not self.guest_kernel.is_file():
+            raise ValueError(f"guest_kernel: {self.guest_kernel} is not a file (give a bzImage path)")
+        if self.guest_modules is not None:
+            if self.guest_kernel is None:
+                raise ValueError("guest_modules: only meaningful together with guest_kernel")
+            if not (self.guest_modules / "lib" / "modules").is_dir():
+                raise ValueError(
+                    f"guest_modules: {self.guest_modules} has no lib/modules "
+                    "(give the INSTALL_MOD_PATH of 'make modules_install')"
+                )
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        lines.append(f"{where} ({source}): {e['msg']}")
+    return "; ".join(lines)
+
+
+def load_profile(path: Path) -> dict[str, Any]:
+    """Read a TOML profile; syntax errors name the file and line."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--harness-config: {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--harness-config: {path} is not valid TOML: {e}") from None
+
+
+def build_config(profile: dict[str, Any] | None, overrides: dict[str, Any], source: str = "options") -> RunConfig:
+    """Merge *profile* and command-line *overrides* (``None`` values ignored) and validate once."""
+    merged: dict[str, Any] = dict(profile or {})
+    thresholds = dict(merged.get("thresholds", {}))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("thresholds."):
+            thresholds[key.removeprefix("thresholds.")] = value
+        else:
+            merged[key] = value
+    if thresholds:
+        merged["thresholds"] = thresholds
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None

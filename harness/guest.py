@@ -1,0 +1,220 @@
+"""The guest control channel and what the harness reads from the guest.
+
+The channel is the guest's second serial port, exposed by QEMU as a unix
+socket (see :func:`harness.vm.build_argv`). It does not use the network under
+test, and it migrates with the guest: after a migration the harness simply
+connects to the destination QEMU's socket. The agent on the other side is
+``images/guest/harness-agent``; its framing is parsed here.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import logging
+import re
+import select
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import DeadlineExceeded, GuestError
+
+log = logging.getLogger(__name__)
+
+_RESULT_RE = re.compile(rb"^@@R (\d+) (\d+)$")
+_END_RE = re.compile(rb"^@@E (\d+)$")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int
+    output: str
+
+
+class ControlChannel:
+    """Line protocol to the guest agent over a QEMU socket chardev."""
+
+    def __init__(self, socket_path: Path, transcript: Path | None = None) -> None:
+        self.socket_path = socket_path
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._ids = itertools.count(1)
+        self._transcript = transcript
+
+    def connect(self) -> None:
+        self.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(self.socket_path))
+        self._sock = s
+        self._buf = b""
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _log(self, text: str) -> None:
+        if self._transcript is not None:
+            with self._transcript.open("a", encoding="utf-8") as f:
+                f.write(f"{time.time():.6f} {text}\n")
+
+    def _readline(self, deadline: float) -> bytes | None:
+        assert self._sock is not None
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self._sock], [], [], left)
+            if not ready:
+                return None
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise GuestError(f"control channel {self.socket_path} closed by QEMU")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.rstrip(b"\r")
+
+    def run(self, command: str, timeout: float = 20.0) -> CommandResult:
+        """Run *command* with the guest's ``sh``; return its status and output."""
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        req_id = next(self._ids)
+        self._log(f"> {req_id} {command}")
+        payload = base64.b64encode(command.encode()).decode()
+        self._sock.sendall(f"{req_id} {payload}\n".encode())
+        deadline = time.monotonic() + timeout
+        rc: int | None = None
+        body: list[bytes] = []
+        while True:
+            line = self._readline(deadline)
+            if line is None:
+                raise DeadlineExceeded(f"guest did not answer {command!r} within {timeout:.0f} s")
+            if rc is None:
+                m = _RESULT_RE.match(line)
+                if m and int(m.group(1)) == req_id:
+                    rc = int(m.group(2))
+                continue  # echo of a request sent before the agent ran, or a stale answer
+            m = _END_RE.match(line)
+            if m and int(m.group(1)) == req_id:
+                break
+            body.append(line)
+        output = base64.b64decode(b"".join(body)).decode(errors="replace")
+        self._log(f"< {req_id} rc={rc} {output!r}")
+        return CommandResult(rc, output)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the agent answers; the guest may still be booting."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if self._sock is None:
+                    self.connect()
+                if self.run("echo ok", timeout=min(2.0, max(0.1, deadline - time.monotonic()))).output == "ok":
+                    return
+            except DeadlineExceeded as e:
+                last_error = e  # agent not running yet: ask again
+            except (OSError, GuestError) as e:
+                last_error = e
+                self.close()
+                time.sleep(0.2)
+        raise DeadlineExceeded(f"guest agent not ready within {timeout:.0f} s ({last_error or 'no answer'})")
+
+
+@dataclass(frozen=True)
+class GuestLink:
+    """One guest network interface, as ``fo-state`` prints it."""
+
+    name: str
+    mac: str
+    driver: str
+    master: str | None
+    operstate: str
+
+
+def parse_link_state(text: str) -> list[GuestLink]:
+    """Parse ``fo-state`` output (``iface name=.. mac=.. driver=.. master=.. operstate=..``)."""
+    links = []
+    for line in text.splitlines():
+        if not line.startswith("iface "):
+            continue
+        fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+        links.append(
+            GuestLink(
+                name=fields["name"],
+                mac=fields["mac"].lower(),
+                driver=fields.get("driver", "-"),
+                master=None if fields.get("master", "-") == "-" else fields["master"],
+                operstate=fields.get("operstate", "unknown"),
+            )
+        )
+    return links
+
+
+@dataclass(frozen=True)
+class FailoverView:
+    """The guest's failover roles for one MAC (roles as cloud-init derives them)."""
+
+    master: GuestLink | None
+    standby: GuestLink | None
+    primary: GuestLink | None
+
+    @property
+    def primary_enslaved(self) -> bool:
+        return self.master is not None and self.primary is not None and self.primary.master == self.master.name
+
+    def describe(self) -> str:
+        def name(link: GuestLink | None) -> str:
+            return f"{link.name}({link.driver},{link.operstate})" if link else "none"
+
+        return f"master={name(self.master)} standby={name(self.standby)} primary={name(self.primary)}"
+
+
+def failover_view(links: list[GuestLink], mac: str) -> FailoverView:
+    """Classify the interfaces carrying *mac*: the master has slaves, the standby is its virtio slave."""
+    mac = mac.lower()
+    same = [link for link in links if link.mac == mac]
+    masters = {link.master for link in same if link.master}
+    master = next((link for link in same if link.name in masters), None)
+    standby = primary = None
+    for link in same:
+        if master is None or link.master != master.name:
+            continue
+        if link.driver == "virtio_net":
+            standby = link
+        else:
+            primary = link
+    if master is None:
+        # No failover: the plain virtio_net device, if any, is reported as standby.
+        standby = next((link for link in same if link.driver == "virtio_net"), None)
+        primary = next((link for link in same if link.driver not in ("virtio_net", "-")), None)
+    return FailoverView(master, standby, primary)
+
+
+class Guest:
+    """What tests ask of the guest, through its control channel."""
+
+    def __init__(self, channel: ControlChannel, failover_mac: str) -> None:
+        self.channel = channel
+        self.failover_mac = failover_mac
+
+    def failover(self) -> FailoverView:
+        result = self.channel.run("fo-state")
+        if result.rc != 0:
+            raise GuestError(f"fo-state failed ({result.rc}): {result.output}")
+        return failover_view(parse_link_state(result.output), self.failover_mac)
+
+    def wait_primary_enslaved(self, timeout: float) -> FailoverView:
+        """Poll until the primary is enslaved to the failover master; return the last view either way."""
+        deadline = time.monotonic() + timeout
+        view = self.failover()
+        while not view.primary_enslaved and time.monotonic() < deadline:
+            time.sleep(0.2)
+            view = self.failover()
+        return view
+
+    def dmesg(self) -> str:
+        return self.channel.run("dmesg").output

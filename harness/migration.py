@@ -1,0 +1,85 @@
+"""Driving a migration and following its states, with the harness's own deadlines.
+
+QEMU has no timeout on ``wait-unplug``: a guest that never ejects its primary
+holds the migration there forever. The harness imposes one, cancels, and says
+so in the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import DeadlineExceeded
+from harness.vm import VM
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass
+class MigrationResult:
+    status: str
+    states: list[str]
+    started: float
+    ended: float
+    query: dict[str, Any] = field(default_factory=dict)
+    cancel_reason: str | None = None
+
+
+def enable_events(vm: VM) -> None:
+    """MIGRATION events exist only with the ``events`` capability, on each side."""
+    assert vm.qmp is not None
+    vm.qmp.execute("migrate-set-capabilities",
+                   {"capabilities": [{"capability": "events", "state": True}]})
+
+
+def migrate(source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float) -> MigrationResult:
+    """Migrate *source* to *destination* (started with ``-incoming defer``) over *uri*."""
+    src, dst = source.qmp, destination.qmp
+    assert src is not None and dst is not None
+    enable_events(source)
+    enable_events(destination)
+    dst.execute("migrate-incoming", {"uri": uri})
+    mark = src.mark()
+    started = time.time()
+    src.execute("migrate", {"uri": uri})
+    states: list[str] = []
+    cancel_reason: str | None = None
+    deadline = time.monotonic() + deadline_s
+    unplug_deadline: float | None = None
+    position = mark
+    while True:
+        now = time.monotonic()
+        limit = min(deadline, unplug_deadline or deadline)
+        try:
+            index, event = src.next_event("MIGRATION", max(0.0, limit - now), after=position)
+        except DeadlineExceeded:
+            if cancel_reason is not None:
+                raise  # the cancel itself did not finish in time
+            in_unplug = bool(states) and states[-1] == "wait-unplug"
+            cancel_reason = (
+                f"source stayed in wait-unplug longer than {wait_unplug_deadline_s:.0f} s (guest never ejected)"
+                if in_unplug else f"migration did not finish within {deadline_s:.0f} s"
+            )
+            log.warning("%s: cancelling: %s", source.name, cancel_reason)
+            src.execute("migrate_cancel")
+            # After a cancel during an unplug QEMU waits up to 30 s for the eject.
+            deadline = time.monotonic() + 60.0
+            unplug_deadline = None
+            continue
+        position = index + 1
+        status = event.data["status"]
+        states.append(status)
+        if status == "wait-unplug" and cancel_reason is None:
+            unplug_deadline = time.monotonic() + wait_unplug_deadline_s
+        elif unplug_deadline is not None:
+            unplug_deadline = None
+        if status in TERMINAL_STATES:
+            break
+    query = src.execute("query-migrate")
+    return MigrationResult(status=states[-1], states=states, started=started, ended=time.time(),
+                           query=query, cancel_reason=cancel_reason)

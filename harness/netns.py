@@ -1,0 +1,184 @@
+"""Network namespaces, bridges, taps and veths for one test, all removed at teardown.
+
+Every namespace the harness makes is named ``fohx-<pid>-<tag>``, where *pid* is
+the pytest process that owns it. Interface names live inside those namespaces,
+so they never collide between tests or workers; only namespace names must be
+unique, and the owner pid lets :func:`sweep_stale` remove what a crashed run
+left behind without touching a live run's namespaces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+
+from harness.errors import CommandFailed
+from harness.proc import run
+
+log = logging.getLogger(__name__)
+
+NETNS_PREFIX = "fohx-"
+_NETNS_RE = re.compile(rf"^{NETNS_PREFIX}(\d+)-")
+
+
+def netns_name(tag: str, owner_pid: int | None = None) -> str:
+    """Namespace name for *tag*, owned by this process unless *owner_pid* is given."""
+    return f"{NETNS_PREFIX}{owner_pid or os.getpid()}-{tag}"
+
+
+def list_harness_netns() -> list[str]:
+    """Names of every namespace that carries the harness prefix."""
+    out = run(["ip", "netns", "list"])
+    names = (line.split()[0] for line in out.splitlines() if line.strip())
+    return [n for n in names if n.startswith(NETNS_PREFIX)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Netns:
+    """One network namespace; :meth:`delete` kills what runs inside and removes it (idempotent)."""
+
+    name: str
+    _created: bool = field(default=False, init=False)
+
+    def create(self) -> Netns:
+        run(["ip", "netns", "add", self.name])
+        self._created = True
+        # No IPv6: its router solicitations and DAD would be noise in probe captures.
+        self.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        self.run(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+        self.run(["ip", "link", "set", "lo", "up"])
+        return self
+
+    def exec_prefix(self) -> list[str]:
+        """argv prefix that runs a command inside this namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, argv: list[str], **kwargs: object) -> str:
+        return run(self.exec_prefix() + argv, **kwargs)  # type: ignore[arg-type]
+
+    def pids(self) -> list[int]:
+        out = run(["ip", "netns", "pids", self.name], check=False)
+        return [int(p) for p in out.split() if p.isdigit()]
+
+    def delete(self) -> None:
+        if not self._created:
+            return
+        kill_and_delete(self.name)
+        self._created = False
+
+
+def kill_and_delete(name: str) -> None:
+    """SIGKILL every process inside namespace *name*, then delete it."""
+    for _ in range(50):
+        out = run(["ip", "netns", "pids", name], check=False)
+        pids = [int(p) for p in out.split() if p.isdigit()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    try:
+        run(["ip", "netns", "delete", name])
+    except CommandFailed as e:
+        if "No such file" not in e.output:
+            raise
+    log.debug("deleted netns %s", name)
+
+
+def sweep_stale() -> list[str]:
+    """Remove namespaces of harness runs whose owning process is gone; return their names."""
+    removed = []
+    for name in list_harness_netns():
+        m = _NETNS_RE.match(name)
+        if m and not _pid_alive(int(m.group(1))):
+            log.info("sweeping stale namespace %s", name)
+            kill_and_delete(name)
+            removed.append(name)
+    return removed
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """Addresses of one test network, inside 198.18.0.0/15 (RFC 2544 benchmarking range)."""
+
+    peer_ip: str = "198.18.0.1"
+    guest_ip: str = "198.18.0.2"
+    prefix_len: int = 24
+    failover_mac: str = "52:54:00:fa:00:01"
+
+
+@dataclass
+class TestNetwork:
+    """A bridge namespace holding the VMs' taps, and a peer namespace linked to the bridge by a veth.
+
+    QEMU runs inside :attr:`bridge_ns` so that it opens its taps there; the
+    traffic peer sends from ``peer0`` in :attr:`peer_ns`.
+    """
+
+    tag: str
+    addressing: Addressing = field(default_factory=Addressing)
+    bridge_ns: Netns = field(init=False)
+    peer_ns: Netns = field(init=False)
+    taps: list[str] = field(default_factory=list, init=False)
+
+    BRIDGE = "br0"
+    PEER_IF = "peer0"
+    UPLINK_IF = "uplink0"
+
+    def __post_init__(self) -> None:
+        self.bridge_ns = Netns(netns_name(f"{self.tag}-br"))
+        self.peer_ns = Netns(netns_name(f"{self.tag}-peer"))
+
+    def create(self) -> TestNetwork:
+        try:
+            self._create()
+        except BaseException:
+            self.delete()
+            raise
+        return self
+
+    def _create(self) -> None:
+        br, peer = self.bridge_ns.create(), self.peer_ns.create()
+        # Forward delay 0: a port must forward at once, the guest's path switch depends on it.
+        br.run(["ip", "link", "add", self.BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"])
+        br.run(["ip", "link", "set", self.BRIDGE, "up"])
+        br.run(["ip", "link", "add", self.UPLINK_IF, "type", "veth", "peer", "name", self.PEER_IF,
+                "netns", peer.name])
+        br.run(["ip", "link", "set", self.UPLINK_IF, "master", self.BRIDGE, "up"])
+        a = self.addressing
+        peer.run(["ip", "addr", "add", f"{a.peer_ip}/{a.prefix_len}", "dev", self.PEER_IF])
+        peer.run(["ip", "link", "set", self.PEER_IF, "up"])
+
+    def add_tap(self, name: str) -> str:
+        """Create tap *name* on the bridge and return it (QEMU attaches with ``ifname=``)."""
+        self.bridge_ns.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"])
+        self.taps.append(name)
+        self.bridge_ns.run(["ip", "link", "set", name, "master", self.BRIDGE, "up"])
+        return name
+
+    def peer_mac(self) -> str:
+        out = self.peer_ns.run(["cat", f"/sys/class/net/{self.PEER_IF}/address"])
+        return out.strip()
+
+    def delete(self) -> None:
+        """Remove both namespaces; their taps, bridge and veth go with them."""
+        self.bridge_ns.delete()
+        self.peer_ns.delete()
+        self.taps.clear()

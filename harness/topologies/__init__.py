@@ -1,0 +1,33 @@
+"""Failover beds: what every topology hands a test.
+
+A bed is a running source VM whose guest negotiated failover with the primary
+enslaved, a way to start destinations, the traffic peer, and the control
+channel. Tests use only :class:`FailoverBed`, never a topology's internals.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from harness.guest import Guest
+from harness.migration import MigrationResult
+from harness.netns import Addressing
+from harness.vm import VM
+
+
+class FailoverBed(Protocol):
+    addressing: Addressing
+    source: VM
+    guest: Guest
+
+    def start_destination(self, *, with_primary: bool = True) -> VM: ...
+
+    def migrate(self, destination: VM) -> MigrationResult: ...
+
+    def peer_exec_prefix(self) -> list[str]: ...
+
+    def peer_interface(self) -> str: ...
+
+    def peer_mac(self) -> str: ...
+
+    def teardown(self) -> None: ...

@@ -1,0 +1,263 @@
+"""A VM: a frozen spec turned into QEMU argv, and the process that runs it.
+
+:func:`build_argv` is pure (unit-tested). :class:`VM` owns one QEMU process,
+its QMP session and its log files; :meth:`VM.shutdown` is idempotent and
+always leaves no process behind, whatever state QEMU is in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import HarnessError, VMError
+from harness.qmp import QMPSession
+
+log = logging.getLogger(__name__)
+
+Accel = Literal["kvm", "tcg"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One ``-device``, rendered in JSON form (the form libvirt uses; failover regressed on it once)."""
+
+    driver: str
+    id: str | None = None
+    props: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, driver: str, id: str | None = None, **props: Any) -> Device:
+        return cls(driver, id, tuple(props.items()))
+
+    def without(self, *names: str) -> Device:
+        return Device(self.driver, self.id, tuple((k, v) for k, v in self.props if k not in names))
+
+    def prop(self, name: str) -> Any:
+        return dict(self.props).get(name)
+
+    def to_json(self) -> str:
+        d: dict[str, Any] = {"driver": self.driver}
+        if self.id is not None:
+            d["id"] = self.id
+        d.update(self.props)
+        return json.dumps(d, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class TapNetdev:
+    id: str
+    ifname: str
+
+    def to_arg(self) -> str:
+        return f"tap,id={self.id},ifname={self.ifname},script=no,downscript=no"
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """Everything that decides a VM's QEMU command line."""
+
+    name: str
+    qemu_binary: str
+    accel: Accel
+    kernel: Path
+    initrd: Path
+    append: str
+    memory_mib: int = 512
+    netdevs: tuple[TapNetdev, ...] = ()
+    devices: tuple[Device, ...] = ()
+    incoming: bool = False
+    extra_args: tuple[str, ...] = ()
+
+    def with_devices(self, devices: tuple[Device, ...]) -> VMSpec:
+        return VMSpec(**{**self.__dict__, "devices": devices})
+
+    def as_destination(self, name: str, netdevs: tuple[TapNetdev, ...]) -> VMSpec:
+        """The same machine, waiting for an incoming migration, on its own taps."""
+        return VMSpec(**{**self.__dict__, "name": name, "netdevs": netdevs, "incoming": True})
+
+
+@dataclass(frozen=True)
+class VMPaths:
+    """Where one VM's sockets (short-lived, run dir) and logs (kept, artifacts dir) go."""
+
+    qmp_socket: Path
+    control_socket: Path
+    console_log: Path
+    stderr_log: Path
+    qmp_transcript: Path
+
+    @classmethod
+    def for_vm(cls, name: str, run_dir: Path, artifacts_dir: Path) -> VMPaths:
+        return cls(
+            qmp_socket=run_dir / f"{name}.qmp",
+            control_socket=run_dir / f"{name}.ctl",
+            console_log=artifacts_dir / f"{name}-console.log",
+            stderr_log=artifacts_dir / f"{name}-qemu.log",
+            qmp_transcript=artifacts_dir / f"{name}-qmp.jsonl",
+        )
+
+
+def cpu_model(accel: Accel) -> str:
+    # 'max' under TCG enables every emulated feature; KVM must mirror the host.
+    return "host" if accel == "kvm" else "max"
+
+
+def build_argv(spec: VMSpec, paths: VMPaths) -> list[str]:
+    """QEMU argv for *spec*; sockets and logs from *paths*. Pure."""
+    argv = [
+        spec.qemu_binary,
+        "-name", spec.name,
+        "-M", "q35",
+        "-accel", spec.accel,
+        "-cpu", cpu_model(spec.accel),
+        "-m", str(spec.memory_mib),
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+        "-kernel", str(spec.kernel),
+        "-initrd", str(spec.initrd),
+        "-append", spec.append,
+        "-chardev", f"socket,id=qmp,path={paths.qmp_socket},server=off",
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", f"file,id=console,path={paths.console_log}",
+        "-serial", "chardev:console",
+        # The control channel is a second serial port: it migrates with the
+        # guest and never shares the data path under test.
+        "-chardev", f"socket,id=control,path={paths.control_socket},server=on,wait=off",
+        "-serial", "chardev:control",
+    ]
+    for netdev in spec.netdevs:
+        argv += ["-netdev", netdev.to_arg()]
+    for device in spec.devices:
+        argv += ["-device", device.to_json()]
+    if spec.incoming:
+        argv += ["-incoming", "defer"]
+    argv += list(spec.extra_args)
+    return argv
+
+
+@dataclass
+class VM:
+    """One QEMU process with its QMP session. Use as a context manager or call :meth:`shutdown`."""
+
+    spec: VMSpec
+    paths: VMPaths
+    launcher_prefix: list[str] = field(default_factory=list)  # e.g. ``ip netns exec <ns>``
+    qmp: QMPSession | None = field(default=None, init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _stderr: Any = field(default=None, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def argv(self) -> list[str]:
+        return self.launcher_prefix + build_argv(self.spec, self.paths)
+
+    def launch(self, connect_timeout: float = 30.0) -> VM:
+        """Start QEMU and connect QMP; on any failure nothing is left running."""
+        try:
+            self._launch(connect_timeout)
+        except BaseException as e:
+            self.shutdown()
+            if isinstance(e, HarnessError):
+                raise VMError(f"{e}\n{self.stderr_tail()}") from e
+            raise
+        return self
+
+    def _launch(self, connect_timeout: float) -> None:
+        self.paths.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.qmp = QMPSession(self.name, self.paths.qmp_socket, self.paths.qmp_transcript)
+        self.qmp.listen()
+        argv = self.argv()
+        self._stderr = self.paths.stderr_log.open("ab")
+        self._stderr.write(("$ " + " ".join(argv) + "\n").encode())
+        self._stderr.flush()
+        log.info("%s: launching QEMU", self.name)
+        log.debug("%s: argv %s", self.name, argv)
+        # Own session: a Ctrl-C at the terminal must reach pytest, which then
+        # tears QEMU down in order, not QEMU directly.
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.qmp.accept(connect_timeout, alive=self.is_running)
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exitcode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def stderr_text(self) -> str:
+        try:
+            return self.paths.stderr_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.stderr_text().splitlines()[-lines:])
+
+    def warnings(self) -> list[str]:
+        """QEMU's ``warning:`` lines: failover reports most of its failures only there."""
+        return [line for line in self.stderr_text().splitlines() if "warning:" in line]
+
+    def kill(self) -> None:
+        """SIGKILL QEMU at once (fault injection: a destination dying mid-stream)."""
+        if self.is_running():
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(10)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Ask QEMU to quit, kill it if it does not; close QMP and logs. Idempotent."""
+        try:
+            if self.is_running() and self.qmp is not None:
+                try:
+                    self.qmp.execute("quit", timeout=timeout)
+                except HarnessError as e:
+                    log.debug("%s: quit: %s", self.name, e)
+            if self._proc is not None:
+                try:
+                    self._proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s: QEMU ignored quit, killing it", self.name)
+                    self.kill()
+        finally:
+            if self._proc is not None and self._proc.poll() is None:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+            if self.qmp is not None:
+                self.qmp.close()
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
+            for sock in (self.paths.qmp_socket, self.paths.control_socket):
+                sock.unlink(missing_ok=True)
+
+    def __enter__(self) -> VM:
+        return self.launch()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def wait_for_exit(vm: VM, timeout: float) -> int | None:
+    """Wait up to *timeout* for *vm*'s QEMU to exit on its own; return its exit code or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = vm.exitcode()
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    return None

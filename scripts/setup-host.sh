@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install the host tools the harness needs, from Debian's packages only.
+# Idempotent: does nothing when everything is already there.
+# Debian 12 ships QEMU 7.2 (no igb); QEMU >= 8.0 comes from bookworm-backports.
+set -euo pipefail
+
+need_cmds=(qemu-system-x86_64 ip iperf3 busybox cpio depmod)
+need_pkgs=(qemu-system-x86 iproute2 iperf3 busybox-static cpio kmod libpcap0.8 zstd xz-utils)
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+qemu_ok() {
+    command -v qemu-system-x86_64 >/dev/null || return 1
+    local v
+    v=$(qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')
+    [ -n "$v" ] && [ "$v" -ge 8 ]
+}
+
+all_present() {
+    local c p
+    for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null || return 1; done
+    for p in libpcap0.8 zstd; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1; done
+    qemu_ok
+}
+
+if all_present; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    log "missing host packages and not root: run 'sudo make setup' or install: ${need_pkgs[*]} (QEMU >= 8.0)"
+    exit 1
+fi
+
+. /etc/os-release
+backports=()
+if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    src=/etc/apt/sources.list.d/bookworm-backports.sources
+    if [ ! -e "$src" ]; then
+        log "adding bookworm-backports (Debian 12's QEMU 7.2 has no igb)"
+        cat >"$src" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    fi
+    backports=(-t bookworm-backports)
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+log "apt-get update"
+apt-get update -qq
+log "installing ${need_pkgs[*]}"
+apt-get install -y -qq --no-install-recommends "${backports[@]}" qemu-system-x86 >/dev/null
+apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+if ! qemu_ok; then
+    log "QEMU >= 8.0 still missing after install: $(qemu-system-x86_64 --version 2>&1 | head -1)"
+    exit 1
+fi
+log "ok: $(qemu-system-x86_64 --version | head -1)"
