@@ -45,7 +45,8 @@ def probe_kvm(qemu_binary: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S) 
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             out, _ = proc.communicate(timeout=timeout)
-            exited = f"QEMU exited with {proc.returncode}: {out.decode(errors='replace').strip()[-300:]}"
+            last = (out.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            exited = f"QEMU exited with {proc.returncode}: {last[-200:]}"
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

@@ -166,6 +166,11 @@ class FailoverView:
     def primary_enslaved(self) -> bool:
         return self.master is not None and self.primary is not None and self.primary.master == self.master.name
 
+    @property
+    def primary_active(self) -> bool:
+        """Enslaved and link up: net_failover transmits on the primary only then."""
+        return self.primary_enslaved and self.primary is not None and self.primary.operstate == "up"
+
     def describe(self) -> str:
         def name(link: GuestLink | None) -> str:
             return f"{link.name}({link.driver},{link.operstate})" if link else "none"
@@ -207,11 +212,11 @@ class Guest:
             raise GuestError(f"fo-state failed ({result.rc}): {result.output}")
         return failover_view(parse_link_state(result.output), self.failover_mac)
 
-    def wait_primary_enslaved(self, timeout: float) -> FailoverView:
-        """Poll until the primary is enslaved to the failover master; return the last view either way."""
+    def wait_primary_active(self, timeout: float) -> FailoverView:
+        """Poll until the primary is enslaved and up; return the last view either way."""
         deadline = time.monotonic() + timeout
         view = self.failover()
-        while not view.primary_enslaved and time.monotonic() < deadline:
+        while not view.primary_active and time.monotonic() < deadline:
             time.sleep(0.2)
             view = self.failover()
         return view

@@ -50,7 +50,7 @@ def kernel_append(addressing: Addressing) -> str:
             f"harness.addr={addressing.guest_ip}/{addressing.prefix_len}")
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
 class FlatBed:
     """A failover bed on the flat topology; :meth:`teardown` removes all of it (idempotent)."""
 

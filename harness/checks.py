@@ -1,0 +1,54 @@
+"""Named conformance checks: every check is recorded, then the test fails listing all that failed.
+
+A migration case makes several independent judgements (completed, unplugged,
+restored, loss, gap). Recording them all, rather than stopping at the first
+failed ``assert``, gives a reader the whole verdict, and each check becomes a
+JUnit property ``check.<name>`` and a row in the HTML report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} {self.name}: {self.detail}"
+
+
+@dataclass
+class CheckList:
+    """Collects check results; :meth:`verify` raises ``AssertionError`` naming every failed one."""
+
+    record: Callable[[str, object], None] = lambda name, value: None
+    results: list[CheckResult] = field(default_factory=list)
+
+    def check(self, name: str, passed: bool, detail: str) -> bool:
+        result = CheckResult(name, bool(passed), detail)
+        self.results.append(result)
+        self.record(f"check.{name}", result.line())
+        return result.passed
+
+    def at_most(self, name: str, measured: float | None, limit: float, unit: str = "") -> bool:
+        """Pass when *measured* is known and ``<= limit``; the detail names both."""
+        if measured is None:
+            return self.check(name, False, f"not measured (limit {limit:g}{unit})")
+        return self.check(name, measured <= limit, f"measured {measured:.1f}{unit}, limit {limit:g}{unit}")
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    def verify(self) -> None:
+        __tracebackhide__ = True
+        if self.failed:
+            raise AssertionError(
+                f"{len(self.failed)} of {len(self.results)} checks failed:\n"
+                + "\n".join(r.line() for r in self.failed)
+            )

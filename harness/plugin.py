@@ -1,0 +1,276 @@
+"""The pytest plugin: options, configuration, capability gates, fixtures and report hooks.
+
+Registered through the ``pytest11`` entry point, so ``pytest testcases`` picks
+it up with no conftest. Fixtures, from the outside in:
+
+``harness_config``  the validated :class:`~harness.config.RunConfig`
+``host_ready``      capability gate: skips (or errors under ``--require-resources``) with the reason
+``guest_image``     the cached guest image (built on first use, once across xdist workers)
+``accel``           KVM if a kernel really boots under it, else TCG (cached per host boot)
+``test_artifacts``  this test's evidence directory, kept on failure
+``failover_bed``    a ready failover bed on the configured topology, torn down whatever happens
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock
+
+from harness import capabilities
+from harness.accel import AccelChoice, choose_accel
+from harness.config import RunConfig, build_config, load_profile
+from harness.errors import CapabilityMissing, ConfigError
+from harness.image import GuestImage, ImageBuilder
+from harness.netns import sweep_stale
+from harness.report import ResultsJson, properties_table
+from harness.topologies.flat import FlatBed
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = pytest.StashKey[RunConfig]()
+PHASE_REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+ARTIFACTS_KEY = pytest.StashKey[Path]()
+
+_bed_counter = itertools.count(1)
+_live_beds: set[FlatBed] = set()
+
+
+# -- options and configuration ------------------------------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("failover-harness", "virtio-net failover harness")
+    group.addoption("--harness-config", metavar="TOML", default=None,
+                    help="TOML profile with run settings and [thresholds]")
+    group.addoption("--qemu-binary", metavar="PATH", default=None,
+                    help="QEMU to test (default: qemu-system-x86_64 on PATH)")
+    group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=None,
+                    help="accelerator; auto (default) uses KVM only if a kernel really boots under it")
+    group.addoption("--guest-kernel", metavar="BZIMAGE", default=None, help="boot this kernel in the guest")
+    group.addoption("--guest-modules", metavar="DIR", default=None,
+                    help="INSTALL_MOD_PATH of --guest-kernel's modules (make modules_install)")
+    group.addoption("--guest-memory", metavar="MIB", type=int, default=None, dest="guest_memory_mib",
+                    help="guest RAM in MiB (default 512)")
+    group.addoption("--probe-rate", metavar="HZ", type=float, default=None, dest="probe_rate_hz",
+                    help="probes per second from the peer (default 100)")
+    group.addoption("--threshold", metavar="NAME=VALUE", action="append", default=[],
+                    help="override a threshold, e.g. --threshold max_gap_ms=2000 (see README)")
+    group.addoption("--require-resources", action="store_true", default=None,
+                    help="a missing capability is an error, not a skip (for CI)")
+    group.addoption("--keep-artifacts", choices=("failed", "all", "none"), default="failed",
+                    help="which tests keep their logs, QMP transcripts and probe data (default: failed)")
+    group.addoption("--artifacts-dir", metavar="DIR", default=None, help="default: reports/artifacts")
+    group.addoption("--results-json", metavar="PATH", default=None,
+                    help="write per-test outcomes, metrics and checks as JSON")
+
+
+def _threshold_overrides(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"--threshold {item!r}: expected NAME=VALUE, e.g. max_gap_ms=2000")
+        out[f"thresholds.{name.strip()}"] = value.strip()
+    return out
+
+
+def config_from_options(config: pytest.Config) -> RunConfig:
+    opt = config.option
+    profile = load_profile(Path(opt.harness_config)) if opt.harness_config else None
+    overrides: dict[str, Any] = {
+        "qemu_binary": opt.qemu_binary,
+        "accel": opt.accel,
+        "guest_kernel": opt.guest_kernel,
+        "guest_modules": opt.guest_modules,
+        "guest_memory_mib": opt.guest_memory_mib,
+        "probe_rate_hz": opt.probe_rate_hz,
+        "require_resources": opt.require_resources,
+        "artifacts_dir": opt.artifacts_dir,
+        **_threshold_overrides(opt.threshold),
+    }
+    source = "options" + (f" and {opt.harness_config}" if opt.harness_config else "")
+    return build_config(profile, overrides, source)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "timing: measures time; run it alone, not beside other QEMUs")
+    try:
+        config.stash[CONFIG_KEY] = config_from_options(config)
+    except ConfigError as e:
+        raise pytest.UsageError(f"failover-harness: {e}") from None
+    results = config.option.results_json
+    if results and not hasattr(config, "workerinput"):
+        run = config.stash[CONFIG_KEY]
+        config.pluginmanager.register(
+            ResultsJson(Path(results), lambda: {"config": run.model_dump(mode="json")}), "harness-results-json")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Leftovers of a crashed or killed run: namespaces whose owning pytest is gone.
+    if os.geteuid() == 0 and shutil.which("ip"):
+        for name in sweep_stale():
+            log.warning("removed stale namespace %s", name)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    run = config.stash[CONFIG_KEY]
+    version, problem = capabilities.qemu_version(run.qemu_binary)
+    qemu = ".".join(map(str, version)) if version else problem
+    return [f"failover-harness: topology={run.topology} qemu={run.qemu_binary} ({qemu}) accel={run.accel}"]
+
+
+# -- capability gates ---------------------------------------------------------
+
+def _unavailable(run: RunConfig, reason: str) -> None:
+    __tracebackhide__ = True
+    if run.require_resources:
+        pytest.fail(f"required resource missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def harness_config(pytestconfig: pytest.Config) -> RunConfig:
+    """The validated run configuration."""
+    return pytestconfig.stash[CONFIG_KEY]
+
+
+@pytest.fixture(scope="session")
+def host_ready(harness_config: RunConfig) -> None:
+    """Skip (or fail under --require-resources) when the host cannot run the flat topology."""
+    problems = capabilities.host_problems(harness_config.qemu_binary)
+    if problems:
+        _unavailable(harness_config, "; ".join(problems))
+
+
+@pytest.fixture(scope="session")
+def guest_image(harness_config: RunConfig, host_ready: None) -> GuestImage:
+    """The guest image, built from Debian packages on first use and cached by content."""
+    builder = ImageBuilder(harness_config.cache_dir, user_kernel=harness_config.guest_kernel,
+                           user_modules=harness_config.guest_modules)
+    try:
+        return builder.get()
+    except CapabilityMissing as e:
+        _unavailable(harness_config, str(e))
+        raise  # unreachable: _unavailable always raises
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+@pytest.fixture(scope="session")
+def accel(harness_config: RunConfig, guest_image: GuestImage, request: pytest.FixtureRequest) -> AccelChoice:
+    """The accelerator, probed once per host boot, QEMU binary and kernel (the probe costs seconds)."""
+    run = harness_config
+    if run.accel != "auto":
+        choice = choose_accel(run.accel, run.qemu_binary, guest_image.kernel)
+    else:
+        qemu_path = shutil.which(run.qemu_binary) or run.qemu_binary
+        key = re.sub(r"\W", "_", f"{qemu_path}-{guest_image.key}")
+        cache = run.cache_dir / "accel" / f"{key}.json"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache) + ".lock"):
+            cached = json.loads(cache.read_text()) if cache.exists() else {}
+            if cached.get("boot_id") == _boot_id():
+                choice = AccelChoice(cached["accel"], cached["reason"])
+            else:
+                choice = choose_accel("auto", run.qemu_binary, guest_image.kernel)
+                cache.write_text(json.dumps({"boot_id": _boot_id(), "accel": choice.accel,
+                                             "reason": choice.reason}))
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(f"failover-harness: accel {choice.accel} ({choice.reason})")
+    log.info("accel %s (%s)", choice.accel, choice.reason)
+    return choice
+
+
+# -- per-test evidence ----------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    item.stash.setdefault(PHASE_REPORTS_KEY, {})[report.when] = report
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        _attach_extras(item, report)
+    return report
+
+
+def _attach_extras(item: pytest.Item, report: pytest.TestReport) -> None:
+    try:
+        from pytest_html import extras
+    except ImportError:
+        return
+    added = []
+    table = properties_table(item.user_properties)
+    if table:
+        added.append(extras.html(table))
+    artifacts = item.stash.get(ARTIFACTS_KEY, None)
+    if report.failed and artifacts is not None and artifacts.is_dir():
+        for path in sorted(artifacts.iterdir()):
+            if path.suffix in (".log", ".jsonl", ".stderr") and path.stat().st_size:
+                text = path.read_text(errors="replace")
+                added.append(extras.text(text[-20000:], name=path.name))
+    report.extras = [*getattr(report, "extras", []), *added]
+
+
+def _safe_name(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+
+
+@pytest.fixture
+def test_artifacts(request: pytest.FixtureRequest, harness_config: RunConfig) -> Iterator[Path]:
+    """This test's evidence directory; removed after a pass unless --keep-artifacts=all."""
+    path = (harness_config.artifacts_dir / _safe_name(request.node.nodeid)).resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    request.node.stash[ARTIFACTS_KEY] = path
+    yield path
+    reports = request.node.stash.get(PHASE_REPORTS_KEY, {})
+    failed = any(r.failed for r in reports.values()) or "call" not in reports
+    policy = request.config.option.keep_artifacts
+    if policy == "none" or (policy == "failed" and not failed):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the bed ------------------------------------------------------------------------
+
+def _teardown_live_beds() -> None:
+    for bed in list(_live_beds):
+        bed.teardown()
+
+
+atexit.register(_teardown_live_beds)
+
+
+@pytest.fixture
+def failover_bed(harness_config: RunConfig, guest_image: GuestImage, accel: AccelChoice,
+                 test_artifacts: Path, record_property: Any) -> Iterator[FlatBed]:
+    """A running source guest with failover negotiated, on the configured topology."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "m")
+    tag = f"{worker}-{next(_bed_counter)}"
+    record_property("run.accel", accel.accel)
+    record_property("run.accel_reason", accel.reason)
+    bed = FlatBed(harness_config, guest_image, accel.accel, tag,
+                  run_dir=Path(f"/tmp/fohx-{os.getpid()}-{tag}"), artifacts_dir=test_artifacts)
+    _live_beds.add(bed)
+    try:
+        bed.build()
+        yield bed
+    finally:
+        bed.teardown()
+        _live_beds.discard(bed)

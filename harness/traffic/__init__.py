@@ -1,0 +1,1 @@
+"""Traffic generators and recorders that run in the peer namespace."""
