@@ -113,7 +113,7 @@ class ControlChannel:
             try:
                 if self._sock is None:
                     self.connect()
-                if self.run("echo ok", timeout=min(2.0, max(0.1, deadline - time.monotonic()))).output == "ok":
+                if self.run("echo ok", timeout=min(1.0, max(0.1, deadline - time.monotonic()))).output == "ok":
                     return
             except DeadlineExceeded as e:
                 last_error = e  # agent not running yet: ask again

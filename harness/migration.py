@@ -37,7 +37,9 @@ def enable_events(vm: VM) -> None:
                    {"capabilities": [{"capability": "events", "state": True}]})
 
 
-def migrate(source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float) -> MigrationResult:
+def migrate(
+    source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float
+) -> MigrationResult:
     """Migrate *source* to *destination* (started with ``-incoming defer``) over *uri*."""
     src, dst = source.qmp, destination.qmp
     assert src is not None and dst is not None

@@ -9,6 +9,7 @@ left behind without touching a live run's namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -89,10 +90,8 @@ def kill_and_delete(name: str) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.05)
     try:
         run(["ip", "netns", "delete", name])

@@ -4,8 +4,8 @@
 # Debian 12 ships QEMU 7.2 (no igb); QEMU >= 8.0 comes from bookworm-backports.
 set -euo pipefail
 
-need_cmds=(qemu-system-x86_64 ip iperf3 busybox cpio depmod)
-need_pkgs=(qemu-system-x86 iproute2 iperf3 busybox-static cpio kmod libpcap0.8 zstd xz-utils)
+need_cmds=(qemu-system-x86_64 ip sysctl iperf3 busybox cpio depmod dpkg-deb)
+need_pkgs=(qemu-system-x86 iproute2 procps iperf3 busybox-static cpio kmod libpcap0.8 python3-venv)
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -19,7 +19,10 @@ qemu_ok() {
 all_present() {
     local c p
     for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null || return 1; done
-    for p in libpcap0.8 zstd; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1; done
+    dpkg-query -W -f='${Status}' libpcap0.8 2>/dev/null | grep -q 'install ok installed' || return 1
+    python3 -c 'import ensurepip, venv' 2>/dev/null || return 1
+    # The guest image is assembled from apt's package lists: they must exist.
+    apt-cache show busybox-static >/dev/null 2>&1 || return 1
     qemu_ok
 }
 

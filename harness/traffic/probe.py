@@ -17,7 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def parse_probe_log(lines: list[str]) -> list[ProbeSample]:
-    """Pair ``s`` (sent) and ``r`` (reply) records by sequence; the first reply wins, later ones are duplicates."""
+    """Pair ``s`` (sent) and ``r`` (reply) records by sequence.
+
+    The first reply to a probe counts; later ones are duplicates and ignored here.
+    """
     sent: dict[int, float] = {}
     received: dict[int, float] = {}
     for line in lines:

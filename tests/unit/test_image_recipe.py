@@ -1,0 +1,62 @@
+"""Pure parts of the image builder: apt's URI listing, module closure, content key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from harness.capabilities import parse_qemu_version
+from harness.image import RECIPE_DIR, RECIPE_FILES, DebFile, image_key, module_closure, parse_print_uris
+
+PRINT_URIS = """\
+'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:{a}
+'http://deb.debian.org/debian/pool/main/i/iperf3/iperf3_3.12-1%2bdeb12u2_amd64.deb' iperf3_3.12-1+deb12u2_amd64.deb 33964 SHA256:{b}
+""".format(a="a" * 64, b="b" * 64)  # noqa: E501
+
+MODULES_DEP = """\
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko
+kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/pci/vfio-pci-core.ko kernel/drivers/vfio/vfio.ko
+kernel/drivers/vfio/pci/vfio-pci-core.ko: kernel/drivers/vfio/vfio.ko
+kernel/drivers/vfio/vfio.ko:
+kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:
+"""
+
+
+def test_parse_print_uris() -> None:
+    debs = parse_print_uris(PRINT_URIS)
+    assert [(d.package, d.sha256[:1]) for d in debs] == [("busybox-static", "a"), ("iperf3", "b")]
+    assert debs[0].filename == "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb"
+
+
+def test_module_closure_follows_dependencies_and_dashes() -> None:
+    closure = module_closure(["virtio_net", "vfio_pci", "not_there"], MODULES_DEP)
+    assert closure == sorted([
+        "kernel/drivers/net/virtio_net.ko", "kernel/drivers/net/net_failover.ko", "kernel/net/core/failover.ko",
+        "kernel/drivers/vfio/pci/vfio-pci.ko", "kernel/drivers/vfio/pci/vfio-pci-core.ko",
+        "kernel/drivers/vfio/vfio.ko",
+    ])
+
+
+def test_image_key_changes_with_each_input(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe"
+    shutil.copytree(RECIPE_DIR, recipe)
+    debs = [DebFile("iperf3", "iperf3_1_amd64.deb", "u", "1" * 64)]
+    key = image_key(recipe, debs, None, None)
+    assert key == image_key(recipe, debs, None, None)
+    assert key != image_key(recipe, [DebFile("iperf3", "iperf3_2_amd64.deb", "u", "2" * 64)], None, None)
+    for name in RECIPE_FILES:
+        (recipe / name).write_text((recipe / name).read_text() + "\n# changed\n")
+        changed = image_key(recipe, debs, None, None)
+        assert changed != key, name
+        key = changed
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"kernel")
+    assert image_key(recipe, debs, kernel, None) != key
+
+
+def test_parse_qemu_version() -> None:
+    assert parse_qemu_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)") == (10, 0, 2)
+    assert parse_qemu_version("QEMU emulator version 7.2") == (7, 2, 0)
+    assert parse_qemu_version("something else") is None
