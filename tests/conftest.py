@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,3 +20,34 @@ pytest_plugins = ["pytester"]
 def data_dir() -> Path:
     """Recorded data from real runs (timelines, guest output)."""
     return DATA
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SuiteRun:
+    """A finished ``pytest testcases`` subprocess: what a user would see, plus its pid."""
+
+    returncode: int
+    output: str
+    pid: int
+    results_path: Path
+    artifacts: Path
+
+    def results(self) -> dict[str, Any]:
+        return json.loads(self.results_path.read_text())
+
+
+def suite_argv(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", str(REPO / "testcases"), "-p", "no:cacheprovider", "-rA",
+            "--artifacts-dir", str(tmp_path / "artifacts"), "--results-json", str(tmp_path / "results.json"),
+            "--junitxml", str(tmp_path / "junit.xml"), *args]
+
+
+def run_suite(tmp_path: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 600) -> SuiteRun:
+    """Run the conformance suite as a user would, in a subprocess, and wait for it."""
+    proc = subprocess.Popen([*prefix, *suite_argv(tmp_path, *args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out, _ = proc.communicate(timeout=timeout)
+    return SuiteRun(proc.returncode, out, proc.pid, tmp_path / "results.json", tmp_path / "artifacts")

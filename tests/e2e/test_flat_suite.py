@@ -1,0 +1,118 @@
+"""The conformance suite end to end on the flat topology, with real QEMU, guests and namespaces.
+
+Each test runs ``pytest testcases`` in a subprocess exactly as a user would,
+then looks at what the user gets (exit status, messages, reports) and at what
+is left on the host (it must be nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.image import GuestImage
+from harness.netns import NETNS_PREFIX, list_harness_netns
+from tests.conftest import REPO, run_suite, suite_argv
+
+WRAPPERS = Path(__file__).parent / "qemu-wrappers"
+# Broken setups fail on these anyway; short deadlines keep the tests quick.
+FAST_FAIL = ("--threshold", "primary_restore_deadline_s=5")
+
+
+@pytest.fixture(autouse=True)
+def _image_ready(guest_image: GuestImage) -> None:
+    """Skip (or error with --require-resources) where the host cannot run QEMU; prebuild the image."""
+
+
+def leftovers(pid: int) -> list[str]:
+    """Anything the harness run *pid* created that still exists."""
+    found = [f"netns {n}" for n in list_harness_netns() if n.startswith(f"{NETNS_PREFIX}{pid}-")]
+    found += [f"run dir {p}" for p in Path("/tmp").glob(f"fohx-{pid}-*")]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited meanwhile
+        text = b" ".join(args).decode(errors="replace")
+        if "qemu-system" in text and f"/tmp/fohx-{pid}-" in text:
+            found.append(f"process {cmdline.parent.name}: {text[:100]}")
+    return found
+
+
+def _check(run_results: dict, name: str) -> str:
+    (test,) = run_results["tests"]
+    return str(test["checks"].get(name, "missing"))
+
+
+def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--html", str(tmp_path / "report.html"), "--self-contained-html")
+    assert run.returncode == 0, run.output
+    results = run.results()
+    assert results["summary"] == {"passed": 1}
+    (test,) = results["tests"]
+    metrics = test["metrics"]
+    for name in ("probes_sent", "probes_lost", "max_gap_ms", "unplug_wait_ms", "downtime_ms", "total_time_ms"):
+        assert metrics[name] is not None, name
+    assert metrics["probes_sent"] > 100 and metrics["unplug_wait_ms"] > 0
+    assert all(v.startswith("PASS") for v in test["checks"].values())
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "junit.xml").iter("property")}
+    assert props["metric.total_time_ms"] == str(metrics["total_time_ms"])
+    assert props["check.primary_restored"].startswith("PASS")
+    html = (tmp_path / "report.html").read_text()
+    assert "check.migration_completed" in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert not run.artifacts.exists() or not any(run.artifacts.iterdir()), "passing test kept artifacts"
+    assert leftovers(run.pid) == []
+
+
+def test_fails_when_failover_is_off(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "no-failover"), *FAST_FAIL)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert _check(results, "failover_negotiated").startswith("FAIL failover_negotiated: FAILOVER_NEGOTIATED events "
+                                                             "on the source: none")
+    assert _check(results, "unplug_primary_emitted").startswith("FAIL")
+    assert _check(results, "wait_unplug_entered").startswith("FAIL")
+    assert "FAIL failover_negotiated" in run.output
+    # Evidence is kept for the failed case.
+    (case_dir,) = run.artifacts.iterdir()
+    assert (case_dir / "src-console.log").stat().st_size > 0
+    assert (case_dir / "src-qmp.jsonl").exists() and (case_dir / "probes.jsonl").exists()
+    assert leftovers(run.pid) == []
+
+
+def test_fails_when_destination_lacks_its_primary(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "destination-without-primary"), *FAST_FAIL)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert _check(results, "migration_completed").startswith("PASS")  # QEMU only warns: that is the trap
+    restored = _check(results, "primary_restored")
+    assert restored.startswith("FAIL primary_restored: primary not restored")
+    assert "Primary device not found" in restored  # QEMU's warning, quoted from its stderr
+    assert leftovers(run.pid) == []
+
+
+def test_interrupt_leaves_nothing(tmp_path: Path) -> None:
+    proc = subprocess.Popen(suite_argv(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("process" in item for item in leftovers(proc.pid)):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "QEMU never started"
+            time.sleep(0.2)
+        assert leftovers(proc.pid), "nothing to clean up: the interrupt would prove nothing"
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in out, out
+    assert leftovers(proc.pid) == []
+    results = tmp_path / "results.json"
+    assert not results.exists() or json.loads(results.read_text())["exit_status"] == 2
