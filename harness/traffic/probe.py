@@ -42,8 +42,8 @@ class Prober:
                  dst_mac: str, rate_hz: float, log_path: Path) -> None:
         self.log_path = log_path
         self._argv = exec_prefix + [
-            sys.executable, "-m", "harness.traffic.probe_main", "--iface", iface, "--src-mac", src_mac, "--src-ip", src_ip,
-            "--dst-ip", dst_ip, "--dst-mac", dst_mac, "--rate", str(rate_hz),
+            sys.executable, "-m", "harness.traffic.probe_main", "--iface", iface, "--src-mac", src_mac,
+            "--src-ip", src_ip, "--dst-ip", dst_ip, "--dst-mac", dst_mac, "--rate", str(rate_hz),
         ]
         self._out = log_path.open("w")
         self._err_path = log_path.with_suffix(".stderr")
