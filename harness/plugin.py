@@ -270,6 +270,7 @@ def failover_bed(harness_config: RunConfig, guest_image: GuestImage, accel: Acce
     _live_beds.add(bed)
     try:
         bed.build()
+        record_property("run.boot_s", round(bed.boot_s or 0.0, 2))
         yield bed
     finally:
         bed.teardown()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class FlatBed:
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
     guest: Guest = field(init=False)
+    boot_s: float | None = field(default=None, init=False)
     _dest_count: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -78,11 +80,13 @@ class FlatBed:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
             self.network.create()
+            started = time.monotonic()
             spec = self._spec("src")
             self.source = self._launch(spec)
             channel = ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log")
             self.guest = Guest(channel, self.addressing.failover_mac)
             channel.wait_ready(BOOT_TIMEOUT_S)
+            self.boot_s = time.monotonic() - started
         except BaseException:
             self.teardown()
             raise
