@@ -34,7 +34,7 @@ class MeasuredMigration:
     metrics: MigrationMetrics
     restored: FailoverView | None
     restore_error: str | None
-    destination_warnings: list[str]
+    destination_messages: list[str]
     baseline_reply: bool
 
 
@@ -76,4 +76,4 @@ def migrate_under_probes(bed: FailoverBed, config: RunConfig, artifacts: Path) -
     )
     (artifacts / "timeline.json").write_text(json.dumps(timeline.to_dict(), indent=1))
     return MeasuredMigration(result, timeline, migration_metrics(timeline), restored, restore_error,
-                             destination.warnings(), baseline_reply)
+                             destination.messages(), baseline_reply)

@@ -208,9 +208,9 @@ class VM:
     def stderr_tail(self, lines: int = 20) -> str:
         return "\n".join(self.stderr_text().splitlines()[-lines:])
 
-    def warnings(self) -> list[str]:
-        """QEMU's ``warning:`` lines: failover reports most of its failures only there."""
-        return [line for line in self.stderr_text().splitlines() if "warning:" in line]
+    def messages(self) -> list[str]:
+        """What QEMU printed (its command line excluded): failover reports most failures only there."""
+        return [line for line in self.stderr_text().splitlines() if line and not line.startswith("$ ")]
 
     def kill(self) -> None:
         """SIGKILL QEMU at once (fault injection: a destination dying mid-stream)."""

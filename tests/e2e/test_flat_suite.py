@@ -76,6 +76,7 @@ def test_fails_when_failover_is_off(tmp_path: Path) -> None:
     results = run.results()
     assert _check(results, "failover_negotiated").startswith("FAIL failover_negotiated: FAILOVER_NEGOTIATED events "
                                                              "on the source: none")
+    assert _check(results, "primary_enslaved_before_migration").startswith("FAIL")
     assert _check(results, "unplug_primary_emitted").startswith("FAIL")
     assert _check(results, "wait_unplug_entered").startswith("FAIL")
     assert "FAIL failover_negotiated" in run.output
@@ -94,6 +95,40 @@ def test_fails_when_destination_lacks_its_primary(tmp_path: Path) -> None:
     restored = _check(results, "primary_restored")
     assert restored.startswith("FAIL primary_restored: primary not restored")
     assert "Primary device not found" in restored  # QEMU's warning, quoted from its stderr
+    assert leftovers(run.pid) == []
+
+
+def test_fails_when_destination_is_unreachable(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-destination"), *FAST_FAIL)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert _check(results, "primary_restored").startswith("PASS")  # the guest is fine, its network is not
+    assert _check(results, "replies_resumed") == "FAIL replies_resumed: 0 probe replies after the destination resumed"
+    assert _check(results, "probes_lost").startswith("FAIL probes_lost: measured")
+    assert _check(results, "max_gap_ms").startswith("FAIL max_gap_ms: measured")
+    assert leftovers(run.pid) == []
+
+
+def test_fails_without_a_baseline(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-source"), *FAST_FAIL)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert _check(results, "probe_baseline").startswith("FAIL probe_baseline: no probe reply before migration")
+    assert _check(results, "replies_resumed").startswith("PASS")  # the destination's taps are on the bridge
+    assert leftovers(run.pid) == []
+
+
+def test_fails_when_migration_fails(tmp_path: Path) -> None:
+    # The option-ROM bug: the destination refuses the stream and exits.
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "primary-with-rom"), *FAST_FAIL)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    completed = _check(results, "migration_completed")
+    assert completed.startswith("FAIL migration_completed: status failed"), completed
+    assert _check(results, "primary_restored").startswith("FAIL primary_restored: primary not restored")
+    (case_dir,) = run.artifacts.iterdir()
+    assert "Unknown ramblock" in completed  # quoted from the destination QEMU
+    assert "Unknown ramblock" in (case_dir / "dst-qemu.log").read_text()
     assert leftovers(run.pid) == []
 
 
