@@ -249,6 +249,10 @@ class ImageBuilder:
         if not src.is_dir():
             return
         if not (src / "modules.dep").exists():
+            if self.user_modules is not None:
+                # Never write into a user's tree: 'make modules_install' runs depmod itself.
+                raise ConfigError(f"guest_modules: {src} has no modules.dep: run 'make modules_install' "
+                                  "(it runs depmod) or 'depmod -b DIR VERSION'")
             run(["depmod", "-b", str(kroot), version])
         wanted = read_list(self.recipe_dir / "modules.txt")
         chosen = module_closure(wanted, (src / "modules.dep").read_text())

@@ -20,6 +20,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,7 +104,14 @@ def config_from_options(config: pytest.Config) -> RunConfig:
     return build_config(profile, overrides, source)
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    # A CI runner's SIGTERM then tears down like Ctrl-C: fixtures stop QEMU, remove namespaces.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     config.addinivalue_line("markers", "timing: measures time; run it alone, not beside other QEMUs")
     try:
         config.stash[CONFIG_KEY] = config_from_options(config)

@@ -132,7 +132,8 @@ def test_fails_when_migration_fails(tmp_path: Path) -> None:
     assert leftovers(run.pid) == []
 
 
-def test_interrupt_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_leaves_nothing(tmp_path: Path, signum: signal.Signals) -> None:
     proc = subprocess.Popen(suite_argv(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
@@ -142,7 +143,7 @@ def test_interrupt_leaves_nothing(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "QEMU never started"
             time.sleep(0.2)
         assert leftovers(proc.pid), "nothing to clean up: the interrupt would prove nothing"
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.send_signal(signum)  # SIGINT is what Ctrl-C sends
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -151,3 +152,18 @@ def test_interrupt_leaves_nothing(tmp_path: Path) -> None:
     assert leftovers(proc.pid) == []
     results = tmp_path / "results.json"
     assert not results.exists() or json.loads(results.read_text())["exit_status"] == 2
+
+
+def test_user_guest_kernel(tmp_path: Path, guest_image: GuestImage) -> None:
+    """--guest-kernel/--guest-modules: a kernel developer's build, here Debian's kernel unpacked as one would be."""
+    debs = sorted((guest_image.kernel.parent.parent.parent / "debs").glob("linux-image-*.deb"))
+    assert debs, "the image cache holds no kernel package"
+    tree = tmp_path / "linux"
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tree)], check=True)
+    (bzimage,) = (tree / "boot").glob("vmlinuz-*")
+    version = bzimage.name.removeprefix("vmlinuz-")
+    subprocess.run(["depmod", "-b", str(tree), version], check=True)  # what 'make modules_install' does
+    run = run_suite(tmp_path, "--guest-kernel", str(bzimage), "--guest-modules", str(tree))
+    assert run.returncode == 0, run.output
+    assert run.results()["summary"] == {"passed": 1}
+    assert leftovers(run.pid) == []
