@@ -41,6 +41,12 @@ class CheckList:
             return self.check(name, False, f"not measured (limit {limit:g}{unit})")
         return self.check(name, measured <= limit, f"measured {measured:.1f}{unit}, limit {limit:g}{unit}")
 
+    def at_least(self, name: str, measured: float | None, limit: float, unit: str = "") -> bool:
+        """Pass when *measured* is known and ``>= limit``; the detail names both."""
+        if measured is None:
+            return self.check(name, False, f"not measured (limit >= {limit:g}{unit})")
+        return self.check(name, measured >= limit, f"measured {measured:.1f}{unit}, limit >= {limit:g}{unit}")
+
     @property
     def failed(self) -> list[CheckResult]:
         return [r for r in self.results if not r.passed]

@@ -28,8 +28,17 @@ class Thresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_probes_lost: int = Field(400, ge=0, description="probes without a reply in the migration window")
+    max_probes_lost: int = Field(
+        4000, ge=0, description="probes without a reply in the migration window (a count at the probe rate)"
+    )
     max_gap_ms: float = Field(4000.0, gt=0, description="longest interval without a reply in the window")
+    max_switch_to_standby_ms: float = Field(
+        3000.0, gt=0, description="UNPLUG_PRIMARY to the first reply carried by the standby"
+    )
+    max_failback_ms: float = Field(8000.0, gt=0, description="destination RESUME to the first reply on the primary")
+    min_throughput_after_resume_mbps: float = Field(
+        1.0, ge=0, description="iperf3 mean throughput from destination RESUME to the end of observation"
+    )
     wait_unplug_deadline_s: float = Field(
         30.0, gt=0, description="harness deadline for the source to leave wait-unplug (QEMU has none)"
     )
@@ -50,7 +59,8 @@ class RunConfig(BaseModel):
     guest_kernel: Path | None = None
     guest_modules: Path | None = None
     guest_memory_mib: int = Field(512, ge=128, le=16384)
-    probe_rate_hz: float = Field(100.0, ge=1, le=1000)
+    probe_rate_hz: float = Field(1000.0, ge=1, le=1000)
+    iperf_duration_s: float = Field(12.0, ge=5, le=600)
     cache_dir: Path = DEFAULT_CACHE_DIR
     artifacts_dir: Path = Path("reports/artifacts")
     require_resources: bool = False

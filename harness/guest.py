@@ -223,3 +223,61 @@ class Guest:
 
     def dmesg(self) -> str:
         return self.channel.run("dmesg").output
+
+    def clock_sync(self, samples: int = 5) -> ClockSync:
+        """Relate the guest kernel log clock to the host clock.
+
+        Each sample writes a marker to ``/dev/kmsg``, so the guest stamps it
+        with the very clock its dmesg lines carry; the host brackets the write
+        with its own clock. The shortest round trip bounds the error.
+        """
+        token = f"harness-sync-{time.monotonic_ns()}"
+        brackets = []
+        for i in range(samples):
+            before = time.time()
+            self.channel.run(f"echo {token}-{i} > /dev/kmsg")
+            brackets.append((before, time.time()))
+        stamps = {msg.rsplit("-", 1)[1]: ts for ts, msg in parse_dmesg(self.dmesg()) if msg.startswith(token)}
+        pairs = [(b, stamps[str(i)], a) for i, (b, a) in enumerate(brackets) if str(i) in stamps]
+        if not pairs:
+            raise GuestError("clock sync markers did not appear in the guest's kernel log")
+        return best_clock_sync(pairs)
+
+
+_DMESG_RE = re.compile(r"^\[\s*(\d+\.\d+)\]\s+(.*)$")
+_LINK_RE = re.compile(r"failover (primary|standby) slave:(\S+) (registered|unregistered)")
+
+
+def parse_dmesg(text: str) -> list[tuple[float, str]]:
+    """``[  8.279339] message`` lines → (kernel timestamp s, message)."""
+    out = []
+    for line in text.splitlines():
+        m = _DMESG_RE.match(line.strip())
+        if m:
+            out.append((float(m.group(1)), m.group(2)))
+    return out
+
+
+def failover_link_events(text: str) -> list[tuple[float, str, str]]:
+    """The guest kernel's failover slave (un)registrations from dmesg: (kernel time, kind, interface)."""
+    events = []
+    for ts, message in parse_dmesg(text):
+        m = _LINK_RE.search(message)
+        if m:
+            role, iface, what = m.groups()
+            events.append((ts, f"{role}-{what}", iface))
+    return events
+
+
+@dataclass(frozen=True)
+class ClockSync:
+    """Host time = guest kernel log time + :attr:`offset_s`, within ± :attr:`uncertainty_s`."""
+
+    offset_s: float
+    uncertainty_s: float
+
+
+def best_clock_sync(samples: list[tuple[float, float, float]]) -> ClockSync:
+    """From (host before, guest kernel time, host after) samples, the one with the shortest round trip."""
+    before, guest_ts, after = min(samples, key=lambda s: s[2] - s[0])
+    return ClockSync((before + after) / 2 - guest_ts, (after - before) / 2)

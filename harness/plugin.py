@@ -14,6 +14,7 @@ it up with no conftest. Fixtures, from the outside in:
 from __future__ import annotations
 
 import atexit
+import base64
 import itertools
 import json
 import logging
@@ -117,11 +118,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONFIG_KEY] = config_from_options(config)
     except ConfigError as e:
         raise pytest.UsageError(f"failover-harness: {e}") from None
-    results = config.option.results_json
-    if results and not hasattr(config, "workerinput"):
+    if not hasattr(config, "workerinput"):  # reports are gathered on the controller, also under xdist
         run = config.stash[CONFIG_KEY]
+        results = config.option.results_json
         config.pluginmanager.register(
-            ResultsJson(Path(results), lambda: {"config": run.model_dump(mode="json")}), "harness-results-json")
+            ResultsJson(Path(results) if results else None, lambda: {"config": run.model_dump(mode="json")}),
+            "harness-results-json")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -229,6 +231,9 @@ def _attach_extras(item: pytest.Item, report: pytest.TestReport) -> None:
     if table:
         added.append(extras.html(table))
     artifacts = item.stash.get(ARTIFACTS_KEY, None)
+    if artifacts is not None:
+        for chart in sorted(artifacts.glob("*.png")):
+            added.append(extras.png(base64.b64encode(chart.read_bytes()).decode(), name=chart.stem))
     if report.failed and artifacts is not None and artifacts.is_dir():
         for path in sorted(artifacts.iterdir()):
             if path.suffix in (".log", ".jsonl", ".stderr") and path.stat().st_size:

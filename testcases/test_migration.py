@@ -1,7 +1,9 @@
-"""Live migration with failover under traffic: the foundation conformance case.
+"""Live migration with failover: under timed probes, and under an iperf3 stream.
 
-Each judgement is a named check (JUnit property ``check.<name>``); the case
-fails listing every failed check, with measured values and thresholds.
+Each judgement is a named check (JUnit property ``check.<name>``); a case
+fails listing every failed check, with measured values and thresholds. The
+two cases are separate so that probe timing and bulk traffic do not disturb
+each other.
 """
 
 from __future__ import annotations
@@ -13,49 +15,40 @@ import pytest
 
 from harness.checks import CheckList
 from harness.config import RunConfig
-from harness.report import record_metrics
-from harness.scenarios import migrate_under_probes
+from harness.metrics import PRIMARY
+from harness.report import record_metrics, record_timeline
+from harness.scenarios import MeasuredMigration, measure_migration
 from harness.topologies import FailoverBed
 from harness.topologies.flat import PRIMARY_ID, STANDBY_ID
 
 pytestmark = pytest.mark.timing
 
 
-def test_migration_with_failover_under_traffic(
-    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
-) -> None:
-    bed, limits = failover_bed, harness_config.thresholds
-    checks = CheckList(record_property)
-    source_qmp = bed.source.qmp
-    assert source_qmp is not None
-
-    negotiated = [e for e in source_qmp.events if e.name == "FAILOVER_NEGOTIATED"]
+def _check_failover_ready(bed: FailoverBed, config: RunConfig, checks: CheckList) -> None:
+    assert bed.source.qmp is not None
+    negotiated = [e for e in bed.source.qmp.events if e.name == "FAILOVER_NEGOTIATED"]
     checks.check("failover_negotiated", any(e.data.get("device-id") == STANDBY_ID for e in negotiated),
                  f"FAILOVER_NEGOTIATED events on the source: {[e.data for e in negotiated] or 'none'}")
-    before = bed.guest.wait_primary_active(limits.primary_restore_deadline_s)
+    before = bed.guest.wait_primary_active(config.thresholds.primary_restore_deadline_s)
     checks.check("primary_enslaved_before_migration", before.primary_active, before.describe())
 
-    run = migrate_under_probes(bed, harness_config, test_artifacts)
-    record_metrics(record_property, run.metrics)
-    m = run.metrics
 
-    checks.check("probe_baseline", run.baseline_reply, "the peer reached the guest before migrating"
-                 if run.baseline_reply else "no probe reply before migration: the data path was down already")
+def _check_migration(run: MeasuredMigration, checks: CheckList) -> None:
+    """The QMP contract and the primary's return, common to every migration case."""
+    result, m = run.result, run.metrics
     destination_said = "; QEMU on the destination said: " + " | ".join(run.destination_messages)
-    completed = run.result.status == "completed"
+    completed = result.status == "completed"
     checks.check("migration_completed", completed,
-                 f"status {run.result.status}, states {run.result.states}"
-                 + (f", error {run.result.query.get('error-desc')}" if run.result.query.get("error-desc") else "")
-                 + (f", cancelled by the harness: {run.result.cancel_reason}" if run.result.cancel_reason else "")
+                 f"status {result.status}, states {result.states}"
+                 + (f", error {result.query.get('error-desc')}" if result.query.get("error-desc") else "")
+                 + (f", cancelled by the harness: {result.cancel_reason}" if result.cancel_reason else "")
                  + ("" if completed or not run.destination_messages else destination_said))
-    unplugs = [e for e in run.timeline.events
-               if e.vm == run.timeline.source and e.name == "UNPLUG_PRIMARY"]
+    unplugs = [e for e in run.timeline.events if e.vm == run.timeline.source and e.name == "UNPLUG_PRIMARY"]
     checks.check("unplug_primary_emitted", any(e.data.get("device-id") == PRIMARY_ID for e in unplugs),
                  f"UNPLUG_PRIMARY on the source: {[e.data for e in unplugs] or 'none'}")
-    checks.check("wait_unplug_entered", "wait-unplug" in run.result.states,
-                 f"source states {run.result.states}; wait-unplug lasted "
+    checks.check("wait_unplug_entered", "wait-unplug" in result.states,
+                 f"source states {result.states}; wait-unplug lasted "
                  + (f"{m.unplug_wait_ms:.0f} ms" if m.unplug_wait_ms is not None else "-"))
-
     if run.restored is not None:
         restored_ok, detail = run.restored.primary_active, run.restored.describe()
     else:
@@ -65,8 +58,61 @@ def test_migration_with_failover_under_traffic(
     checks.check("primary_restored", restored_ok,
                  ("primary enslaved with the failover MAC and up: " if restored_ok else "primary not restored: ")
                  + detail)
+
+
+def test_migration_with_failover_under_probes(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """Probes at the configured rate across the migration: loss, gaps, switch and fail-back per path."""
+    bed, limits = failover_bed, harness_config.thresholds
+    checks = CheckList(record_property)
+    _check_failover_ready(bed, harness_config, checks)
+    run = measure_migration(bed, harness_config, test_artifacts)
+    record_metrics(record_property, run.metrics)
+    record_timeline(record_property, run.timeline)
+    record_property("run.probe_cpu_s", round(float(run.probe_stats.get("cpu_s", 0.0)), 3))
+    m = run.metrics
+
+    checks.check("probe_baseline", run.baseline_reply, "the peer reached the guest before migrating"
+                 if run.baseline_reply else "no probe reply before migration: the data path was down already")
+    _check_migration(run, checks)
     checks.check("replies_resumed", m.replies_after_resume > 0,
                  f"{m.replies_after_resume} probe replies after the destination resumed")
     checks.at_most("probes_lost", m.probes_lost, limits.max_probes_lost)
     checks.at_most("max_gap_ms", m.max_gap_ms, limits.max_gap_ms, " ms")
+    checks.at_most("switch_to_standby_ms", m.switch_to_standby_ms, limits.max_switch_to_standby_ms, " ms")
+    checks.at_most("failback_ms", m.failback_ms, limits.max_failback_ms, " ms")
+    checks.check("traffic_back_on_primary", m.final_path == PRIMARY,
+                 f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
+                 f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
+                 f"unattributed {m.replies_unattributed} in the window)")
+    checks.verify()
+
+
+def test_migration_with_failover_under_iperf3(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """A TCP stream from the peer to the guest across the migration: it must survive and keep moving."""
+    bed, limits = failover_bed, harness_config.thresholds
+    checks = CheckList(record_property)
+    _check_failover_ready(bed, harness_config, checks)
+    run = measure_migration(bed, harness_config, test_artifacts, probes=False,
+                            iperf_s=harness_config.iperf_duration_s)
+    record_metrics(record_property, run.metrics)
+    record_timeline(record_property, run.timeline)
+    assert run.iperf is not None
+    record_property("metric.retransmits", run.iperf.retransmits)
+    record_property("metric.throughput_total_mean_mbps",
+                    None if run.iperf.mean_mbps is None else round(run.iperf.mean_mbps, 3))
+    _check_migration(run, checks)
+    checks.check("tcp_survived", run.iperf.survived,
+                 "the iperf3 stream ran to its end" if run.iperf.survived
+                 else f"the iperf3 stream broke: {run.iperf.error or 'ended early'}")
+    m = run.metrics
+    checks.check("throughput_measured", m.throughput_mean_mbps is not None,
+                 f"{len(run.timeline.throughput)} iperf3 intervals recorded; over the migration window "
+                 + (f"mean {m.throughput_mean_mbps:.1f}, minimum {m.throughput_min_mbps:.1f} Mbit/s"
+                    if m.throughput_mean_mbps is not None and m.throughput_min_mbps is not None else "nothing"))
+    checks.at_least("throughput_after_resume_mbps", m.throughput_after_resume_mbps,
+                    limits.min_throughput_after_resume_mbps, " Mbit/s")
     checks.verify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -14,6 +15,12 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 pytest_plugins = ["pytester"]
+
+
+def load_json_gz(path: Path) -> Any:
+    """A recorded JSON document, stored gzip-compressed in tests/data."""
+    with gzip.open(path) as f:
+        return json.load(f)
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ channel. Tests use only :class:`FailoverBed`, never a topology's internals.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from harness.guest import Guest
 from harness.migration import MigrationResult
 from harness.netns import Addressing
+from harness.traffic.probe import PathCapture
 from harness.vm import VM
 
 
@@ -23,6 +25,10 @@ class FailoverBed(Protocol):
     def start_destination(self, *, with_primary: bool = True) -> VM: ...
 
     def migrate(self, destination: VM) -> MigrationResult: ...
+
+    def path_capture(self, log_path: Path) -> PathCapture:
+        """Start recording which data path (``primary``/``standby``) carries each probe reply."""
+        ...
 
     def peer_exec_prefix(self) -> list[str]: ...
 

@@ -22,8 +22,10 @@ from pathlib import Path
 from harness.config import RunConfig
 from harness.guest import ControlChannel, Guest
 from harness.image import GuestImage
+from harness.metrics import PRIMARY, STANDBY
 from harness.migration import MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
+from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,12 @@ class FlatBed:
             self.source = destination
         return result
 
-    # -- the traffic peer ---------------------------------------------------
+    # -- the traffic peer and the data paths ---------------------------------
+
+    def path_capture(self, log_path: Path) -> PathCapture:
+        """Attribute replies to a path by the tap they left the guest through (any VM's taps)."""
+        return PathCapture(self.network.bridge_ns.exec_prefix(), self.addressing.guest_ip,
+                           {"*-pri": PRIMARY, "*-sby": STANDBY}, log_path)
 
     def peer_exec_prefix(self) -> list[str]:
         return self.network.peer_ns.exec_prefix()

@@ -1,4 +1,10 @@
-"""Host side of the timed probe: start it in the peer namespace, stop it, read its samples."""
+"""Host side of the packet recorders: start them in a namespace, stop them, read what they saw.
+
+Both recorders are subprocesses (``probe_main`` in the peer namespace,
+``capture_main`` where the data-path interfaces are) that print JSON lines
+to a log kept with the test's artifacts; the log is the record, parsed by the
+pure functions below.
+"""
 
 from __future__ import annotations
 
@@ -8,68 +14,91 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
-from harness.timeline import ProbeSample
+from harness.timeline import PathSeen, ProbeReply, ProbeSent
 
 log = logging.getLogger(__name__)
 
 
-def parse_probe_log(lines: list[str]) -> list[ProbeSample]:
-    """Pair ``s`` (sent) and ``r`` (reply) records by sequence.
+@dataclass
+class ProbeLog:
+    sent: list[ProbeSent] = field(default_factory=list)
+    replies: list[ProbeReply] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
 
-    The first reply to a probe counts; later ones are duplicates and ignored here.
-    """
-    sent: dict[int, float] = {}
-    received: dict[int, float] = {}
+
+def parse_probe_log(lines: list[str]) -> ProbeLog:
+    """``{"s": seq, "t": t}`` → sent, ``{"r": seq, "t": t}`` → reply (duplicates kept), ``{"stats": ..}``."""
+    out = ProbeLog()
     for line in lines:
         line = line.strip()
         if not line:
             continue
         rec = json.loads(line)
         if "s" in rec:
-            sent[rec["s"]] = rec["t"]
+            out.sent.append(ProbeSent(rec["s"], rec["t"]))
         elif "r" in rec:
-            received.setdefault(rec["r"], rec["t"])
-    return [ProbeSample(seq, t, received.get(seq)) for seq, t in sorted(sent.items())]
+            out.replies.append(ProbeReply(rec["r"], rec["t"]))
+        elif "stats" in rec:
+            out.stats = rec["stats"]
+    return out
 
 
-class Prober:
-    """A running probe stream; :meth:`stop` ends it and returns the samples (idempotent)."""
+def parse_capture_log(lines: list[str]) -> list[PathSeen]:
+    """``{"p": seq, "t": t, "path": name, ...}`` lines → path sightings."""
+    out = []
+    for line in lines:
+        if line.startswith('{"p"'):
+            rec = json.loads(line)
+            out.append(PathSeen(rec["p"], rec["t"], rec["path"]))
+    return out
 
-    def __init__(self, exec_prefix: list[str], iface: str, src_mac: str, src_ip: str, dst_ip: str,
-                 dst_mac: str, rate_hz: float, log_path: Path) -> None:
+
+class RecorderProcess:
+    """A JSON-lines recorder subprocess; :meth:`stop` is idempotent and returns the log's lines."""
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
         self.log_path = log_path
-        self._argv = exec_prefix + [
-            sys.executable, "-m", "harness.traffic.probe_main", "--iface", iface, "--src-mac", src_mac,
-            "--src-ip", src_ip, "--dst-ip", dst_ip, "--dst-mac", dst_mac, "--rate", str(rate_hz),
-        ]
-        self._out = log_path.open("w")
         self._err_path = log_path.with_suffix(".stderr")
-        self._err = self._err_path.open("w")
-        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            self._argv, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL, start_new_session=True)
-        self._samples: list[ProbeSample] | None = None
+        with log_path.open("w") as out, self._err_path.open("w") as err:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._lines: list[str] | None = None
+        self._offset = 0  # how far wait_for_line has read: lines before it were already looked at
 
-    def wait_reply(self, timeout: float, after: float = 0.0) -> float | None:
-        """Wait (polling the log) for a reply received after epoch time *after*; its time, or None."""
+    def check_alive(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise HarnessError(f"{self.log_path.stem} recorder exited early: {self._err_path.read_text()[-1000:]}")
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float) -> str | None:
+        """Follow the log for a new complete line satisfying *predicate*; the line, or None after *timeout*.
+
+        Lines examined by an earlier call are not examined again (the log is ASCII JSON lines).
+        """
         deadline = time.monotonic() + timeout
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise HarnessError(f"probe exited early: {self._err_path.read_text()[-1000:]}")
-            for line in self.log_path.read_text().splitlines():
-                if line.startswith('{"r"') and line.endswith("}"):
-                    t = json.loads(line)["t"]
-                    if t > after:
-                        return float(t)
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.05)
+        with self.log_path.open() as f:
+            f.seek(self._offset)
+            pending = ""
+            while True:
+                self.check_alive()
+                pending += f.read()
+                while "\n" in pending:
+                    line, pending = pending.split("\n", 1)
+                    self._offset += len(line) + 1
+                    if predicate(line):
+                        return line
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.02)
 
-    def stop(self) -> list[ProbeSample]:
-        if self._samples is not None:
-            return self._samples
+    def stop(self) -> list[str]:
+        if self._lines is not None:
+            return self._lines
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.send_signal(signal.SIGTERM)
@@ -78,11 +107,46 @@ class Prober:
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait()
-            code = self._proc.returncode
-            self._proc = None
-            self._out.close()
-            self._err.close()
+            code, self._proc = self._proc.returncode, None
             if code not in (0, -signal.SIGTERM):
-                raise HarnessError(f"probe failed ({code}): {self._err_path.read_text()[-1000:]}")
-        self._samples = parse_probe_log(self.log_path.read_text().splitlines())
-        return self._samples
+                raise HarnessError(f"{self.log_path.stem} recorder failed ({code}): "
+                                   f"{self._err_path.read_text()[-1000:]}")
+        self._lines = self.log_path.read_text().splitlines()
+        return self._lines
+
+
+def _module_argv(exec_prefix: list[str], module: str, *args: str) -> list[str]:
+    return [*exec_prefix, sys.executable, "-m", module, *args]
+
+
+class Prober(RecorderProcess):
+    """Sequence-numbered ICMP probes from the peer to the guest at *rate_hz*."""
+
+    def __init__(self, exec_prefix: list[str], iface: str, src_mac: str, src_ip: str, dst_ip: str,
+                 dst_mac: str, rate_hz: float, log_path: Path) -> None:
+        super().__init__(_module_argv(exec_prefix, "harness.traffic.probe_main", "--iface", iface,
+                                      "--src-mac", src_mac, "--src-ip", src_ip, "--dst-ip", dst_ip,
+                                      "--dst-mac", dst_mac, "--rate", str(rate_hz)), log_path)
+
+    def wait_reply(self, timeout: float, after: float = 0.0) -> float | None:
+        """Wait for a reply received after epoch time *after*; its time, or None."""
+        line = self.wait_for_line(lambda ln: ln.startswith('{"r"') and json.loads(ln)["t"] > after, timeout)
+        return None if line is None else float(json.loads(line)["t"])
+
+    def result(self) -> ProbeLog:
+        return parse_probe_log(self.stop())
+
+
+class PathCapture(RecorderProcess):
+    """Which data path carried each reply: capture on the interfaces named by *ports* (pattern → path)."""
+
+    def __init__(self, exec_prefix: list[str], guest_ip: str, ports: dict[str, str], log_path: Path) -> None:
+        port_args = [arg for pattern, path in ports.items() for arg in ("--port", f"{pattern}={path}")]
+        super().__init__(_module_argv(exec_prefix, "harness.traffic.capture_main", "--guest-ip", guest_ip,
+                                      *port_args), log_path)
+        if self.wait_for_line(lambda ln: ln.startswith('{"ready"'), timeout=10) is None:
+            self.stop()
+            raise HarnessError("path capture did not start within 10 s")
+
+    def result(self) -> list[PathSeen]:
+        return parse_capture_log(self.stop())

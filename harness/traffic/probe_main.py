@@ -2,27 +2,28 @@
 
 scapy has no namespace support and ``setns`` is per thread, so the probe runs
 in its own process started with ``ip netns exec``. It sends sequence-numbered
-ICMP echo requests to the guest at a fixed rate from one packet socket, and
-records each reply with the kernel's receive timestamp. Output is JSON lines
-on stdout: ``{"s": seq, "t": sent}`` and ``{"r": seq, "t": received}``. It
-stops on SIGTERM or SIGINT, after flushing.
+ICMP echo requests (:mod:`harness.traffic.icmp`) to the guest on a fixed
+schedule and records every reply with the kernel's receive timestamp. Output
+is JSON lines on stdout, ``{"s": seq, "t": sent}`` and ``{"r": seq, "t":
+received}``, then a ``{"stats": ...}`` line with its own CPU time. It stops on
+SIGTERM or SIGINT, after flushing.
 
-    python -m harness.traffic.probe_main --iface peer0 --src-mac .. --src-ip .. --dst-ip .. --dst-mac .. --rate 100
+    python -m harness.traffic.probe_main --iface peer0 --src-mac .. --src-ip .. --dst-ip .. --dst-mac .. --rate 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import select
+import os
 import signal
-import struct
+import socket
 import sys
 import threading
 import time
 
-MAGIC = b"FOHX"
-ICMP_ID = 0xF0A1
+from harness.traffic.icmp import build_template, parse_probe, stamp
+from harness.traffic.rawsock import PACKET_OUTGOING, open_packet_socket, receive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,62 +36,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0)
     args = parser.parse_args(argv)
 
-    from scapy.arch.linux import L2Socket
-    from scapy.layers.inet import ICMP, IP
-    from scapy.layers.l2 import Ether
-    from scapy.packet import Raw
-
-    sock = L2Socket(iface=args.iface)
+    sock = open_packet_socket(args.iface)
+    sock.settimeout(0.2)  # the receiver wakes at least every 0.2 s to see a stop request
+    guest_ip = socket.inet_aton(args.dst_ip)
+    template = build_template(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip)
     stop = threading.Event()
-    out_lock = threading.Lock()
+    lock = threading.Lock()
+    out = sys.stdout
 
-    def emit(record: dict[str, float | int]) -> None:
-        with out_lock:
-            sys.stdout.write(json.dumps(record) + "\n")
+    def emit(line: str) -> None:
+        with lock:
+            out.write(line)
 
-    def receive() -> None:
+    def receiver() -> None:
         while not stop.is_set():
-            # Wake at least every 0.2 s so that a stop request is seen.
-            if not select.select([sock.ins], [], [], 0.2)[0]:
-                continue
-            pkt = sock.recv()
-            if pkt is None or ICMP not in pkt or IP not in pkt:
-                continue
-            icmp = pkt[ICMP]
-            if icmp.type != 0 or icmp.id != ICMP_ID or pkt[IP].src != args.dst_ip:
-                continue
-            payload = bytes(icmp.payload)
-            if payload[:4] != MAGIC:
-                continue
-            (seq,) = struct.unpack_from("!Q", payload, 4)
-            emit({"r": seq, "t": float(pkt.time)})
+            for frame, _, pkttype, ts in receive(sock):
+                if pkttype == PACKET_OUTGOING:
+                    continue
+                seq = parse_probe(frame, src_ip=guest_ip)
+                if seq is not None:
+                    emit(f'{{"r": {seq}, "t": {ts:.6f}}}\n')
+                if stop.is_set():
+                    break
 
-    receiver = threading.Thread(target=receive, daemon=True)
-    receiver.start()
+    rx = threading.Thread(target=receiver, name="probe-rx", daemon=True)
+    rx.start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    template = Ether(dst=args.dst_mac, src=args.src_mac) / IP(src=args.src_ip, dst=args.dst_ip) / ICMP(id=ICMP_ID)
     interval = 1.0 / args.rate
     start = time.monotonic()
-    seq = 0
+    seq = late = 0
     while not stop.is_set():
-        frame = template.copy()
-        frame[ICMP].seq = seq & 0xFFFF
-        frame[ICMP].remove_payload()
-        frame[ICMP].add_payload(Raw(MAGIC + struct.pack("!Q", seq)))
-        raw = bytes(frame)
+        frame = stamp(template, seq)
         sent = time.time()
-        sock.send(raw)
-        emit({"s": seq, "t": sent})
+        sock.send(frame)
+        emit(f'{{"s": {seq}, "t": {sent:.6f}}}\n')
         seq += 1
         delay = start + seq * interval - time.monotonic()
         if delay > 0:
             stop.wait(delay)
-    # Let replies to the last probes arrive.
-    time.sleep(0.3)
-    receiver.join(1.0)
-    sys.stdout.flush()
+        elif delay < -interval:
+            late += 1
+    elapsed = time.monotonic() - start
+    time.sleep(0.3)  # replies to the last probes
+    stop.set()
+    rx.join(1.0)
+    cpu = os.times()
+    emit(json.dumps({"stats": {"sent": seq, "elapsed_s": elapsed, "late": late,
+                               "cpu_s": cpu.user + cpu.system}}) + "\n")
+    out.flush()
     sock.close()
     return 0
 

@@ -23,6 +23,8 @@ from tests.conftest import REPO, run_suite, suite_argv
 WRAPPERS = Path(__file__).parent / "qemu-wrappers"
 # Broken setups fail on these anyway; short deadlines keep the tests quick.
 FAST_FAIL = ("--threshold", "primary_restore_deadline_s=5")
+PROBES_CASE = ("-k", "under_probes")
+IPERF_CASE = ("-k", "under_iperf3")
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +47,8 @@ def leftovers(pid: int) -> list[str]:
     return found
 
 
-def _check(run_results: dict, name: str) -> str:
-    (test,) = run_results["tests"]
+def _check(run_results: dict, name: str, case: str = "under_probes") -> str:
+    (test,) = [t for t in run_results["tests"] if case in t["nodeid"]]
     return str(test["checks"].get(name, "missing"))
 
 
@@ -54,24 +56,35 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--html", str(tmp_path / "report.html"), "--self-contained-html")
     assert run.returncode == 0, run.output
     results = run.results()
-    assert results["summary"] == {"passed": 1}
-    (test,) = results["tests"]
-    metrics = test["metrics"]
-    for name in ("probes_sent", "probes_lost", "max_gap_ms", "unplug_wait_ms", "downtime_ms", "total_time_ms"):
-        assert metrics[name] is not None, name
-    assert metrics["probes_sent"] > 100 and metrics["unplug_wait_ms"] > 0
-    assert all(v.startswith("PASS") for v in test["checks"].values())
+    assert results["summary"] == {"passed": 2}
+    probes, iperf = (next(t for t in results["tests"] if case in t["nodeid"]) for case in ("probes", "iperf3"))
+    for test in (probes, iperf):
+        assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]
+        for name in ("unplug_wait_ms", "downtime_ms", "observed_downtime_ms", "total_time_ms"):
+            assert test["metrics"][name] > 0, name
+        timeline = test["data"]["timeline"]  # the whole timeline, for trend tools
+        assert {e["name"] for e in timeline["events"]} >= {"UNPLUG_PRIMARY", "STOP", "RESUME"}
+        assert timeline["guest_events"] and timeline["clock_uncertainty_s"] is not None
+    m = probes["metrics"]
+    assert m["probes_sent"] > 1000 and m["final_path"] == "primary"
+    assert m["switch_to_standby_ms"] is not None and m["failback_ms"] is not None
+    assert m["replies_on_primary"] > 0 and m["replies_on_standby"] > 0  # both paths carried traffic
+    assert iperf["metrics"]["throughput_after_resume_mbps"] > 1
     props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "junit.xml").iter("property")}
-    assert props["metric.total_time_ms"] == str(metrics["total_time_ms"])
+    assert props["metric.total_time_ms"] in (str(probes["metrics"]["total_time_ms"]),
+                                             str(iperf["metrics"]["total_time_ms"]))
     assert props["check.primary_restored"].startswith("PASS")
+    assert not any(name.startswith("data.") for name in props), "bulk data leaked into JUnit"
     html = (tmp_path / "report.html").read_text()
-    assert "check.migration_completed" in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert "check.migration_completed" in html
+    assert html.count("data:image/png;base64,") >= 2  # one timeline chart per migration case
+    assert "http://" not in html.replace("http://www.w3.org", "")
     assert not run.artifacts.exists() or not any(run.artifacts.iterdir()), "passing test kept artifacts"
     assert leftovers(run.pid) == []
 
 
 def test_fails_when_failover_is_off(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "no-failover"), *FAST_FAIL)
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "no-failover"), *FAST_FAIL, *PROBES_CASE)
     assert run.returncode == 1, run.output
     results = run.results()
     assert _check(results, "failover_negotiated").startswith("FAIL failover_negotiated: FAILOVER_NEGOTIATED events "
@@ -79,6 +92,7 @@ def test_fails_when_failover_is_off(tmp_path: Path) -> None:
     assert _check(results, "primary_enslaved_before_migration").startswith("FAIL")
     assert _check(results, "unplug_primary_emitted").startswith("FAIL")
     assert _check(results, "wait_unplug_entered").startswith("FAIL")
+    assert _check(results, "switch_to_standby_ms").startswith("FAIL switch_to_standby_ms: not measured")
     assert "FAIL failover_negotiated" in run.output
     # Evidence is kept for the failed case.
     (case_dir,) = run.artifacts.iterdir()
@@ -88,13 +102,17 @@ def test_fails_when_failover_is_off(tmp_path: Path) -> None:
 
 
 def test_fails_when_destination_lacks_its_primary(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "destination-without-primary"), *FAST_FAIL)
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "destination-without-primary"), *FAST_FAIL,
+                    *PROBES_CASE)
     assert run.returncode == 1, run.output
     results = run.results()
     assert _check(results, "migration_completed").startswith("PASS")  # QEMU only warns: that is the trap
     restored = _check(results, "primary_restored")
     assert restored.startswith("FAIL primary_restored: primary not restored")
     assert "Primary device not found" in restored  # QEMU's warning, quoted from its stderr
+    assert _check(results, "traffic_back_on_primary").startswith("FAIL traffic_back_on_primary: the last replies "
+                                                                 "travelled on: standby")
+    assert _check(results, "failback_ms").startswith("FAIL failback_ms: not measured")
     assert leftovers(run.pid) == []
 
 
@@ -102,6 +120,8 @@ def test_fails_when_destination_is_unreachable(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-destination"), *FAST_FAIL)
     assert run.returncode == 1, run.output
     results = run.results()
+    assert results["summary"] == {"failed": 2}
+    assert _check(results, "tcp_survived", "iperf3").startswith("FAIL tcp_survived: the iperf3 stream broke")
     assert _check(results, "primary_restored").startswith("PASS")  # the guest is fine, its network is not
     assert _check(results, "replies_resumed") == "FAIL replies_resumed: 0 probe replies after the destination resumed"
     assert _check(results, "probes_lost").startswith("FAIL probes_lost: measured")
@@ -110,7 +130,7 @@ def test_fails_when_destination_is_unreachable(tmp_path: Path) -> None:
 
 
 def test_fails_without_a_baseline(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-source"), *FAST_FAIL)
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-source"), *FAST_FAIL, *PROBES_CASE)
     assert run.returncode == 1, run.output
     results = run.results()
     assert _check(results, "probe_baseline").startswith("FAIL probe_baseline: no probe reply before migration")
@@ -120,7 +140,7 @@ def test_fails_without_a_baseline(tmp_path: Path) -> None:
 
 def test_fails_when_migration_fails(tmp_path: Path) -> None:
     # The option-ROM bug: the destination refuses the stream and exits.
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "primary-with-rom"), *FAST_FAIL)
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "primary-with-rom"), *FAST_FAIL, *PROBES_CASE)
     assert run.returncode == 1, run.output
     results = run.results()
     completed = _check(results, "migration_completed")
@@ -133,6 +153,16 @@ def test_fails_when_migration_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_fails_when_destination_crawls(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "throttle-destination"), *IPERF_CASE)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert _check(results, "tcp_survived", "iperf3").startswith("PASS")  # slow, not broken
+    assert _check(results, "throughput_after_resume_mbps", "iperf3").startswith(
+        "FAIL throughput_after_resume_mbps: measured")
+    assert leftovers(run.pid) == []
+
+
 def test_interrupt_leaves_nothing(tmp_path: Path, signum: signal.Signals) -> None:
     proc = subprocess.Popen(suite_argv(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -163,7 +193,7 @@ def test_user_guest_kernel(tmp_path: Path, guest_image: GuestImage) -> None:
     (bzimage,) = (tree / "boot").glob("vmlinuz-*")
     version = bzimage.name.removeprefix("vmlinuz-")
     subprocess.run(["depmod", "-b", str(tree), version], check=True)  # what 'make modules_install' does
-    run = run_suite(tmp_path, "--guest-kernel", str(bzimage), "--guest-modules", str(tree))
+    run = run_suite(tmp_path, "--guest-kernel", str(bzimage), "--guest-modules", str(tree), *PROBES_CASE)
     assert run.returncode == 0, run.output
     assert run.results()["summary"] == {"passed": 1}
     assert leftovers(run.pid) == []

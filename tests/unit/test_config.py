@@ -13,7 +13,8 @@ from harness.errors import ConfigError
 def test_defaults() -> None:
     cfg = build_config(None, {})
     assert cfg.accel == "auto" and cfg.topology == "flat"
-    assert cfg.thresholds.max_probes_lost == 400
+    assert cfg.probe_rate_hz == 1000.0  # resolves 1 ms
+    assert cfg.thresholds.max_probes_lost == 4000
     assert cfg.thresholds.max_gap_ms == 4000.0
 
 

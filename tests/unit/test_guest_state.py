@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.guest import failover_view, parse_link_state
+import pytest
+
+from harness.guest import best_clock_sync, failover_link_events, failover_view, parse_dmesg, parse_link_state
 
 MAC = "52:54:00:fa:00:01"
 
@@ -49,3 +51,24 @@ def test_other_mac_is_not_the_primary() -> None:
             "iface name=eth2 mac=52:54:00:00:00:99 driver=e1000e master=- operstate=up carrier=1\n")
     view = failover_view(parse_link_state(text), MAC.upper())
     assert view.primary is None and not view.primary_enslaved
+
+
+def test_failover_link_events_from_recorded_dmesg(data_dir: Path) -> None:
+    events = failover_link_events((data_dir / "guest-dmesg-after-migration.txt").read_text())
+    assert [(kind, iface) for _, kind, iface in events] == [
+        ("standby-registered", "eth1"), ("primary-registered", "eth2"),
+        ("primary-unregistered", "eth2"), ("primary-registered", "eth2")]
+    assert events[2][0] == 7.570394
+
+
+def test_clock_sync_picks_the_shortest_round_trip() -> None:
+    samples = [(100.0, 6.18, 100.2), (100.3, 6.237, 100.34), (100.5, 6.29, 100.6)]
+    sync = best_clock_sync(samples)
+    assert sync.uncertainty_s == pytest.approx(0.02)
+    assert sync.offset_s == pytest.approx(100.32 - 6.237)
+
+
+def test_clock_sync_markers_parse_from_dmesg(data_dir: Path) -> None:
+    stamps = [(ts, msg) for ts, msg in parse_dmesg((data_dir / "guest-dmesg-after-migration.txt").read_text())
+              if msg.startswith("harness-sync-")]
+    assert len(stamps) == 10 and stamps[0] == (6.18054, "harness-sync-1965881363030-0")

@@ -1,4 +1,4 @@
-"""Metrics on a timeline recorded from a real flat migration (TCG), and on hand-made edge cases."""
+"""Metrics on timelines recorded from real flat migrations (TCG), and on hand-made edge cases."""
 
 from __future__ import annotations
 
@@ -7,62 +7,128 @@ from pathlib import Path
 
 import pytest
 
-from harness.metrics import max_gap_ms, migration_metrics, state_duration_ms
-from harness.timeline import ProbeSample, QMPEvent, Timeline
+from harness.metrics import final_path, max_gap_ms_of, migration_metrics, probe_stats, state_duration_ms
+from harness.timeline import PathSeen, ProbeReply, ProbeSent, QMPEvent, ThroughputInterval, Timeline
+from tests.conftest import load_json_gz
+
+
+def _load(path: Path) -> Timeline:
+    return Timeline.from_dict(load_json_gz(path))
 
 
 @pytest.fixture
-def recorded(data_dir: Path) -> Timeline:
-    return Timeline.from_dict(json.loads((data_dir / "flat-migration-tcg.timeline.json").read_text()))
+def probes_1khz(data_dir: Path) -> Timeline:
+    return _load(data_dir / "flat-probes-1khz-tcg.timeline.json.gz")
 
 
-def test_recorded_migration_metrics(recorded: Timeline) -> None:
-    m = migration_metrics(recorded)
-    # From the QMP events: wait-unplug at .087117, active at .337319.
-    assert m.unplug_wait_ms == pytest.approx(250.202, abs=0.01)
-    # Source STOP at 44.99363, destination RESUME at 45.128855.
-    assert m.observed_downtime_ms == pytest.approx(135.225, abs=0.01)
-    assert (m.downtime_ms, m.total_time_ms, m.setup_time_ms) == (126.0, 1036.0, 253.0)
-    assert m.probes_sent == 412
-    assert m.probes_lost == 131
-    assert m.max_gap_ms == pytest.approx(526.372, abs=0.01)
-    assert m.replies_after_resume == 198
+def test_recorded_probe_migration(probes_1khz: Timeline) -> None:
+    m = migration_metrics(probes_1khz)
+    # From the QMP events: UNPLUG_PRIMARY .849613, wait-unplug .851086, STOP 57.753866, RESUME 57.883746.
+    assert m.unplug_wait_ms == pytest.approx(250.134, abs=0.01)
+    assert m.observed_downtime_ms == pytest.approx(129.880, abs=0.01)
+    assert (m.downtime_ms, m.total_time_ms, m.setup_time_ms) == (123.0, 1028.0, 252.0)
+    assert (m.probes_sent, m.probes_lost, m.duplicates, m.reordered) == (4995, 709, 0, 46)
+    assert m.max_gap_ms == pytest.approx(422.169, abs=0.01)
+    assert m.outage_count == 4 and m.longest_outage_ms == pytest.approx(479.991, abs=0.01)
+    # Per path, as captured on the taps: the standby took over 14 ms after UNPLUG_PRIMARY,
+    # and the primary carried traffic again 1.77 s after the destination resumed.
+    assert m.switch_to_standby_ms == pytest.approx(14.123, abs=0.01)
+    assert m.failback_ms == pytest.approx(1768.295, abs=0.01)
+    assert m.standby_time_ms == pytest.approx(2788.305, abs=0.01)
+    assert (m.replies_on_primary, m.replies_on_standby, m.replies_unattributed) == (2201, 2086, 0)
+    assert m.final_path == "primary"
+    assert m.throughput_mean_mbps is None
 
 
-def test_timeline_round_trips_through_json(recorded: Timeline) -> None:
-    assert Timeline.from_dict(json.loads(json.dumps(recorded.to_dict()))) == recorded
+def test_recorded_iperf3_migration(data_dir: Path) -> None:
+    m = migration_metrics(_load(data_dir / "flat-iperf3-tcg.timeline.json.gz"))
+    assert m.probes_sent == 0 and m.max_gap_ms is None  # no probes in the iperf3 case: no gap claimed
+    assert m.throughput_min_mbps == 0.0  # the stream stalled across the switch
+    assert m.throughput_mean_mbps == pytest.approx(300.558, abs=0.01)
+    assert m.throughput_after_resume_mbps == pytest.approx(243.647, abs=0.01)
 
 
-def _timeline(probes: list[ProbeSample], events: list[QMPEvent] | None = None) -> Timeline:
+def test_timeline_round_trips_through_json(probes_1khz: Timeline) -> None:
+    assert Timeline.from_dict(json.loads(json.dumps(probes_1khz.to_dict()))) == probes_1khz
+
+
+def _timeline(sent: list[float], replies: list[tuple[int, float]], **kw: object) -> Timeline:
     return Timeline(source="src", destination="dst", window_start=10.0, window_end=20.0,
-                    events=events or [], probes=probes)
+                    sent=[ProbeSent(i, t) for i, t in enumerate(sent)],
+                    replies=[ProbeReply(s, t) for s, t in replies], **kw)  # type: ignore[arg-type]
+
+
+def test_outages_are_runs_of_lost_probes_in_send_time() -> None:
+    sent = [10.0 + i * 0.001 for i in range(10)]
+    answered = [0, 1, 2, 6, 7, 8]  # 3..5 lost, 9 lost up to the window's end
+    t = _timeline(sent, [(s, sent[s] + 0.0005) for s in answered])
+    stats = probe_stats(t)
+    assert (stats.sent, stats.lost) == (10, 4)
+    assert [(o.start, o.end) for o in stats.outages] == [(sent[3], sent[6]), (sent[9], 20.0)]
+    assert stats.outages[0].ms == pytest.approx(3.0)
+
+
+def test_duplicates_and_reordering() -> None:
+    t = _timeline([10.0, 10.1, 10.2], [(0, 10.01), (2, 10.21), (1, 10.22), (2, 10.23)])
+    stats = probe_stats(t)
+    assert (stats.lost, stats.duplicates, stats.reordered) == (0, 1, 1)
 
 
 def test_gap_spans_whole_window_without_replies() -> None:
-    t = _timeline([ProbeSample(i, 10.0 + i) for i in range(10)])
-    assert max_gap_ms(t) == pytest.approx(10_000.0)
-    m = migration_metrics(t)
-    assert (m.probes_sent, m.probes_lost, m.replies_after_resume) == (10, 10, 0)
+    t = _timeline([10.0 + i for i in range(10)], [])
+    assert max_gap_ms_of(t) == pytest.approx(10_000.0)
+    assert migration_metrics(t).probes_lost == 10
 
 
 def test_gap_counts_window_edges_and_ignores_replies_outside() -> None:
-    probes = [ProbeSample(0, 9.0, 9.5), ProbeSample(1, 11.0, 11.001), ProbeSample(2, 12.0, 19.0)]
+    t = _timeline([9.0, 11.0, 12.0], [(0, 9.5), (1, 11.001), (2, 19.0)])
     # Boundaries: 10 → 11.001 → 19.0 → 20: longest 7.999 s.
-    assert max_gap_ms(_timeline(probes)) == pytest.approx(7999.0)
+    assert max_gap_ms_of(t) == pytest.approx(7999.0)
 
 
 def test_missing_events_give_none_not_zero() -> None:
-    m = migration_metrics(_timeline([ProbeSample(0, 11.0, 11.1)]))
-    assert m.unplug_wait_ms is None
-    assert m.observed_downtime_ms is None
-    assert m.downtime_ms is None
+    m = migration_metrics(_timeline([11.0], [(0, 11.1)]))
+    assert m.unplug_wait_ms is None and m.observed_downtime_ms is None and m.downtime_ms is None
+    assert m.switch_to_standby_ms is None and m.failback_ms is None and m.final_path is None
+
+
+def test_path_metrics() -> None:
+    events = [QMPEvent("src", "UNPLUG_PRIMARY", {"device-id": "primary0"}, 11.0),
+              QMPEvent("dst", "RESUME", {}, 13.0)]
+    sent = [10.5, 11.2, 12.0, 13.5, 14.0]
+    replies = [(i, t + 0.001) for i, t in enumerate(sent)]
+    paths = [PathSeen(0, 10.501, "primary"), PathSeen(1, 11.201, "standby"), PathSeen(2, 12.001, "standby"),
+             PathSeen(3, 13.501, "standby"), PathSeen(4, 14.001, "primary")]
+    m = migration_metrics(_timeline(sent, replies, events=events, paths=paths))
+    assert m.switch_to_standby_ms == pytest.approx(201.0)
+    assert m.failback_ms == pytest.approx(1001.0)
+    assert m.standby_time_ms == pytest.approx(2800.0)
+    assert (m.replies_on_primary, m.replies_on_standby) == (2, 3)
+
+
+def test_final_path_needs_a_clean_tail() -> None:
+    sent = [10.0 + i * 0.01 for i in range(30)]
+    replies = [(i, t + 0.001) for i, t in enumerate(sent)]
+    on_primary = [PathSeen(i, t, "primary") for i, t in enumerate(sent)]
+    assert final_path(_timeline(sent, replies, paths=on_primary)) == "primary"
+    stray = [*on_primary[:-1], PathSeen(29, sent[29], "standby")]
+    assert final_path(_timeline(sent, replies, paths=stray)) == "mixed"
+
+
+def test_throughput_after_resume() -> None:
+    intervals = [ThroughputInterval(10 + i * 0.1, 10.1 + i * 0.1, 100e6 if i < 20 else 10e6) for i in range(40)]
+    events = [QMPEvent("dst", "RESUME", {}, 12.0)]
+    m = migration_metrics(Timeline("src", "dst", 10.0, 14.0, events=events, throughput=intervals))
+    assert m.throughput_mean_mbps == pytest.approx(55.0)
+    assert m.throughput_min_mbps == pytest.approx(10.0)
+    assert m.throughput_after_resume_mbps == pytest.approx(10.0, abs=2.5)  # one straddling 100 Mbit/s interval
 
 
 def test_state_duration_needs_a_following_state() -> None:
     events = [QMPEvent("src", "MIGRATION", {"status": "wait-unplug"}, 11.0)]
-    assert state_duration_ms(_timeline([], events), "src", "wait-unplug") is None
+    t = Timeline("src", "dst", 10.0, 20.0, events=events)
+    assert state_duration_ms(t, "src", "wait-unplug") is None
     events.append(QMPEvent("src", "MIGRATION", {"status": "active"}, 11.25))
-    assert state_duration_ms(_timeline([], events), "src", "wait-unplug") == pytest.approx(250.0)
-    # The destination's states never count for the source.
-    events.insert(1, QMPEvent("dst", "MIGRATION", {"status": "active"}, 11.1))
-    assert state_duration_ms(_timeline([], events), "src", "wait-unplug") == pytest.approx(250.0)
+    assert state_duration_ms(t, "src", "wait-unplug") == pytest.approx(250.0)
+    events.insert(1, QMPEvent("dst", "MIGRATION", {"status": "active"}, 11.1))  # the destination never counts
+    assert state_duration_ms(t, "src", "wait-unplug") == pytest.approx(250.0)

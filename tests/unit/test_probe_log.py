@@ -1,16 +1,22 @@
-"""The probe's JSON-lines log turned into samples."""
+"""The recorders' JSON-lines logs turned into timeline records."""
 
 from __future__ import annotations
 
-from harness.traffic.probe import parse_probe_log
+from harness.timeline import PathSeen, ProbeReply, ProbeSent
+from harness.traffic.probe import parse_capture_log, parse_probe_log
 
 
-def test_pairs_sent_and_replies_first_reply_wins() -> None:
-    lines = ['{"s": 0, "t": 1.0}', '{"s": 1, "t": 1.01}', '{"r": 0, "t": 1.002}', '{"r": 0, "t": 1.5}',
-             '{"s": 2, "t": 1.02}', "", '{"r": 2, "t": 1.03}']
-    samples = parse_probe_log(lines)
-    assert [(s.seq, s.sent, s.received) for s in samples] == [(0, 1.0, 1.002), (1, 1.01, None), (2, 1.02, 1.03)]
+def test_probe_log_keeps_duplicates_and_stats() -> None:
+    lines = ['{"s": 0, "t": 1.0}', '{"s": 1, "t": 1.01}', '{"r": 0, "t": 1.002}', '{"r": 0, "t": 1.5}', "",
+             '{"stats": {"sent": 2, "cpu_s": 0.1}}']
+    log = parse_probe_log(lines)
+    assert log.sent == [ProbeSent(0, 1.0), ProbeSent(1, 1.01)]
+    assert log.replies == [ProbeReply(0, 1.002), ProbeReply(0, 1.5)]
+    assert log.stats == {"sent": 2, "cpu_s": 0.1}
 
 
-def test_reply_without_send_record_is_ignored() -> None:
-    assert parse_probe_log(['{"r": 7, "t": 2.0}']) == []
+def test_capture_log() -> None:
+    lines = ['{"ready": true}', '{"p": 229, "t": 1795644556.681784, "path": "primary", "if": "src-pri"}',
+             '{"p": 230, "t": 1795644556.9, "path": "standby", "if": "dst-sby"}']
+    assert parse_capture_log(lines) == [PathSeen(229, 1795644556.681784, "primary"),
+                                        PathSeen(230, 1795644556.9, "standby")]

@@ -19,14 +19,23 @@ from typing import Any
 import pytest
 
 from harness.metrics import MigrationMetrics
+from harness.timeline import Timeline
 
 RESULTS_SCHEMA = 1
+# User properties with this prefix carry bulk data (timelines) for results.json
+# only: ResultsJson removes them from the report before JUnit and HTML see it.
+DATA_PREFIX = "data."
 
 
 def record_metrics(record: Callable[[str, object], None], metrics: MigrationMetrics, prefix: str = "") -> None:
-    """Record every metric as a JUnit property ``metric.[prefix]<name>`` (builtins only, for xdist)."""
-    for name, value in metrics.as_dict().items():
+    """Record every scalar metric as a JUnit property ``metric.[prefix]<name>`` (builtins only, for xdist)."""
+    for name, value in metrics.scalars().items():
         record(f"metric.{prefix}{name}", round(value, 3) if isinstance(value, float) else value)
+
+
+def record_timeline(record: Callable[[str, object], None], timeline: Timeline, name: str = "timeline") -> None:
+    """Attach the whole timeline for ``results.json`` (a ``data.`` property: kept out of JUnit and HTML)."""
+    record(f"{DATA_PREFIX}{name}", json.dumps(timeline.to_dict(), separators=(",", ":")))
 
 
 def properties_table(properties: list[tuple[str, object]]) -> str:
@@ -46,14 +55,18 @@ def properties_table(properties: list[tuple[str, object]]) -> str:
 
 
 class ResultsJson:
-    """Collects test reports on the controller and writes ``results.json`` at the end of the session."""
+    """Collects test reports on the controller and writes ``results.json`` at the end of the session.
 
-    def __init__(self, path: Path, run_info: Callable[[], dict[str, Any]]) -> None:
+    Registered even without a path: it also keeps bulk ``data.`` properties out of JUnit.
+    """
+
+    def __init__(self, path: Path | None, run_info: Callable[[], dict[str, Any]]) -> None:
         self.path = path
         self.run_info = run_info
         self.tests: dict[str, dict[str, Any]] = {}
         self.started = time.time()
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entry = self.tests.setdefault(report.nodeid, {"nodeid": report.nodeid, "outcome": "passed",
                                                       "duration_s": 0.0, "metrics": {}, "checks": {}})
@@ -65,6 +78,10 @@ class ResultsJson:
             entry["outcome"] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
             if isinstance(report.longrepr, tuple):
                 entry["message"] = report.longrepr[2]
+        data = [(n, v) for n, v in report.user_properties if n.startswith(DATA_PREFIX)]
+        report.user_properties = [(n, v) for n, v in report.user_properties if not n.startswith(DATA_PREFIX)]
+        for name, value in data:
+            entry.setdefault("data", {})[name.removeprefix(DATA_PREFIX)] = json.loads(str(value))
         for name, value in report.user_properties:
             if name.startswith("metric."):
                 entry["metrics"][name.removeprefix("metric.")] = value
@@ -74,6 +91,8 @@ class ResultsJson:
                 entry.setdefault("run", {})[name.removeprefix("run.")] = value
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.path is None:
+            return
         counts: dict[str, int] = {}
         for t in self.tests.values():
             counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1

@@ -1,0 +1,63 @@
+"""Path capture, run as a subprocess inside the namespace that holds the data-path interfaces.
+
+Listens on every interface of the namespace and records, for each probe reply
+leaving the guest, the interface it appeared on, mapped to a path name by
+``--port PATTERN=PATH`` (shell patterns, first match wins, for example
+``*-pri=primary``). Interfaces created later (a destination's taps) are seen too. Output: JSON lines
+``{"p": seq, "t": time, "path": "primary", "if": "src-pri"}``.
+
+    python -m harness.traffic.capture_main --guest-ip 198.18.0.2 --port '*-pri=primary' --port '*-sby=standby'
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import signal
+import socket
+import sys
+import threading
+
+from harness.traffic.icmp import parse_probe
+from harness.traffic.rawsock import PACKET_OUTGOING, open_packet_socket, receive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="capture_main")
+    parser.add_argument("--guest-ip", required=True)
+    parser.add_argument("--port", action="append", default=[], metavar="PATTERN=PATH")
+    args = parser.parse_args(argv)
+    patterns = [tuple(p.split("=", 1)) for p in args.port]
+    paths: dict[str, str | None] = {}
+
+    def path_of(ifname: str) -> str | None:
+        if ifname not in paths:
+            paths[ifname] = next((path for pattern, path in patterns if fnmatch.fnmatchcase(ifname, pattern)), None)
+        return paths[ifname]
+
+    guest_ip = socket.inet_aton(args.guest_ip)
+
+    sock = open_packet_socket()
+    sock.settimeout(0.2)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print('{"ready": true}', flush=True)
+    while not stop.is_set():
+        for frame, ifname, pkttype, ts in receive(sock):
+            # A reply from the guest enters the namespace on the tap it was sent through.
+            path = path_of(ifname)
+            if pkttype == PACKET_OUTGOING or path is None:
+                continue
+            seq = parse_probe(frame, src_ip=guest_ip)
+            if seq is not None:
+                sys.stdout.write(f'{{"p": {seq}, "t": {ts:.6f}, "path": "{path}", "if": "{ifname}"}}\n')
+            if stop.is_set():
+                break
+    sys.stdout.flush()
+    sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
