@@ -66,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
 
     interval = 1.0 / args.rate
     start = time.monotonic()
-    seq = late = 0
+    seq = late = failed = 0
     while not stop.is_set():
         frame = stamp(template, seq)
         sent = time.time()
-        sock.send(frame)
+        try:
+            sock.send(frame)
+        except OSError:
+            # ENOBUFS, ENETDOWN: the path is broken right here. The probe was due and
+            # is recorded as sent: its missing reply is part of the outage.
+            failed += 1
         emit(f'{{"s": {seq}, "t": {sent:.6f}}}\n')
         seq += 1
         delay = start + seq * interval - time.monotonic()
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.set()
     rx.join(1.0)
     cpu = os.times()
-    emit(json.dumps({"stats": {"sent": seq, "elapsed_s": elapsed, "late": late,
+    emit(json.dumps({"stats": {"sent": seq, "elapsed_s": elapsed, "late": late, "send_errors": failed,
                                "cpu_s": cpu.user + cpu.system}}) + "\n")
     out.flush()
     sock.close()

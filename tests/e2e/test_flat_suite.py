@@ -152,7 +152,6 @@ def test_fails_when_migration_fails(tmp_path: Path) -> None:
     assert leftovers(run.pid) == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_fails_when_destination_crawls(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "throttle-destination"), *IPERF_CASE)
     assert run.returncode == 1, run.output
@@ -163,6 +162,7 @@ def test_fails_when_destination_crawls(tmp_path: Path) -> None:
     assert leftovers(run.pid) == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_leaves_nothing(tmp_path: Path, signum: signal.Signals) -> None:
     proc = subprocess.Popen(suite_argv(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
