@@ -3,9 +3,10 @@
 The outage is a root ``pfifo`` qdisc with a limit of 0 packets, so every
 packet leaving the interface is dropped at enqueue (netem would do, but
 is not in every kernel: this host's lacks it). It is added and removed over
-netlink (pyroute2) by a helper process inside the namespace: each change is one syscall bracketed by the host clock, so the
-injected window is known to a few microseconds, unlike a ``tc`` command
-whose process start alone takes milliseconds.
+netlink (pyroute2) by a helper process inside the namespace: each change is
+one netlink request bracketed by the host clock, so each edge of the injected
+window is known to well under a millisecond (reported as ``bracket_s``),
+unlike a ``tc`` command whose process start alone takes milliseconds.
 
     python -m harness.traffic.outage --iface peer0 --duration 0.2 --count 10 --spacing 0.5
 """
