@@ -156,20 +156,9 @@ class QMPSession:
             return list(self._events)
 
     def mark(self) -> int:
-        """Position to pass to :meth:`wait_event` so that only later events count."""
+        """Position to pass to :meth:`next_event` so that only later events count."""
         with self._cond:
             return len(self._events)
-
-    def wait_event(
-        self,
-        name: str,
-        timeout: float,
-        *,
-        after: int = 0,
-        match: Callable[[QMPEvent], bool] = lambda e: True,
-    ) -> QMPEvent:
-        """Wait until an event *name* matching *match* has been recorded at or after index *after*."""
-        return self.next_event(name, timeout, after=after, match=match)[1]
 
     def next_event(
         self,
@@ -179,7 +168,10 @@ class QMPSession:
         after: int = 0,
         match: Callable[[QMPEvent], bool] = lambda e: True,
     ) -> tuple[int, QMPEvent]:
-        """Like :meth:`wait_event`, also returning the event's index (pass index + 1 as *after* next)."""
+        """Wait for an event *name* matching *match*, recorded at or after index *after*.
+
+        Returns the event and its index: pass ``index + 1`` as *after* to wait for the next one.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

@@ -60,16 +60,22 @@ def _check_migration(run: MeasuredMigration, checks: CheckList) -> None:
                  + detail)
 
 
+def _measure(bed: FailoverBed, config: RunConfig, artifacts: Path, record_property: Any, checks: CheckList,
+             **traffic: Any) -> MeasuredMigration:
+    """Check the bed is ready, migrate under *traffic*, record metrics and the timeline."""
+    _check_failover_ready(bed, config, checks)
+    run = measure_migration(bed, config, artifacts, **traffic)
+    record_metrics(record_property, run.metrics)
+    record_timeline(record_property, run.timeline)
+    return run
+
+
 def test_migration_with_failover_under_probes(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:
     """Probes at the configured rate across the migration: loss, gaps, switch and fail-back per path."""
-    bed, limits = failover_bed, harness_config.thresholds
-    checks = CheckList(record_property)
-    _check_failover_ready(bed, harness_config, checks)
-    run = measure_migration(bed, harness_config, test_artifacts)
-    record_metrics(record_property, run.metrics)
-    record_timeline(record_property, run.timeline)
+    limits, checks = harness_config.thresholds, CheckList(record_property)
+    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks)
     record_property("run.probe_cpu_s", round(float(run.probe_stats.get("cpu_s", 0.0)), 3))
     m = run.metrics
 
@@ -93,13 +99,9 @@ def test_migration_with_failover_under_iperf3(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:
     """A TCP stream from the peer to the guest across the migration: it must survive and keep moving."""
-    bed, limits = failover_bed, harness_config.thresholds
-    checks = CheckList(record_property)
-    _check_failover_ready(bed, harness_config, checks)
-    run = measure_migration(bed, harness_config, test_artifacts, probes=False,
-                            iperf_s=harness_config.iperf_duration_s)
-    record_metrics(record_property, run.metrics)
-    record_timeline(record_property, run.timeline)
+    limits, checks = harness_config.thresholds, CheckList(record_property)
+    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks,
+                   probes=False, iperf_s=harness_config.iperf_duration_s)
     assert run.iperf is not None
     record_property("metric.retransmits", run.iperf.retransmits)
     record_property("metric.throughput_total_mean_mbps",
