@@ -23,6 +23,7 @@ from harness.proc import run
 log = logging.getLogger(__name__)
 
 NETNS_PREFIX = "fohx-"
+BRIDGE_AGEING_CS = 100
 _NETNS_RE = re.compile(rf"^{NETNS_PREFIX}(\d+)-")
 
 
@@ -156,7 +157,14 @@ class TestNetwork:
     def _create(self) -> None:
         br, peer = self.bridge_ns.create(), self.peer_ns.create()
         # Forward delay 0: a port must forward at once, the guest's path switch depends on it.
-        br.run(["ip", "link", "add", self.BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"])
+        # Ageing 1 s (unit: 1/100 s): the bridge learns which tap the failover MAC is
+        # behind from what the guest sends. A guest that only receives (an iperf3
+        # sink) sends nothing on its primary after the fail-back, so with the default
+        # 300 s the bridge would keep feeding the standby, which net_failover ignores
+        # while a primary exists, for minutes; a NIC steers to a VF by its MAC instead.
+        # Ageing out after 1 s of silence floods, and the primary answers.
+        br.run(["ip", "link", "add", self.BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0",
+                "ageing_time", str(BRIDGE_AGEING_CS)])
         br.run(["ip", "link", "set", self.BRIDGE, "up"])
         br.run(["ip", "link", "add", self.UPLINK_IF, "type", "veth", "peer", "name", self.PEER_IF,
                 "netns", peer.name])

@@ -49,10 +49,8 @@ def failover_devices(mac: str) -> tuple[Device, ...]:
 
 
 def kernel_append(addressing: Addressing) -> str:
-    # ipv6.disable=1: the test network is IPv4. With IPv6 the failover slaves run
-    # their own DAD/MLD, the standby's frames teach the bridge the standby port, and
-    # traffic for the guest lands on the standby, which net_failover ignores while a
-    # primary exists: outages that belong to the guest's IPv6, not to failover.
+    # ipv6.disable=1: the test network is IPv4, and with IPv6 each failover slave
+    # runs its own DAD and MLD: frames on the data paths that are not failover's.
     return (f"console=ttyS0 panic=-1 ipv6.disable=1 harness.mac={addressing.failover_mac} "
             f"harness.addr={addressing.guest_ip}/{addressing.prefix_len}")
 
