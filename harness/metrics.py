@@ -164,9 +164,11 @@ def final_path(timeline: Timeline, count: int = FINAL_REPLIES) -> str | None:
     return tail.pop() if len(tail) == 1 else "mixed"
 
 
-def throughput_mbps(intervals: list[ThroughputInterval], start: float, end: float) -> tuple[float | None, float | None]:
-    """(minimum, mean) throughput in Mbit/s of the intervals overlapping [start, end]."""
-    inside = [i.bits_per_second / 1e6 for i in intervals if i.end > start and i.start < end]
+def throughput_mbps(intervals: list[ThroughputInterval], start: float, end: float,
+                    *, whole: bool = False) -> tuple[float | None, float | None]:
+    """(minimum, mean) throughput in Mbit/s of the intervals overlapping [start, end] (*whole*: inside it)."""
+    inside = [i.bits_per_second / 1e6 for i in intervals
+              if (start <= i.start and i.end <= end if whole else i.end > start and i.start < end)]
     if not inside:
         return None, None
     return min(inside), statistics.fmean(inside)
@@ -218,7 +220,8 @@ def migration_metrics(timeline: Timeline) -> MigrationMetrics:
         final_path=final_path(timeline),
         throughput_min_mbps=tmin,
         throughput_mean_mbps=tmean,
-        throughput_after_resume_mbps=(throughput_mbps(timeline.throughput, resume, timeline.window_end)[1]
-                                      if resume is not None else None),
+        # Only intervals that start after RESUME: one straddling it carries pre-migration throughput.
+        throughput_after_resume_mbps=(throughput_mbps(timeline.throughput, resume, timeline.window_end,
+                                                      whole=True)[1] if resume is not None else None),
         outages=[{"start": o.start, "end": o.end, "ms": o.ms} for o in stats.outages],
     )

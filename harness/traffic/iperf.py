@@ -54,11 +54,17 @@ def parse_iperf_json(doc: dict[str, Any], launched: float) -> IperfResult:
                        sent["bits_per_second"] / 1e6 if "bits_per_second" in sent else None)
 
 
-def start_guest_server(guest: Guest) -> None:
-    """One-shot iperf3 server in the guest, daemonized (the control channel stays free)."""
+def start_guest_server(guest: Guest, timeout: float = 20.0) -> None:
+    """One-shot iperf3 server in the guest, daemonized (the control channel stays free), listening."""
     result = guest.channel.run(f"iperf3 -s -1 -D -p {IPERF_PORT}")
     if result.rc != 0:
         raise HarnessError(f"iperf3 server did not start in the guest ({result.rc}): {result.output}")
+    # -D returns before the daemon listens; under TCG that can take longer than the client's connect.
+    deadline = time.monotonic() + timeout
+    while guest.channel.run(f"netstat -ltn | grep -q ':{IPERF_PORT} '").rc != 0:
+        if time.monotonic() > deadline:
+            raise HarnessError(f"iperf3 server in the guest not listening on {IPERF_PORT} after {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 class IperfClient:

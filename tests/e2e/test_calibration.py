@@ -72,8 +72,9 @@ def test_replies_on_the_standby_tap_are_attributed_to_the_standby(
         # captures the standby's receive path); one packet from the guest teaches the
         # bridge the new port.
         pci = bed.guest.channel.run(f"basename $(readlink /sys/class/net/{view.primary.name}/device)").output.strip()
-        down = time.time()
+        unbinding = time.time()
         assert bed.guest.channel.run(f"echo {pci} > /sys/bus/pci/drivers/e1000e/unbind").rc == 0
+        down = time.time()  # the unbind has returned: the primary is gone
         bed.guest.channel.run(f"ping -c 3 -i 0.3 -W 2 {bed.addressing.peer_ip}")  # its answer does not matter
         assert prober.wait_reply(10, after=time.time() + 0.5) is not None, "no reply with the primary unbound"
         up = time.time()
@@ -84,7 +85,7 @@ def test_replies_on_the_standby_tap_are_attributed_to_the_standby(
         paths = capture.result()
     by_seq = attribute(_probe_timeline(log.sent, log.replies, paths))
     sent_at = {p.seq: p.t for p in log.sent}
-    before = {by_seq.get(r.seq) for r in log.replies if sent_at[r.seq] < down - 0.05}
+    before = {by_seq.get(r.seq) for r in log.replies if sent_at[r.seq] < unbinding - 0.05}
     during = [by_seq.get(r.seq) for r in log.replies if down + 0.2 < sent_at[r.seq] < up - 0.05]
     assert before == {"primary"}
     assert during and set(during) == {"standby"}, f"replies while the primary was down: {set(during)}"
