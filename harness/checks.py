@@ -28,11 +28,16 @@ class CheckList:
 
     record: Callable[[str, object], None] = lambda name, value: None
     results: list[CheckResult] = field(default_factory=list)
+    prefix: str = ""
+
+    def scope(self, prefix: str) -> CheckList:
+        """The same list, naming its checks ``<prefix>.<name>`` (e.g. one scope per migration hop)."""
+        return CheckList(self.record, self.results, f"{self.prefix}{prefix}.")
 
     def check(self, name: str, passed: bool, detail: str) -> bool:
-        result = CheckResult(name, bool(passed), detail)
+        result = CheckResult(f"{self.prefix}{name}", bool(passed), detail)
         self.results.append(result)
-        self.record(f"check.{name}", result.line())
+        self.record(f"check.{result.name}", result.line())
         return result.passed
 
     def at_most(self, name: str, measured: float | None, limit: float, unit: str = "") -> bool:

@@ -33,7 +33,8 @@ class Thresholds(BaseModel):
     )
     max_gap_ms: float = Field(4000.0, gt=0, description="longest interval without a reply in the window")
     max_switch_to_standby_ms: float = Field(
-        3000.0, gt=0, description="UNPLUG_PRIMARY to the first reply carried by the standby"
+        8000.0, gt=0, description="UNPLUG_PRIMARY to the first reply carried by the standby "
+        "(native PCIe hotplug alone waits ~5 s: pciehp's attention-button delay)"
     )
     max_failback_ms: float = Field(8000.0, gt=0, description="destination RESUME to the first reply on the primary")
     min_throughput_after_resume_mbps: float = Field(

@@ -232,8 +232,9 @@ def _attach_extras(item: pytest.Item, report: pytest.TestReport) -> None:
         added.append(extras.html(table))
     artifacts = item.stash.get(ARTIFACTS_KEY, None)
     if artifacts is not None:
-        for chart in sorted(artifacts.glob("*.png")):
-            added.append(extras.png(base64.b64encode(chart.read_bytes()).decode(), name=chart.stem))
+        for chart in sorted(artifacts.rglob("*.png")):
+            name = str(chart.relative_to(artifacts).with_suffix(""))
+            added.append(extras.png(base64.b64encode(chart.read_bytes()).decode(), name=name))
     if report.failed and artifacts is not None and artifacts.is_dir():
         for path in sorted(artifacts.iterdir()):
             if path.suffix in (".log", ".jsonl", ".stderr") and path.stat().st_size:
@@ -272,15 +273,20 @@ atexit.register(_teardown_live_beds)
 
 
 @pytest.fixture
-def failover_bed(harness_config: RunConfig, guest_image: GuestImage, accel: AccelChoice,
-                 test_artifacts: Path, record_property: Any) -> Iterator[FlatBed]:
-    """A running source guest with failover negotiated, on the configured topology."""
+def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, guest_image: GuestImage,
+                 accel: AccelChoice, test_artifacts: Path, record_property: Any) -> Iterator[FlatBed]:
+    """A running source guest with failover negotiated, on the configured topology.
+
+    Options by indirect parametrization, e.g.
+    ``@pytest.mark.parametrize("failover_bed", [{"hotplug": "native"}], indirect=True)``.
+    """
+    options: dict[str, Any] = getattr(request, "param", {})
     worker = os.environ.get("PYTEST_XDIST_WORKER", "m")
     tag = f"{worker}-{next(_bed_counter)}"
     record_property("run.accel", accel.accel)
     record_property("run.accel_reason", accel.reason)
     bed = FlatBed(harness_config, guest_image, accel.accel, tag,
-                  run_dir=Path(f"/tmp/fohx-{os.getpid()}-{tag}"), artifacts_dir=test_artifacts)
+                  run_dir=Path(f"/tmp/fohx-{os.getpid()}-{tag}"), artifacts_dir=test_artifacts, **options)
     _live_beds.add(bed)
     try:
         bed.build()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.checks import CheckList
-from harness.config import RunConfig
+from harness.config import RunConfig, Thresholds
 from harness.metrics import PRIMARY
 from harness.report import record_metrics, record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration
@@ -70,15 +70,9 @@ def _measure(bed: FailoverBed, config: RunConfig, artifacts: Path, record_proper
     return run
 
 
-def test_migration_with_failover_under_probes(
-    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
-) -> None:
-    """Probes at the configured rate across the migration: loss, gaps, switch and fail-back per path."""
-    limits, checks = harness_config.thresholds, CheckList(record_property)
-    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks)
-    record_property("run.probe_cpu_s", round(float(run.probe_stats.get("cpu_s", 0.0)), 3))
+def _check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:
+    """What the probes saw: baseline, recovery, loss, gaps, and which path carried the traffic."""
     m = run.metrics
-
     checks.check("probe_baseline", run.baseline_reply, "the peer reached the guest before migrating"
                  if run.baseline_reply else "no probe reply before migration: the data path was down already")
     _check_migration(run, checks)
@@ -92,6 +86,42 @@ def test_migration_with_failover_under_probes(
                  f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
                  f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
                  f"unattributed {m.replies_unattributed} in the window)")
+
+
+HOTPLUG_STYLES = pytest.mark.parametrize(
+    "failover_bed", [{"hotplug": "acpi"}, {"hotplug": "native"}], indirect=True, ids=["acpi", "native"])
+
+
+@HOTPLUG_STYLES
+def test_migration_with_failover_under_probes(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """Probes across the migration, with ACPI and with native PCIe hotplug: loss, gaps, switch, fail-back."""
+    checks = CheckList(record_property)
+    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks)
+    record_property("run.probe_cpu_s", round(float(run.probe_stats.get("cpu_s", 0.0)), 3))
+    _check_probes(run, harness_config.thresholds, checks)
+    checks.verify()
+
+
+PING_PONG_HOPS = 3
+
+
+def test_ping_pong_migration(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """Source → destination → ... for several hops: each hop unplugs, restores and carries traffic again."""
+    checks = CheckList(record_property)
+    _check_failover_ready(failover_bed, harness_config, checks)
+    for hop in range(1, PING_PONG_HOPS + 1):
+        hop_dir = test_artifacts / f"hop{hop}"
+        hop_dir.mkdir()
+        run = measure_migration(failover_bed, harness_config, hop_dir)
+        record_metrics(record_property, run.metrics, prefix=f"hop{hop}.")
+        record_timeline(record_property, run.timeline, name=f"timeline_hop{hop}")
+        _check_probes(run, harness_config.thresholds, checks.scope(f"hop{hop}"))
+        if run.result.status != "completed":
+            break  # the guest stayed on the old source: later hops would test nothing new
     checks.verify()
 
 

@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from harness.config import RunConfig
 from harness.guest import ControlChannel, Guest
@@ -30,6 +31,9 @@ from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
 
+# q35 hot-plugs through ACPI by default (since QEMU 6.1); this selects native PCIe
+# hotplug (the guest's pciehp, with its ~5 s attention-button delay) instead.
+NATIVE_HOTPLUG_ARGS = ("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
 STANDBY_ID = "standby0"
 PRIMARY_ID = "primary0"
 BOOT_TIMEOUT_S = 120.0
@@ -66,6 +70,7 @@ class FlatBed:
     run_dir: Path
     artifacts_dir: Path
     addressing: Addressing = field(default_factory=Addressing)
+    hotplug: Literal["acpi", "native"] = "acpi"
     network: TestNetwork = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
@@ -109,6 +114,7 @@ class FlatBed:
             memory_mib=self.config.guest_memory_mib,
             netdevs=netdevs,
             devices=failover_devices(self.addressing.failover_mac),
+            extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else (),
         )
 
     def _launch(self, spec: VMSpec) -> VM:
@@ -125,7 +131,10 @@ class FlatBed:
         return self._launch(spec)
 
     def migrate(self, destination: VM) -> MigrationResult:
-        """Migrate the current source to *destination*; on success the destination becomes the source."""
+        """Migrate the current source to *destination*; on success the destination becomes the source.
+
+        The old source is then shut down, as a real one would be (its QMP events stay readable).
+        """
         uri = f"unix:{self.run_dir / f'{destination.name}.mig'}"
         result = migrate(self.source, destination, uri,
                          deadline_s=self.config.thresholds.migration_deadline_s,
@@ -133,7 +142,8 @@ class FlatBed:
         if result.status == "completed":
             self.guest.channel.close()
             self.guest.channel.socket_path = destination.paths.control_socket
-            self.source = destination
+            old, self.source = self.source, destination
+            old.shutdown()
         return result
 
     # -- the traffic peer and the data paths ---------------------------------

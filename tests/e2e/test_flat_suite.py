@@ -23,7 +23,7 @@ from tests.conftest import REPO, run_suite, suite_argv
 WRAPPERS = Path(__file__).parent / "qemu-wrappers"
 # Broken setups fail on these anyway; short deadlines keep the tests quick.
 FAST_FAIL = ("--threshold", "primary_restore_deadline_s=5")
-PROBES_CASE = ("-k", "under_probes")
+PROBES_CASE = ("-k", "under_probes and acpi")
 IPERF_CASE = ("-k", "under_iperf3")
 
 
@@ -47,7 +47,7 @@ def leftovers(pid: int) -> list[str]:
     return found
 
 
-def _check(run_results: dict, name: str, case: str = "under_probes") -> str:
+def _check(run_results: dict, name: str, case: str = "under_probes[acpi]") -> str:
     (test,) = [t for t in run_results["tests"] if case in t["nodeid"]]
     return str(test["checks"].get(name, "missing"))
 
@@ -56,8 +56,8 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--html", str(tmp_path / "report.html"), "--self-contained-html")
     assert run.returncode == 0, run.output
     results = run.results()
-    assert results["summary"] == {"passed": 2}
-    probes, iperf = (next(t for t in results["tests"] if case in t["nodeid"]) for case in ("probes", "iperf3"))
+    assert results["summary"] == {"passed": 4}  # probes with ACPI and native hotplug, ping-pong, iperf3
+    probes, iperf = (next(t for t in results["tests"] if case in t["nodeid"]) for case in ("probes[acpi]", "iperf3"))
     for test in (probes, iperf):
         assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]
         for name in ("unplug_wait_ms", "downtime_ms", "observed_downtime_ms", "total_time_ms"):
@@ -117,7 +117,8 @@ def test_fails_when_destination_lacks_its_primary(tmp_path: Path) -> None:
 
 
 def test_fails_when_destination_is_unreachable(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-destination"), *FAST_FAIL)
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-destination"), *FAST_FAIL,
+                    "-k", "acpi or iperf3")
     assert run.returncode == 1, run.output
     results = run.results()
     assert results["summary"] == {"failed": 2}

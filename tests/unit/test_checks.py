@@ -30,3 +30,15 @@ def test_passing_checks_verify_quietly() -> None:
     checks.at_most("max_gap_ms", 4000.0, 4000)
     checks.verify()
     assert not checks.failed
+
+
+def test_scopes_prefix_names_and_share_the_verdict() -> None:
+    recorded: list[tuple[str, object]] = []
+    checks = CheckList(lambda n, v: recorded.append((n, v)))
+    checks.check("failover_negotiated", True, "ok")
+    checks.scope("hop1").check("primary_restored", True, "ok")
+    checks.scope("hop2").at_most("max_gap_ms", 9000.0, 4000, " ms")
+    assert [n for n, _ in recorded] == ["check.failover_negotiated", "check.hop1.primary_restored",
+                                         "check.hop2.max_gap_ms"]
+    with pytest.raises(AssertionError, match=r"1 of 3 checks failed:\nFAIL hop2.max_gap_ms: measured 9000.0 ms"):
+        checks.verify()
