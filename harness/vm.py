@@ -40,9 +40,6 @@ class Device:
     def without(self, *names: str) -> Device:
         return Device(self.driver, self.id, tuple((k, v) for k, v in self.props if k not in names))
 
-    def prop(self, name: str) -> Any:
-        return dict(self.props).get(name)
-
     def to_json(self) -> str:
         d: dict[str, Any] = {"driver": self.driver}
         if self.id is not None:
@@ -75,9 +72,6 @@ class VMSpec:
     devices: tuple[Device, ...] = ()
     incoming: bool = False
     extra_args: tuple[str, ...] = ()
-
-    def with_devices(self, devices: tuple[Device, ...]) -> VMSpec:
-        return VMSpec(**{**self.__dict__, "devices": devices})
 
     def as_destination(self, name: str, netdevs: tuple[TapNetdev, ...]) -> VMSpec:
         """The same machine, waiting for an incoming migration, on its own taps."""
