@@ -62,6 +62,8 @@ class RunConfig(BaseModel):
     guest_memory_mib: int = Field(512, ge=128, le=16384)
     probe_rate_hz: float = Field(1000.0, ge=1, le=1000)
     iperf_duration_s: float = Field(12.0, ge=5, le=600)
+    # UDP at this iperf3 bitrate (e.g. "100M") instead of TCP; None: TCP.
+    iperf_udp_bitrate: str | None = Field(None, pattern=r"^\d+(\.\d+)?[KMG]?$")
     cache_dir: Path = DEFAULT_CACHE_DIR
     artifacts_dir: Path = Path("reports/artifacts")
     require_resources: bool = False

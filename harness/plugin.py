@@ -66,6 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="guest RAM in MiB (default 512)")
     group.addoption("--probe-rate", metavar="HZ", type=float, default=None, dest="probe_rate_hz",
                     help="probes per second from the peer (default 100)")
+    group.addoption("--iperf-udp", metavar="BITRATE", default=None, dest="iperf_udp_bitrate",
+                    help="run the iperf3 case as UDP at BITRATE (e.g. 100M) instead of TCP")
     group.addoption("--threshold", metavar="NAME=VALUE", action="append", default=[],
                     help="override a threshold, e.g. --threshold max_gap_ms=2000 (see README)")
     group.addoption("--require-resources", action="store_true", default=None,
@@ -97,6 +99,7 @@ def config_from_options(config: pytest.Config) -> RunConfig:
         "guest_modules": opt.guest_modules,
         "guest_memory_mib": opt.guest_memory_mib,
         "probe_rate_hz": opt.probe_rate_hz,
+        "iperf_udp_bitrate": opt.iperf_udp_bitrate,
         "require_resources": opt.require_resources,
         "artifacts_dir": opt.artifacts_dir,
         **_threshold_overrides(opt.threshold),

@@ -97,7 +97,7 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         if iperf_s is not None:
             start_guest_server(bed.guest)
             client = IperfClient(bed.peer_exec_prefix(), bed.addressing.guest_ip, iperf_s,
-                                 artifacts / "iperf3.json")
+                                 artifacts / "iperf3.json", udp_bitrate=config.iperf_udp_bitrate)
             time.sleep(IPERF_LEAD_S)  # baseline throughput before the migration
         destination = bed.start_destination()
         result = bed.migrate(destination)

@@ -68,7 +68,10 @@ def start_guest_server(guest: Guest, timeout: float = 20.0) -> None:
 
 
 class IperfClient:
-    """``iperf3 -c`` in the peer namespace for *duration_s*, reporting every 100 ms."""
+    """``iperf3 -c`` in the peer namespace for *duration_s*, reporting every 100 ms.
+
+    TCP flows from the peer to the guest; UDP (*udp_bitrate*) from the guest to the peer.
+    """
 
     def __init__(self, exec_prefix: list[str], server_ip: str, duration_s: float, log_path: Path,
                  udp_bitrate: str | None = None) -> None:
@@ -76,7 +79,9 @@ class IperfClient:
         argv = [*exec_prefix, "iperf3", "-c", server_ip, "-p", str(IPERF_PORT), "-t", str(duration_s),
                 "-i", "0.1", "-J", "--connect-timeout", "5000", "--snd-timeout", str(SEND_TIMEOUT_MS)]
         if udp_bitrate:
-            argv += ["-u", "-b", udp_bitrate]
+            # Reversed: the guest sends, and the peer's intervals then show what arrived
+            # (a UDP sender's own intervals would show its constant sending rate).
+            argv += ["-u", "-b", udp_bitrate, "-R"]
         self.launched = time.time()
         with log_path.open("w") as out:
             self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

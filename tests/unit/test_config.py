@@ -35,6 +35,7 @@ def test_options_override_profile_and_none_is_ignored() -> None:
         ({"qemu": "x"}, {}, "qemu (options): Extra inputs are not permitted"),
         (None, {"probe_rate_hz": "5000"}, "probe_rate_hz (options): Input should be less than or equal to 1000"),
         (None, {"guest_kernel": "/nonexistent/bzImage"}, "/nonexistent/bzImage is not a file"),
+        (None, {"iperf_udp_bitrate": "fast"}, "iperf_udp_bitrate (options): String should match pattern"),
     ],
 )
 def test_errors_name_the_field(profile: dict | None, overrides: dict, message: str) -> None:
