@@ -147,6 +147,11 @@ class QMPSession:
         self._write({"return": result, "command": command})
         return result
 
+    def qom_children(self, path: str) -> set[str]:
+        """Names of the QOM children of *path* (``/machine/peripheral``: devices that exist)."""
+        return {entry["name"] for entry in self.execute("qom-list", {"path": path})
+                if str(entry.get("type", "")).startswith("child<")}
+
     # -- events -----------------------------------------------------------
 
     @property

@@ -71,11 +71,12 @@ class VMSpec:
     netdevs: tuple[TapNetdev, ...] = ()
     devices: tuple[Device, ...] = ()
     incoming: bool = False
+    paused: bool = False  # -S: the guest runs only after QMP "cont"
     extra_args: tuple[str, ...] = ()
 
     def as_destination(self, name: str, netdevs: tuple[TapNetdev, ...]) -> VMSpec:
         """The same machine, waiting for an incoming migration, on its own taps."""
-        return VMSpec(**{**self.__dict__, "name": name, "netdevs": netdevs, "incoming": True})
+        return VMSpec(**{**self.__dict__, "name": name, "netdevs": netdevs, "incoming": True, "paused": False})
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def build_argv(spec: VMSpec, paths: VMPaths) -> list[str]:
         argv += ["-device", device.to_json()]
     if spec.incoming:
         argv += ["-incoming", "defer"]
+    if spec.paused:
+        argv += ["-S"]
     argv += list(spec.extra_args)
     return argv
 

@@ -16,6 +16,7 @@ import pytest
 from harness.capabilities import qemu_version
 from harness.checks import CheckList
 from harness.config import RunConfig, Thresholds
+from harness.errors import DeadlineExceeded
 from harness.metrics import PRIMARY
 from harness.report import record_metrics, record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration
@@ -91,6 +92,42 @@ def _check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList)
                  f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
                  f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
                  f"unattributed {m.replies_unattributed} in the window)")
+
+
+# Counted once the guest agent answers: the guest probes virtio_net (and so
+# negotiates) before its init starts the agent, so the event is normally there.
+NEGOTIATION_TIMEOUT_S = 5.0
+
+
+@pytest.mark.parametrize("failover_bed", [{"paused": True}], indirect=True, ids=["from-power-on"])
+def test_negotiation_reveals_the_primary(
+    failover_bed: FailoverBed, harness_config: RunConfig, record_property: Any
+) -> None:
+    """The primary does not exist until the guest negotiates failover, then appears and is enslaved."""
+    bed, checks = failover_bed, CheckList(record_property)
+    qmp = bed.source.qmp
+    assert qmp is not None
+    before = qmp.qom_children("/machine/peripheral")
+    checks.check("primary_hidden_before_negotiation", PRIMARY_ID not in before and STANDBY_ID in before,
+                 f"/machine/peripheral before the guest ran: {sorted(before)}")
+    mark = qmp.mark()
+    bed.resume()
+    try:
+        qmp.next_event("FAILOVER_NEGOTIATED", NEGOTIATION_TIMEOUT_S, after=mark,
+                       match=lambda e: e.data.get("device-id") == STANDBY_ID)
+        negotiated = "FAILOVER_NEGOTIATED{standby0} after the guest started"
+    except DeadlineExceeded:
+        negotiated = ""
+    checks.check("failover_negotiated", bool(negotiated),
+                 negotiated or f"no FAILOVER_NEGOTIATED{{{STANDBY_ID}}} within {NEGOTIATION_TIMEOUT_S:.0f} s")
+    view = bed.guest.wait_primary_active(harness_config.thresholds.primary_restore_deadline_s)
+    after = qmp.qom_children("/machine/peripheral")
+    said = " | ".join(bed.source.messages())
+    checks.check("primary_present_after_negotiation", PRIMARY_ID in after,
+                 f"/machine/peripheral after negotiation: {sorted(after)}"
+                 + ("" if PRIMARY_ID in after or not said else f"; QEMU said: {said}"))
+    checks.check("primary_enslaved_after_negotiation", view.primary_active, view.describe())
+    checks.verify()
 
 
 HOTPLUG_STYLES = pytest.mark.parametrize(

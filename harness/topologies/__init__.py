@@ -22,6 +22,10 @@ class FailoverBed(Protocol):
     source: VM
     guest: Guest
 
+    def resume(self) -> None:
+        """Start a source built paused (bed option ``paused``) and wait for its guest."""
+        ...
+
     def start_destination(self, *, with_primary: bool = True) -> VM: ...
 
     def migrate(self, destination: VM) -> MigrationResult: ...

@@ -74,6 +74,7 @@ class FlatBed:
     addressing: Addressing = field(default_factory=Addressing)
     hotplug: Literal["acpi", "native"] = "acpi"
     primary_rom: bool = False
+    paused: bool = False
     network: TestNetwork = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
@@ -87,7 +88,10 @@ class FlatBed:
     # -- building ---------------------------------------------------------
 
     def build(self) -> FlatBed:
-        """Create the network and boot the source until the primary is enslaved in the guest."""
+        """Create the network and boot the source until its guest agent answers.
+
+        With :attr:`paused`, QEMU starts stopped (``-S``) and :meth:`resume` boots it.
+        """
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -97,12 +101,21 @@ class FlatBed:
             self.source = self._launch(spec)
             channel = ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log")
             self.guest = Guest(channel, self.addressing.failover_mac)
-            channel.wait_ready(BOOT_TIMEOUT_S)
-            self.boot_s = time.monotonic() - started
+            if not self.paused:
+                channel.wait_ready(BOOT_TIMEOUT_S)
+                self.boot_s = time.monotonic() - started
         except BaseException:
             self.teardown()
             raise
         return self
+
+    def resume(self) -> None:
+        """Start a source built paused and wait for its guest agent."""
+        assert self.source.qmp is not None
+        started = time.monotonic()
+        self.source.qmp.execute("cont")
+        self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
+        self.boot_s = time.monotonic() - started
 
     def _spec(self, name: str) -> VMSpec:
         netdevs = (TapNetdev("hn0", self.network.add_tap(f"{name}-sby")),
@@ -117,6 +130,7 @@ class FlatBed:
             memory_mib=self.config.guest_memory_mib,
             netdevs=netdevs,
             devices=failover_devices(self.addressing.failover_mac, primary_rom=self.primary_rom),
+            paused=self.paused,
             extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else (),
         )
 

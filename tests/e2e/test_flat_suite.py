@@ -56,8 +56,8 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--html", str(tmp_path / "report.html"), "--self-contained-html")
     assert run.returncode == 0, run.output
     results = run.results()
-    # probes with ACPI and native hotplug, ping-pong, iperf3; the option-ROM bug as a strict xfail
-    assert results["summary"] == {"passed": 4, "xfailed": 1}
+    # negotiation, probes with ACPI and native hotplug, ping-pong, iperf3; the option-ROM bug as a strict xfail
+    assert results["summary"] == {"passed": 5, "xfailed": 1}
     probes, iperf = (next(t for t in results["tests"] if case in t["nodeid"]) for case in ("probes[acpi]", "iperf3"))
     for test in (probes, iperf):
         assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]
@@ -99,6 +99,31 @@ def test_fails_when_failover_is_off(tmp_path: Path) -> None:
     (case_dir,) = run.artifacts.iterdir()
     assert (case_dir / "src-console.log").stat().st_size > 0
     assert (case_dir / "src-qmp.jsonl").exists() and (case_dir / "probes.jsonl").exists()
+    assert leftovers(run.pid) == []
+
+
+def test_negotiation_case_fails_when_the_primary_is_never_hidden(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "no-failover"), *FAST_FAIL, "-k", "negotiation")
+    assert run.returncode == 1, run.output
+    results = run.results()
+    case = "negotiation_reveals_the_primary"
+    assert _check(results, "primary_hidden_before_negotiation", case).startswith(
+        "FAIL primary_hidden_before_negotiation: /machine/peripheral before the guest ran: ['primary0'")
+    assert _check(results, "failover_negotiated", case).startswith("FAIL")
+    assert leftovers(run.pid) == []
+
+
+def test_negotiation_case_fails_when_the_primary_cannot_be_created(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "primary-bad-netdev"), *FAST_FAIL,
+                    "-k", "negotiation")
+    assert run.returncode == 1, run.output
+    results = run.results()
+    case = "negotiation_reveals_the_primary"
+    assert _check(results, "primary_hidden_before_negotiation", case).startswith("PASS")
+    assert _check(results, "failover_negotiated", case).startswith("PASS")
+    present = _check(results, "primary_present_after_negotiation", case)
+    assert present.startswith("FAIL") and "can't find value 'nonexistent'" in present  # QEMU's warning, quoted
+    assert _check(results, "primary_enslaved_after_negotiation", case).startswith("FAIL")
     assert leftovers(run.pid) == []
 
 
