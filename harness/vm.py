@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -193,9 +192,6 @@ class VM:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def exitcode(self) -> int | None:
-        return self._proc.poll() if self._proc else None
-
     def stderr_text(self) -> str:
         try:
             return self.paths.stderr_log.read_text(errors="replace")
@@ -247,14 +243,3 @@ class VM:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-
-def wait_for_exit(vm: VM, timeout: float) -> int | None:
-    """Wait up to *timeout* for *vm*'s QEMU to exit on its own; return its exit code or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = vm.exitcode()
-        if code is not None:
-            return code
-        time.sleep(0.05)
-    return None
