@@ -80,8 +80,11 @@ class ResultsJson:
                 entry["message"] = report.longrepr[2]
         data = [(n, v) for n, v in report.user_properties if n.startswith(DATA_PREFIX)]
         report.user_properties = [(n, v) for n, v in report.user_properties if not n.startswith(DATA_PREFIX)]
-        for name, value in data:
-            entry.setdefault("data", {})[name.removeprefix(DATA_PREFIX)] = json.loads(str(value))
+        # Every phase's report carries the properties recorded so far; parse the
+        # (large) data once, from the last phase, and only when it will be written.
+        if self.path is not None and report.when == "teardown":
+            for name, value in data:
+                entry.setdefault("data", {})[name.removeprefix(DATA_PREFIX)] = json.loads(str(value))
         for name, value in report.user_properties:
             if name.startswith("metric."):
                 entry["metrics"][name.removeprefix("metric.")] = value
