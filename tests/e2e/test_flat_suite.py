@@ -18,7 +18,7 @@ import pytest
 
 from harness.image import GuestImage
 from harness.netns import NETNS_PREFIX, list_harness_netns
-from tests.conftest import REPO, run_suite, suite_argv
+from tests.conftest import REPO, SuiteRun, run_suite, suite_argv
 
 WRAPPERS = Path(__file__).parent / "qemu-wrappers"
 # Broken setups fail on these anyway; short deadlines keep the tests quick.
@@ -45,6 +45,14 @@ def leftovers(pid: int) -> list[str]:
         if "qemu-system" in text and f"/tmp/fohx-{pid}-" in text:
             found.append(f"process {cmdline.parent.name}: {text[:100]}")
     return found
+
+
+def run_broken(tmp_path: Path, wrapper: str, *args: str) -> SuiteRun:
+    """Run the suite on QEMU wrapper *wrapper*: it must fail, and leave nothing behind."""
+    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / wrapper), *FAST_FAIL, *args)
+    assert run.returncode == 1, run.output
+    assert leftovers(run.pid) == []
+    return run
 
 
 def _check(run_results: dict, name: str, case: str = "under_probes[acpi]") -> str:
@@ -85,8 +93,7 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_fails_when_failover_is_off(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "no-failover"), *FAST_FAIL, *PROBES_CASE)
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "no-failover", *PROBES_CASE)
     results = run.results()
     assert _check(results, "failover_negotiated").startswith("FAIL failover_negotiated: FAILOVER_NEGOTIATED events "
                                                              "on the source: none")
@@ -99,24 +106,19 @@ def test_fails_when_failover_is_off(tmp_path: Path) -> None:
     (case_dir,) = run.artifacts.iterdir()
     assert (case_dir / "src-console.log").stat().st_size > 0
     assert (case_dir / "src-qmp.jsonl").exists() and (case_dir / "probes.jsonl").exists()
-    assert leftovers(run.pid) == []
 
 
 def test_negotiation_case_fails_when_the_primary_is_never_hidden(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "no-failover"), *FAST_FAIL, "-k", "negotiation")
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "no-failover", "-k", "negotiation")
     results = run.results()
     case = "negotiation_reveals_the_primary"
     assert _check(results, "primary_hidden_before_negotiation", case).startswith(
         "FAIL primary_hidden_before_negotiation: /machine/peripheral before the guest ran: ['primary0'")
     assert _check(results, "failover_negotiated", case).startswith("FAIL")
-    assert leftovers(run.pid) == []
 
 
 def test_negotiation_case_fails_when_the_primary_cannot_be_created(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "primary-bad-netdev"), *FAST_FAIL,
-                    "-k", "negotiation")
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "primary-bad-netdev", "-k", "negotiation")
     results = run.results()
     case = "negotiation_reveals_the_primary"
     assert _check(results, "primary_hidden_before_negotiation", case).startswith("PASS")
@@ -124,13 +126,10 @@ def test_negotiation_case_fails_when_the_primary_cannot_be_created(tmp_path: Pat
     present = _check(results, "primary_present_after_negotiation", case)
     assert present.startswith("FAIL") and "can't find value 'nonexistent'" in present  # QEMU's warning, quoted
     assert _check(results, "primary_enslaved_after_negotiation", case).startswith("FAIL")
-    assert leftovers(run.pid) == []
 
 
 def test_fails_when_destination_lacks_its_primary(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "destination-without-primary"), *FAST_FAIL,
-                    *PROBES_CASE)
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "destination-without-primary", *PROBES_CASE)
     results = run.results()
     assert _check(results, "migration_completed").startswith("PASS")  # QEMU only warns: that is the trap
     restored = _check(results, "primary_restored")
@@ -139,13 +138,10 @@ def test_fails_when_destination_lacks_its_primary(tmp_path: Path) -> None:
     assert _check(results, "traffic_back_on_primary").startswith("FAIL traffic_back_on_primary: the last replies "
                                                                  "travelled on: standby")
     assert _check(results, "failback_ms").startswith("FAIL failback_ms: not measured")
-    assert leftovers(run.pid) == []
 
 
 def test_fails_when_destination_is_unreachable(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-destination"), *FAST_FAIL,
-                    "-k", "acpi or iperf3")
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "isolate-destination", "-k", "acpi or iperf3")
     results = run.results()
     assert results["summary"] == {"failed": 2}
     assert _check(results, "tcp_survived", "iperf3").startswith("FAIL tcp_survived: the iperf3 stream broke")
@@ -153,22 +149,18 @@ def test_fails_when_destination_is_unreachable(tmp_path: Path) -> None:
     assert _check(results, "replies_resumed") == "FAIL replies_resumed: 0 probe replies after the destination resumed"
     assert _check(results, "probes_lost").startswith("FAIL probes_lost: measured")
     assert _check(results, "max_gap_ms").startswith("FAIL max_gap_ms: measured")
-    assert leftovers(run.pid) == []
 
 
 def test_fails_without_a_baseline(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "isolate-source"), *FAST_FAIL, *PROBES_CASE)
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "isolate-source", *PROBES_CASE)
     results = run.results()
     assert _check(results, "probe_baseline").startswith("FAIL probe_baseline: no probe reply before migration")
     assert _check(results, "replies_resumed").startswith("PASS")  # the destination's taps are on the bridge
-    assert leftovers(run.pid) == []
 
 
 def test_fails_when_migration_fails(tmp_path: Path) -> None:
     # The option-ROM bug: the destination refuses the stream and exits.
-    run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "primary-with-rom"), *FAST_FAIL, *PROBES_CASE)
-    assert run.returncode == 1, run.output
+    run = run_broken(tmp_path, "primary-with-rom", *PROBES_CASE)
     results = run.results()
     completed = _check(results, "migration_completed")
     assert completed.startswith("FAIL migration_completed: status failed"), completed
@@ -176,7 +168,6 @@ def test_fails_when_migration_fails(tmp_path: Path) -> None:
     (case_dir,) = run.artifacts.iterdir()
     assert "Unknown ramblock" in completed  # quoted from the destination QEMU
     assert "Unknown ramblock" in (case_dir / "dst-qemu.log").read_text()
-    assert leftovers(run.pid) == []
 
 
 def test_option_rom_case_tells_when_qemu_is_fixed(tmp_path: Path) -> None:
