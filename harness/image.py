@@ -28,7 +28,7 @@ from harness.proc import run
 log = logging.getLogger(__name__)
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "images" / "guest"
-RECIPE_FILES = ("packages.txt", "modules.txt", "init", "harness-agent", "fo-state")
+RECIPE_FILES = ("packages.txt", "modules.txt", "init", "harness-agent", "fo-state", "fo-up")
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # Trimmed from the unpacked packages: nothing in the guest reads them.
 PRUNE = ("usr/share", "usr/lib/x86_64-linux-gnu/gconv", "usr/lib/x86_64-linux-gnu/audit", "etc/init.d",
@@ -268,14 +268,14 @@ class ImageBuilder:
     def _install_recipe(self, root: Path) -> None:
         (root / "bin").mkdir(exist_ok=True)
         (root / "etc" / "harness").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(self.recipe_dir / "init", root / "init")
-        shutil.copy2(self.recipe_dir / "harness-agent", root / "bin" / "harness-agent")
-        shutil.copy2(self.recipe_dir / "fo-state", root / "bin" / "fo-state")
+        scripts = {"init": "init", "harness-agent": "bin/harness-agent", "fo-state": "bin/fo-state",
+                   "fo-up": "bin/fo-up"}
+        for name, dest in scripts.items():
+            shutil.copy2(self.recipe_dir / name, root / dest)
+            os.chmod(root / dest, 0o755)
         shutil.copy2(self.recipe_dir / "modules.txt", root / "etc" / "harness" / "modules")
         for d in ("proc", "sys", "dev", "tmp", "run", "sbin", "usr/bin", "usr/sbin"):
             (root / d).mkdir(parents=True, exist_ok=True)
-        for script in ("init", "bin/harness-agent", "bin/fo-state"):
-            os.chmod(root / script, 0o755)
 
     @staticmethod
     def _pack(root: Path, out: Path) -> None:

@@ -182,11 +182,22 @@ def _between_ms(start: float | None, end: float | None) -> float | None:
     return (end - start) * 1000.0 if start is not None and end is not None else None
 
 
+def recovery_time(timeline: Timeline) -> float | None:
+    """When the guest runs on for good: the destination's RESUME or, after a failed or
+    cancelled migration, the source's final MIGRATION event (QEMU re-plugs the primary there)."""
+    resume = first_event_time(timeline, timeline.destination, "RESUME")
+    if resume is not None:
+        return resume
+    ends = [e.ts for e in _migration_states(timeline, timeline.source)
+            if e.data.get("status") in ("failed", "cancelled")]
+    return ends[-1] if ends else None
+
+
 def migration_metrics(timeline: Timeline) -> MigrationMetrics:
-    """The standard metric set of one migration."""
+    """The standard metric set of one migration (``resume`` is :func:`recovery_time`)."""
     stats = probe_stats(timeline)
-    src, dst = timeline.source, timeline.destination
-    resume = first_event_time(timeline, dst, "RESUME")
+    src = timeline.source
+    resume = recovery_time(timeline)
     stop = first_event_time(timeline, src, "STOP")
     unplug = first_event_time(timeline, src, "UNPLUG_PRIMARY")
     paths = sorted(timeline.paths, key=lambda p: p.t)

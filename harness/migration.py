@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from harness.errors import DeadlineExceeded
 from harness.vm import VM
@@ -28,6 +29,35 @@ class MigrationResult:
     ended: float
     query: dict[str, Any] = field(default_factory=dict)
     cancel_reason: str | None = None
+    cancel_issued: float | None = None  # host time of the harness's own migrate_cancel
+
+
+# Called once, the first time the source reports that MIGRATION status, with
+# (source, destination): how cases inject a fault at a chosen point (cancel in
+# wait-unplug, kill the destination while active).
+StatusHook = Callable[[VM, VM], None]
+# The destination's primary: as on the source, left out, or one QEMU cannot create.
+DestinationPrimary = Literal["same", "absent", "unrealizable"]
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """How a case wants its migration driven; the default is a plain migration."""
+
+    on_status: Mapping[str, StatusHook] = field(default_factory=dict)
+    # bytes/s: stretches the ``active`` phase so that a hook reliably finds it.
+    max_bandwidth: int | None = None
+    # Overrides the configured threshold, for cases that expect the deadline to hit.
+    wait_unplug_deadline_s: float | None = None
+    destination_primary: DestinationPrimary = "same"
+    # How long to wait for the primary afterwards (default: the configured
+    # threshold); cases that expect none need not wait it out.
+    restore_deadline_s: float | None = None
+    # ``stop`` the source first: a stopped guest cannot eject its primary.
+    pause_source: bool = False
+
+
+PLAIN_MIGRATION = MigrationPlan()
 
 
 def enable_events(vm: VM) -> None:
@@ -38,19 +68,26 @@ def enable_events(vm: VM) -> None:
 
 
 def migrate(
-    source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float
+    source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float,
+    on_status: Mapping[str, StatusHook] | None = None, max_bandwidth: int | None = None,
 ) -> MigrationResult:
     """Migrate *source* to *destination* (started with ``-incoming defer``) over *uri*."""
     src, dst = source.qmp, destination.qmp
     assert src is not None and dst is not None
     enable_events(source)
     enable_events(destination)
+    restore_bandwidth = None
+    if max_bandwidth is not None:  # restored afterwards: a retry on this source runs at full speed
+        restore_bandwidth = src.execute("query-migrate-parameters")["max-bandwidth"]
+        src.execute("migrate-set-parameters", {"max-bandwidth": max_bandwidth})
     dst.execute("migrate-incoming", {"uri": uri})
+    hooks = dict(on_status or {})
     mark = src.mark()
     started = time.time()
     src.execute("migrate", {"uri": uri})
     states: list[str] = []
     cancel_reason: str | None = None
+    cancel_issued: float | None = None
     deadline = time.monotonic() + deadline_s
     unplug_deadline: float | None = None
     position = mark
@@ -68,6 +105,7 @@ def migrate(
                 if in_unplug else f"migration did not finish within {deadline_s:.0f} s"
             )
             log.warning("%s: cancelling: %s", source.name, cancel_reason)
+            cancel_issued = time.time()
             src.execute("migrate_cancel")
             # After a cancel during an unplug QEMU waits up to 30 s for the eject.
             deadline = time.monotonic() + 60.0
@@ -76,6 +114,10 @@ def migrate(
         position = index + 1
         status = event.data["status"]
         states.append(status)
+        hook = hooks.pop(status, None)
+        if hook is not None:
+            log.info("%s: migration %s: running the case's hook", source.name, status)
+            hook(source, destination)
         if status == "wait-unplug" and cancel_reason is None:
             unplug_deadline = time.monotonic() + wait_unplug_deadline_s
         elif unplug_deadline is not None:
@@ -83,5 +125,7 @@ def migrate(
         if status in TERMINAL_STATES:
             break
     query = src.execute("query-migrate")
+    if restore_bandwidth is not None:
+        src.execute("migrate-set-parameters", {"max-bandwidth": restore_bandwidth})
     return MigrationResult(status=states[-1], states=states, started=started, ended=time.time(),
-                           query=query, cancel_reason=cancel_reason)
+                           query=query, cancel_reason=cancel_reason, cancel_issued=cancel_issued)

@@ -117,6 +117,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     config.addinivalue_line("markers", "timing: measures time; run it alone, not beside other QEMUs")
+    config.addinivalue_line("markers", "bed_needs(*capabilities): skip where the topology lacks one "
+                            "(see harness.topologies)")
     try:
         config.stash[CONFIG_KEY] = config_from_options(config)
     except ConfigError as e:
@@ -281,9 +283,15 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     """A running source guest with failover negotiated, on the configured topology.
 
     Options by indirect parametrization, e.g.
-    ``@pytest.mark.parametrize("failover_bed", [{"hotplug": "native"}], indirect=True)``.
+    ``@pytest.mark.parametrize("failover_bed", [{"hotplug": "native"}], indirect=True)``;
+    ``"build": False`` hands the test an unbuilt bed (cases that expect the build to fail).
     """
-    options: dict[str, Any] = getattr(request, "param", {})
+    options: dict[str, Any] = dict(getattr(request, "param", {}))
+    build = options.pop("build", True)
+    needed = {c for marker in request.node.iter_markers("bed_needs") for c in marker.args}
+    missing = sorted(needed - FlatBed.capabilities)
+    if missing:
+        pytest.skip(f"the {harness_config.topology} topology cannot provide: {', '.join(missing)}")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "m")
     tag = f"{worker}-{next(_bed_counter)}"
     record_property("run.accel", accel.accel)
@@ -292,7 +300,8 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
                   run_dir=Path(f"/tmp/fohx-{os.getpid()}-{tag}"), artifacts_dir=test_artifacts, **options)
     _live_beds.add(bed)
     try:
-        bed.build()
+        if build:
+            bed.build()
         if bed.boot_s is not None:  # a paused bed boots later, in the test
             record_property("run.boot_s", round(bed.boot_s, 2))
         yield bed

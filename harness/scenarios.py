@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.guest import ClockSync, FailoverView, Guest, failover_link_events
-from harness.metrics import MigrationMetrics, migration_metrics
-from harness.migration import MigrationResult
+from harness.metrics import MigrationMetrics, ProbeStats, final_path, migration_metrics, probe_stats
+from harness.migration import PLAIN_MIGRATION, MigrationPlan, MigrationResult
 from harness.report.chart import render_png
-from harness.timeline import GuestLinkEvent, Timeline
+from harness.timeline import GuestLinkEvent, PathSeen, Timeline
 from harness.topologies import FailoverBed
 from harness.traffic.iperf import IperfClient, IperfResult, start_guest_server
 from harness.traffic.probe import ProbeLog, Prober
@@ -44,6 +46,7 @@ class MeasuredMigration:
     metrics: MigrationMetrics
     restored: FailoverView | None
     restore_error: str | None
+    vm_status: str  # query-status of the VM the guest runs on afterwards
     destination_messages: list[str]
     baseline_reply: bool
     probe_stats: dict[str, float]
@@ -83,46 +86,89 @@ def guest_link_events(dmesg: str, before: ClockSync | None, after: ClockSync | N
     return out
 
 
-def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
-                      probes: bool = True, iperf_s: float | None = None) -> MeasuredMigration:
-    """Migrate the bed's guest under probes (and/or an iperf3 stream of *iperf_s*), recording everything."""
-    source = bed.source
-    sync_before = _try_clock_sync(bed.guest)
-    capture = bed.path_capture(artifacts / "paths.jsonl")
-    prober = start_probe(bed, config, artifacts / "probes.jsonl") if probes else None
+@dataclass
+class Recording:
+    """Traffic recorders running around a case's actions; results are filled in when it ends."""
+
+    prober: Prober | None
     client: IperfClient | None = None
+    baseline_reply: bool = False
+    probe_log: ProbeLog = field(default_factory=ProbeLog)
+    paths: list[PathSeen] = field(default_factory=list)
     iperf: IperfResult | None = None
+
+    def wait_reply(self, timeout: float) -> None:
+        """Wait for a probe reply sent from now on (no-op without probes)."""
+        if self.prober is not None:
+            self.prober.wait_reply(timeout, after=time.time())
+
+
+@contextmanager
+def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
+              probes: bool, iperf_s: float | None) -> Iterator[Recording]:
+    """Run path capture, probes and/or an iperf3 stream of *iperf_s* around the ``with`` body."""
+    capture = bed.path_capture(artifacts / "paths.jsonl")
+    rec = Recording(start_probe(bed, config, artifacts / "probes.jsonl") if probes else None)
     try:
-        baseline_reply = prober.wait_reply(FIRST_REPLY_TIMEOUT_S) is not None if prober else True
+        rec.baseline_reply = rec.prober.wait_reply(FIRST_REPLY_TIMEOUT_S) is not None if rec.prober else True
         if iperf_s is not None:
             start_guest_server(bed.guest)
-            client = IperfClient(bed.peer_exec_prefix(), bed.addressing.guest_ip, iperf_s,
-                                 artifacts / "iperf3.json", udp_bitrate=config.iperf_udp_bitrate)
-            time.sleep(IPERF_LEAD_S)  # baseline throughput before the migration
-        destination = bed.start_destination()
-        result = bed.migrate(destination)
+            rec.client = IperfClient(bed.peer_exec_prefix(), bed.addressing.guest_ip, iperf_s,
+                                     artifacts / "iperf3.json", udp_bitrate=config.iperf_udp_bitrate)
+            time.sleep(IPERF_LEAD_S)  # baseline throughput before the case acts
+        yield rec
+        if rec.client is not None:
+            rec.iperf = rec.client.result()
+    finally:
+        if rec.client is not None:
+            rec.client.stop()
+        if rec.prober is not None:
+            rec.probe_log = rec.prober.result()
+        rec.paths = capture.result()
+
+
+def _save_timeline(timeline: Timeline, artifacts: Path) -> Path:
+    (artifacts / "timeline.json").write_text(json.dumps(timeline.to_dict(), separators=(",", ":")))
+    chart = artifacts / "timeline.png"
+    chart.write_bytes(render_png(timeline))
+    return chart
+
+
+def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
+                      probes: bool = True, iperf_s: float | None = None,
+                      plan: MigrationPlan = PLAIN_MIGRATION) -> MeasuredMigration:
+    """Migrate the bed's guest under probes (and/or an iperf3 stream of *iperf_s*), recording everything.
+
+    *plan* injects faults (see :class:`~harness.migration.MigrationPlan`);
+    whatever the outcome, the guest is then observed where it runs, until its
+    primary is back or the deadline passes. A source paused by the plan is
+    resumed after a failed migration, as an operator would.
+    """
+    source = bed.source
+    assert source.qmp is not None
+    sync_before = _try_clock_sync(bed.guest)
+    with recording(bed, config, artifacts, probes=probes, iperf_s=iperf_s) as rec:
+        destination = bed.start_destination(primary=plan.destination_primary)
+        if plan.pause_source:
+            source.qmp.execute("stop")
+        result = bed.migrate(destination, plan)
+        if plan.pause_source and result.status != "completed":
+            source.qmp.execute("cont")
         restored: FailoverView | None = None
         restore_error: str | None = None
-        if result.status == "completed":
-            try:
-                restored = bed.guest.wait_primary_active(config.thresholds.primary_restore_deadline_s)
-            except HarnessError as e:  # the guest may be unreachable: a finding, not a harness crash
-                restore_error = f"{type(e).__name__}: {e}"
-            if prober:
-                prober.wait_reply(config.thresholds.primary_restore_deadline_s, after=time.time())
-            time.sleep(POST_RESTORE_OBSERVATION_S)
+        restore_deadline_s = plan.restore_deadline_s or config.thresholds.primary_restore_deadline_s
+        try:  # on the destination, or back on the source after a failed migration
+            restored = bed.guest.wait_primary_active(restore_deadline_s)
+        except HarnessError as e:  # the guest may be unreachable: a finding, not a harness crash
+            restore_error = f"{type(e).__name__}: {e}"
+        rec.wait_reply(restore_deadline_s)
+        time.sleep(POST_RESTORE_OBSERVATION_S)
         window_end = time.time()
-        if client is not None:
-            iperf = client.result()
-    finally:
-        if client is not None:
-            client.stop()
-        probe_log = prober.result() if prober else ProbeLog()
-        paths = capture.result()
-    sync_after = _try_clock_sync(bed.guest) if result.status == "completed" else None
-    events = [*source.qmp.events, *destination.qmp.events] if source.qmp and destination.qmp else []
+    sync_after = _try_clock_sync(bed.guest)
+    assert bed.source.qmp is not None and destination.qmp is not None
+    vm_status = str(bed.source.qmp.execute("query-status")["status"])
+    events = [*source.qmp.events, *destination.qmp.events]
     stop_ts = next((e.ts for e in events if e.vm == source.name and e.name == "STOP"), None)
-    dmesg = _try_dmesg(bed.guest)
     final_sync = sync_after or sync_before
     timeline = Timeline(
         source=source.name,
@@ -130,20 +176,57 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         window_start=result.started,
         window_end=window_end,
         events=sorted(events, key=lambda e: e.ts),
-        sent=probe_log.sent,
-        replies=probe_log.replies,
-        paths=paths,
-        guest_events=guest_link_events(dmesg, sync_before, sync_after, stop_ts),
-        throughput=iperf.intervals if iperf else [],
+        sent=rec.probe_log.sent,
+        replies=rec.probe_log.replies,
+        paths=rec.paths,
+        guest_events=guest_link_events(_try_dmesg(bed.guest), sync_before, sync_after, stop_ts),
+        throughput=rec.iperf.intervals if rec.iperf else [],
         query_migrate=result.query,
         clock_offset_s=final_sync.offset_s if final_sync else None,
         clock_uncertainty_s=final_sync.uncertainty_s if final_sync else None,
     )
-    (artifacts / "timeline.json").write_text(json.dumps(timeline.to_dict(), separators=(",", ":")))
-    chart = artifacts / "timeline.png"
-    chart.write_bytes(render_png(timeline))
-    return MeasuredMigration(result, timeline, migration_metrics(timeline), restored, restore_error,
-                             destination.messages(), baseline_reply, probe_log.stats, iperf, chart)
+    chart = _save_timeline(timeline, artifacts)
+    return MeasuredMigration(result, timeline, migration_metrics(timeline), restored, restore_error, vm_status,
+                             destination.messages(), rec.baseline_reply, rec.probe_log.stats, rec.iperf, chart)
+
+
+@dataclass
+class ObservedTraffic:
+    """Traffic around actions that are not a migration (hot-unplug, re-plug, reboot)."""
+
+    timeline: Timeline
+    stats: ProbeStats
+    final_path: str | None
+    baseline_reply: bool
+    iperf: IperfResult | None
+    chart_png: Path
+
+
+def observe_traffic(bed: FailoverBed, config: RunConfig, artifacts: Path, steps: Callable[[], None], *,
+                    iperf_s: float | None = None) -> ObservedTraffic:
+    """Run *steps* on the bed under probes (and an iperf3 stream of *iperf_s*), until traffic flows again."""
+    vm = bed.source
+    assert vm.qmp is not None
+    sync_before = _try_clock_sync(bed.guest)
+    with recording(bed, config, artifacts, probes=True, iperf_s=iperf_s) as rec:
+        started = time.time()
+        steps()
+        rec.wait_reply(config.thresholds.primary_restore_deadline_s)
+        time.sleep(POST_RESTORE_OBSERVATION_S)
+        window_end = time.time()
+    sync = _try_clock_sync(bed.guest) or sync_before
+    timeline = Timeline(
+        source=vm.name, destination=vm.name, window_start=started, window_end=window_end,
+        events=[e for e in vm.qmp.events if e.ts >= started - 1.0],
+        sent=rec.probe_log.sent, replies=rec.probe_log.replies, paths=rec.paths,
+        guest_events=guest_link_events(_try_dmesg(bed.guest), sync, None, None),
+        throughput=rec.iperf.intervals if rec.iperf else [],
+        clock_offset_s=sync.offset_s if sync else None,
+        clock_uncertainty_s=sync.uncertainty_s if sync else None,
+    )
+    chart = _save_timeline(timeline, artifacts)
+    return ObservedTraffic(timeline, probe_stats(timeline), final_path(timeline), rec.baseline_reply, rec.iperf,
+                           chart)
 
 
 def _try_dmesg(guest: Guest) -> str:

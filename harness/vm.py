@@ -39,12 +39,20 @@ class Device:
     def without(self, *names: str) -> Device:
         return Device(self.driver, self.id, tuple((k, v) for k, v in self.props if k not in names))
 
-    def to_json(self) -> str:
+    def with_props(self, **props: Any) -> Device:
+        """The same device with *props* set (replacing, or appended)."""
+        return Device(self.driver, self.id, (*self.without(*props).props, *props.items()))
+
+    def qmp_arguments(self) -> dict[str, Any]:
+        """The device as ``device_add`` arguments (the same dictionary as the JSON ``-device``)."""
         d: dict[str, Any] = {"driver": self.driver}
         if self.id is not None:
             d["id"] = self.id
         d.update(self.props)
-        return json.dumps(d, separators=(",", ":"))
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.qmp_arguments(), separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,27 @@ channel. Tests use only :class:`FailoverBed`, never a topology's internals.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from harness.guest import Guest
-from harness.migration import MigrationResult
+from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing
 from harness.traffic.probe import PathCapture
 from harness.vm import VM
 
+# What a case may need beyond "migrate a failover guest" (marker ``bed_needs``);
+# a topology lists what it offers and the others' cases are skipped with the reason.
+EMULATED_PRIMARY = "emulated-primary"  # the primary is an emulated NIC the harness configures (option ROM)
+COMMAND_LINE_PAIRING = "command-line-pairing"  # the case chooses the devices and their order on QEMU's command line
+HOTPLUG_STYLE = "hotplug-style"  # ACPI or native PCIe hotplug, chosen per case
+DEGRADED_DESTINATION = "degraded-destination"  # a destination without (or with a broken) primary
+SECOND_PAIR = "second-pair"  # a second failover pair in the same guest
+ALL_CAPABILITIES = frozenset({EMULATED_PRIMARY, COMMAND_LINE_PAIRING, HOTPLUG_STYLE, DEGRADED_DESTINATION,
+                              SECOND_PAIR})
+
 
 class FailoverBed(Protocol):
+    capabilities: ClassVar[frozenset[str]]
     addressing: Addressing
     source: VM
     guest: Guest
@@ -26,9 +37,17 @@ class FailoverBed(Protocol):
         """Start a source built paused (bed option ``paused``) and wait for its guest."""
         ...
 
-    def start_destination(self, *, with_primary: bool = True) -> VM: ...
+    def start_destination(self, *, primary: DestinationPrimary = "same") -> VM: ...
 
-    def migrate(self, destination: VM) -> MigrationResult: ...
+    def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult: ...
+
+    def unplug_primary(self, timeout: float = 30.0) -> None:
+        """Hot-unplug the source's primary (``device_del``) and wait for the guest's eject."""
+        ...
+
+    def plug_primary(self) -> None:
+        """Hot-plug the source's primary again, as configured."""
+        ...
 
     def path_capture(self, log_path: Path) -> PathCapture:
         """Start recording which data path (``primary``/``standby``) carries each probe reply."""

@@ -16,16 +16,19 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from harness.config import RunConfig
+from harness.errors import ConfigError, VMError
 from harness.guest import ControlChannel, Guest
 from harness.image import GuestImage
 from harness.metrics import PRIMARY, STANDBY
-from harness.migration import MigrationResult, migrate
+from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
+from harness.pairing import explain_qemu_messages, pairing_problems
+from harness.topologies import ALL_CAPABILITIES
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
@@ -39,19 +42,40 @@ PRIMARY_ID = "primary0"
 BOOT_TIMEOUT_S = 120.0
 
 
-def failover_devices(mac: str, *, primary_rom: bool = False) -> tuple[Device, ...]:
+# Deliberately wrong pairings, for the cases that check how QEMU and the
+# harness's preflight treat them ("correct" is what every other case runs).
+Pairing = Literal["correct", "primary-without-id", "two-primaries", "primary-on-root-bus", "igb-primary",
+                  "primary-before-standby", "mac-mismatch"]
+# The primary's MAC under "mac-mismatch": one bit off the failover MAC.
+MISMATCHED_MAC = "52:54:00:fa:00:fe"
+
+
+def failover_devices(mac: str, *, primary_rom: bool = False, pairing: Pairing = "correct") -> tuple[Device, ...]:
     """Root ports, standby and primary, in the order QEMU needs (standby first, else never hidden)."""
     # romfile="": with an option ROM the destination refuses the stream
     # ("Unknown ramblock .../e1000e.rom"), a QEMU bug still present in 10.0;
     # *primary_rom* keeps the ROM, for the case that documents that bug.
     primary = Device.of("e1000e", PRIMARY_ID, netdev="hn1", mac=mac, bus="rp1",
                         failover_pair_id=STANDBY_ID, romfile="")
-    return (
-        Device.of("pcie-root-port", "rp0", bus="pcie.0", chassis=1, addr="0x2"),
-        Device.of("pcie-root-port", "rp1", bus="pcie.0", chassis=2, addr="0x3"),
-        Device.of("virtio-net-pci", STANDBY_ID, netdev="hn0", mac=mac, bus="rp0", failover=True),
-        primary.without("romfile") if primary_rom else primary,
-    )
+    if primary_rom:
+        primary = primary.without("romfile")
+    ports = (Device.of("pcie-root-port", "rp0", bus="pcie.0", chassis=1, addr="0x2"),
+             Device.of("pcie-root-port", "rp1", bus="pcie.0", chassis=2, addr="0x3"))
+    standby = Device.of("virtio-net-pci", STANDBY_ID, netdev="hn0", mac=mac, bus="rp0", failover=True)
+    if pairing == "primary-without-id":
+        primary = Device(primary.driver, None, primary.props)
+    elif pairing == "primary-on-root-bus":
+        primary = primary.with_props(bus="pcie.0", addr="0x5")
+    elif pairing == "igb-primary":
+        primary = Device("igb", PRIMARY_ID, primary.props)
+    elif pairing == "mac-mismatch":
+        primary = primary.with_props(mac=MISMATCHED_MAC)
+    elif pairing == "primary-before-standby":
+        return (*ports, primary, standby)
+    elif pairing == "two-primaries":
+        ports += (Device.of("pcie-root-port", "rp2", bus="pcie.0", chassis=3, addr="0x4"),)
+        return (*ports, standby, primary, Device("e1000e", "primary1", primary.with_props(bus="rp2").props))
+    return (*ports, standby, primary)
 
 
 def kernel_append(addressing: Addressing) -> str:
@@ -65,6 +89,8 @@ def kernel_append(addressing: Addressing) -> str:
 class FlatBed:
     """A failover bed on the flat topology; :meth:`teardown` removes all of it (idempotent)."""
 
+    capabilities: ClassVar[frozenset[str]] = ALL_CAPABILITIES
+
     config: RunConfig
     image: GuestImage
     accel: Accel
@@ -75,6 +101,8 @@ class FlatBed:
     hotplug: Literal["acpi", "native"] = "acpi"
     primary_rom: bool = False
     paused: bool = False
+    pairing: Pairing = "correct"
+    preflight: bool = True
     network: TestNetwork = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
@@ -95,9 +123,10 @@ class FlatBed:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            spec = self._spec("src")
+            self._preflight(spec)
             self.network.create()
             started = time.monotonic()
-            spec = self._spec("src")
             self.source = self._launch(spec)
             channel = ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log")
             self.guest = Guest(channel, self.addressing.failover_mac)
@@ -117,9 +146,18 @@ class FlatBed:
         self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
         self.boot_s = time.monotonic() - started
 
+    def _preflight(self, spec: VMSpec) -> None:
+        """Refuse a pairing QEMU would refuse, in plain words; warn about one the guest would not use."""
+        problems = pairing_problems(spec.devices)
+        for problem in problems:
+            log.warning("failover pairing: %s", problem.plain)
+        fatal = [p.plain for p in problems if p.fatal]
+        if fatal and self.preflight:
+            raise ConfigError("failover pairing: " + " ".join(fatal))
+
     def _spec(self, name: str) -> VMSpec:
-        netdevs = (TapNetdev("hn0", self.network.add_tap(f"{name}-sby")),
-                   TapNetdev("hn1", self.network.add_tap(f"{name}-pri")))
+        netdevs = (TapNetdev("hn0", f"{name}-sby"),
+                   TapNetdev("hn1", f"{name}-pri"))
         return VMSpec(
             name=name,
             qemu_binary=self.config.qemu_binary,
@@ -129,39 +167,74 @@ class FlatBed:
             append=kernel_append(self.addressing),
             memory_mib=self.config.guest_memory_mib,
             netdevs=netdevs,
-            devices=failover_devices(self.addressing.failover_mac, primary_rom=self.primary_rom),
+            devices=failover_devices(self.addressing.failover_mac, primary_rom=self.primary_rom,
+                                     pairing=self.pairing),
             paused=self.paused,
             extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else (),
         )
 
     def _launch(self, spec: VMSpec) -> VM:
+        for netdev in spec.netdevs:
+            self.network.add_tap(netdev.ifname)
         vm = VM(spec, VMPaths.for_vm(spec.name, self.run_dir, self.artifacts_dir),
                 launcher_prefix=self.network.bridge_ns.exec_prefix())
         self.vms.append(vm)
-        return vm.launch()
+        try:
+            return vm.launch()
+        except VMError as e:
+            explained = explain_qemu_messages(vm.messages())
+            if not explained:
+                raise
+            raise VMError(f"{e}\nIn plain words: " + " ".join(p.plain for p in explained)) from e
 
-    def start_destination(self) -> VM:
-        """Start a destination QEMU (``-incoming defer``) on its own taps."""
+    def start_destination(self, *, primary: DestinationPrimary = "same") -> VM:
+        """Start a destination QEMU (``-incoming defer``) on its own taps; *primary* may degrade it."""
         self._dest_count += 1
         name = "dst" if self._dest_count == 1 else f"dst{self._dest_count}"
         spec = self.source.spec.as_destination(name, self._spec(name).netdevs)
+        if primary != "same":
+            devices = tuple(d for d in spec.devices if d.id != PRIMARY_ID)
+            if primary == "unrealizable":  # QEMU finds out only when it creates it, at negotiation
+                devices += (next(d for d in spec.devices if d.id == PRIMARY_ID).with_props(netdev="nonexistent"),)
+            spec = replace(spec, devices=devices)
         return self._launch(spec)
 
-    def migrate(self, destination: VM) -> MigrationResult:
+    def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
         """Migrate the current source to *destination*; on success the destination becomes the source.
 
-        The old source is then shut down, as a real one would be (its QMP events stay readable).
+        The old source is then shut down, as a real one would be (its QMP events
+        stay readable); after a failure the destination is shut down instead
+        and the guest carries on where it was.
         """
         uri = f"unix:{self.run_dir / f'{destination.name}.mig'}"
-        result = migrate(self.source, destination, uri,
-                         deadline_s=self.config.thresholds.migration_deadline_s,
-                         wait_unplug_deadline_s=self.config.thresholds.wait_unplug_deadline_s)
+        limits = self.config.thresholds
+        result = migrate(self.source, destination, uri, deadline_s=limits.migration_deadline_s,
+                         wait_unplug_deadline_s=plan.wait_unplug_deadline_s or limits.wait_unplug_deadline_s,
+                         on_status=plan.on_status, max_bandwidth=plan.max_bandwidth)
         if result.status == "completed":
             self.guest.channel.close()
             self.guest.channel.socket_path = destination.paths.control_socket
             old, self.source = self.source, destination
             old.shutdown()
+        else:
+            destination.shutdown()
         return result
+
+    # -- the primary, by hand ------------------------------------------------
+
+    def unplug_primary(self, timeout: float = 30.0) -> None:
+        """``device_del`` the source's primary and wait until the guest ejected it (``DEVICE_DELETED``)."""
+        qmp = self.source.qmp
+        assert qmp is not None
+        mark = qmp.mark()
+        qmp.execute("device_del", {"id": PRIMARY_ID})
+        qmp.next_event("DEVICE_DELETED", timeout, after=mark, match=lambda e: e.data.get("device") == PRIMARY_ID)
+
+    def plug_primary(self) -> None:
+        """``device_add`` the source's primary again, as it was given on the command line."""
+        assert self.source.qmp is not None
+        (primary,) = (d for d in self.source.spec.devices if d.id == PRIMARY_ID)
+        self.source.qmp.execute("device_add", primary.qmp_arguments())
 
     # -- the traffic peer and the data paths ---------------------------------
 

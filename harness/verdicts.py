@@ -1,0 +1,90 @@
+"""Judgements shared by conformance cases: each is a set of named checks on a :class:`CheckList`.
+
+A case composes these with its own checks; keeping them here means "the
+primary was restored" or "traffic is back on the primary" mean the same in
+every case, and a harness test proving a check can fail covers every case
+that uses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.checks import CheckList
+from harness.config import RunConfig, Thresholds
+from harness.metrics import PRIMARY
+from harness.report import record_metrics, record_timeline
+from harness.scenarios import MeasuredMigration, measure_migration
+from harness.topologies import FailoverBed
+from harness.topologies.flat import PRIMARY_ID, STANDBY_ID
+
+
+def check_failover_ready(bed: FailoverBed, config: RunConfig, checks: CheckList) -> None:
+    assert bed.source.qmp is not None
+    negotiated = [e for e in bed.source.qmp.events if e.name == "FAILOVER_NEGOTIATED"]
+    checks.check("failover_negotiated", any(e.data.get("device-id") == STANDBY_ID for e in negotiated),
+                 f"FAILOVER_NEGOTIATED events on the source: {[e.data for e in negotiated] or 'none'}")
+    before = bed.guest.wait_primary_active(config.thresholds.primary_restore_deadline_s)
+    checks.check("primary_enslaved_before_migration", before.primary_active, before.describe())
+
+
+def check_migration(run: MeasuredMigration, checks: CheckList) -> None:
+    """The QMP contract and the primary's return, common to every migration case."""
+    result, m = run.result, run.metrics
+    destination_said = "; QEMU on the destination said: " + " | ".join(run.destination_messages)
+    completed = result.status == "completed"
+    checks.check("migration_completed", completed,
+                 f"status {result.status}, states {result.states}"
+                 + (f", error {result.query.get('error-desc')}" if result.query.get("error-desc") else "")
+                 + (f", cancelled by the harness: {result.cancel_reason}" if result.cancel_reason else "")
+                 + ("" if completed or not run.destination_messages else destination_said))
+    unplugs = [e for e in run.timeline.events if e.vm == run.timeline.source and e.name == "UNPLUG_PRIMARY"]
+    checks.check("unplug_primary_emitted", any(e.data.get("device-id") == PRIMARY_ID for e in unplugs),
+                 f"UNPLUG_PRIMARY on the source: {[e.data for e in unplugs] or 'none'}")
+    checks.check("wait_unplug_entered", "wait-unplug" in result.states,
+                 f"source states {result.states}; wait-unplug lasted "
+                 + (f"{m.unplug_wait_ms:.0f} ms" if m.unplug_wait_ms is not None else "-"))
+    if not completed:
+        restored_ok, detail = False, "migration did not complete"
+    elif run.restored is not None:
+        restored_ok, detail = run.restored.primary_active, run.restored.describe()
+    else:
+        restored_ok, detail = False, run.restore_error or "guest not reachable"
+    if not restored_ok and run.destination_messages:
+        detail += destination_said
+    checks.check("primary_restored", restored_ok,
+                 ("primary enslaved with the failover MAC and up: " if restored_ok else "primary not restored: ")
+                 + detail)
+
+
+def measure_and_record(bed: FailoverBed, config: RunConfig, artifacts: Path, record_property: Any, checks: CheckList,
+                       **options: Any) -> MeasuredMigration:
+    """Check the bed is ready, migrate (*options* as :func:`measure_migration`), record what was measured."""
+    check_failover_ready(bed, config, checks)
+    run = measure_migration(bed, config, artifacts, **options)
+    record_metrics(record_property, run.metrics)
+    record_timeline(record_property, run.timeline)
+    if run.timeline.clock_uncertainty_s is not None:
+        # Guest link events are placed on the host clock with this offset, within ± this bound.
+        record_property("run.guest_clock_offset_s", round(run.timeline.clock_offset_s or 0.0, 6))
+        record_property("run.guest_clock_uncertainty_ms", round(run.timeline.clock_uncertainty_s * 1000, 2))
+    return run
+
+
+def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:
+    """What the probes saw: baseline, recovery, loss, gaps, and which path carried the traffic."""
+    m = run.metrics
+    checks.check("probe_baseline", run.baseline_reply, "the peer reached the guest before migrating"
+                 if run.baseline_reply else "no probe reply before migration: the data path was down already")
+    check_migration(run, checks)
+    checks.check("replies_resumed", m.replies_after_resume > 0,
+                 f"{m.replies_after_resume} probe replies after the destination resumed")
+    checks.at_most("probes_lost", m.probes_lost, limits.max_probes_lost)
+    checks.at_most("max_gap_ms", m.max_gap_ms, limits.max_gap_ms, " ms")
+    checks.at_most("switch_to_standby_ms", m.switch_to_standby_ms, limits.max_switch_to_standby_ms, " ms")
+    checks.at_most("failback_ms", m.failback_ms, limits.max_failback_ms, " ms")
+    checks.check("traffic_back_on_primary", m.final_path == PRIMARY,
+                 f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
+                 f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
+                 f"unattributed {m.replies_unattributed} in the window)")
