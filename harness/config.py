@@ -64,6 +64,9 @@ class RunConfig(BaseModel):
     iperf_duration_s: float = Field(12.0, ge=5, le=600)
     # UDP at this iperf3 bitrate (e.g. "100M") instead of TCP; None: TCP.
     iperf_udp_bitrate: str | None = Field(None, pattern=r"^\d+(\.\d+)?[KMG]?$")
+    # The memory-dirtying case rewrites this much guest memory over and over
+    # during its migration (keep it below a quarter of guest_memory_mib).
+    dirty_workload_mib: int = Field(64, ge=0, le=4096)
     cache_dir: Path = DEFAULT_CACHE_DIR
     artifacts_dir: Path = Path("reports/artifacts")
     require_resources: bool = False

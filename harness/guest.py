@@ -206,11 +206,15 @@ class Guest:
         self.channel = channel
         self.failover_mac = failover_mac
 
-    def failover(self) -> FailoverView:
+    def links(self) -> list[GuestLink]:
+        """Every network interface of the guest."""
         result = self.channel.run("fo-state")
         if result.rc != 0:
             raise GuestError(f"fo-state failed ({result.rc}): {result.output}")
-        return failover_view(parse_link_state(result.output), self.failover_mac)
+        return parse_link_state(result.output)
+
+    def failover(self) -> FailoverView:
+        return failover_view(self.links(), self.failover_mac)
 
     def wait_primary_active(self, timeout: float) -> FailoverView:
         """Poll until the primary is enslaved and up; return the last view either way."""

@@ -54,6 +54,11 @@ class MigrationMetrics:
     longest_outage_ms: float | None
     replies_after_resume: int
     unplug_wait_ms: float | None
+    # UNPLUG_PRIMARY → the guest's "failover primary slave ... unregistered";
+    # and how long before the end of wait-unplug that came (negative: QEMU
+    # moved on while the guest still had its primary).
+    primary_released_ms: float | None
+    release_before_unplug_end_ms: float | None
     downtime_ms: float | None
     observed_downtime_ms: float | None
     total_time_ms: float | None
@@ -90,13 +95,19 @@ def _migration_states(timeline: Timeline, vm: str) -> list[QMPEvent]:
     return [e for e in timeline.events if e.vm == vm and e.name == "MIGRATION"]
 
 
-def state_duration_ms(timeline: Timeline, vm: str, status: str) -> float | None:
-    """Time *vm*'s migration spent in *status*: that MIGRATION event → the next MIGRATION event."""
+def state_span(timeline: Timeline, vm: str, status: str) -> tuple[float, float] | None:
+    """When *vm*'s migration entered *status* and when it left it (the next MIGRATION event)."""
     migration = _migration_states(timeline, vm)
     for i, e in enumerate(migration):
         if e.data.get("status") == status and i + 1 < len(migration):
-            return (migration[i + 1].ts - e.ts) * 1000.0
+            return e.ts, migration[i + 1].ts
     return None
+
+
+def state_duration_ms(timeline: Timeline, vm: str, status: str) -> float | None:
+    """Time *vm*'s migration spent in *status*."""
+    span = state_span(timeline, vm, status)
+    return (span[1] - span[0]) * 1000.0 if span else None
 
 
 def probe_stats(timeline: Timeline) -> ProbeStats:
@@ -200,6 +211,9 @@ def migration_metrics(timeline: Timeline) -> MigrationMetrics:
     resume = recovery_time(timeline)
     stop = first_event_time(timeline, src, "STOP")
     unplug = first_event_time(timeline, src, "UNPLUG_PRIMARY")
+    released = next((g.t for g in sorted(timeline.guest_events, key=lambda g: g.t)
+                     if g.kind == "primary-unregistered" and unplug is not None and g.t >= unplug), None)
+    unplug_span = state_span(timeline, src, "wait-unplug")
     paths = sorted(timeline.paths, key=lambda p: p.t)
     first_standby = _first_path_after(paths, STANDBY, unplug)
     back_on_primary = _first_path_after(paths, PRIMARY, resume)
@@ -218,6 +232,8 @@ def migration_metrics(timeline: Timeline) -> MigrationMetrics:
         longest_outage_ms=max((o.ms for o in stats.outages), default=None),
         replies_after_resume=(sum(1 for r in timeline.replies if r.t > resume) if resume is not None else 0),
         unplug_wait_ms=state_duration_ms(timeline, src, "wait-unplug"),
+        primary_released_ms=_between_ms(unplug, released),
+        release_before_unplug_end_ms=_between_ms(released, unplug_span[1] if unplug_span else None),
         downtime_ms=_ms(q.get("downtime")),
         observed_downtime_ms=_between_ms(stop, resume),
         total_time_ms=_ms(q.get("total-time")),

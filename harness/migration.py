@@ -47,6 +47,8 @@ class MigrationPlan:
     on_status: Mapping[str, StatusHook] = field(default_factory=dict)
     # bytes/s: stretches the ``active`` phase so that a hook reliably finds it.
     max_bandwidth: int | None = None
+    # Migration capabilities to turn on at the source, e.g. ``auto-converge``.
+    capabilities: tuple[str, ...] = ()
     # Overrides the configured threshold, for cases that expect the deadline to hit.
     wait_unplug_deadline_s: float | None = None
     destination_primary: DestinationPrimary = "same"
@@ -60,22 +62,23 @@ class MigrationPlan:
 PLAIN_MIGRATION = MigrationPlan()
 
 
-def enable_events(vm: VM) -> None:
-    """MIGRATION events exist only with the ``events`` capability, on each side."""
+def set_capabilities(vm: VM, *names: str) -> None:
+    """Turn migration capabilities on (``events`` always: MIGRATION events exist only with it)."""
     assert vm.qmp is not None
     vm.qmp.execute("migrate-set-capabilities",
-                   {"capabilities": [{"capability": "events", "state": True}]})
+                   {"capabilities": [{"capability": name, "state": True} for name in ("events", *names)]})
 
 
 def migrate(
     source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float,
     on_status: Mapping[str, StatusHook] | None = None, max_bandwidth: int | None = None,
+    capabilities: tuple[str, ...] = (),
 ) -> MigrationResult:
     """Migrate *source* to *destination* (started with ``-incoming defer``) over *uri*."""
     src, dst = source.qmp, destination.qmp
     assert src is not None and dst is not None
-    enable_events(source)
-    enable_events(destination)
+    set_capabilities(source, *capabilities)
+    set_capabilities(destination)
     restore_bandwidth = None
     if max_bandwidth is not None:  # restored afterwards: a retry on this source runs at full speed
         restore_bandwidth = src.execute("query-migrate-parameters")["max-bandwidth"]

@@ -123,6 +123,14 @@ class Addressing:
     prefix_len: int = 24
     failover_mac: str = "52:54:00:fa:00:01"
 
+    def second_pair(self) -> Addressing:
+        """Addresses and failover MAC of a second failover pair on the same bridge.
+
+        Its own subnet: with both masters in one subnet, the guest would route
+        the second pair's replies out of the first pair's interfaces.
+        """
+        return Addressing("198.18.1.1", "198.18.1.2", self.prefix_len, "52:54:00:fa:00:02")
+
 
 @dataclass
 class TestNetwork:
@@ -170,7 +178,8 @@ class TestNetwork:
                 "netns", peer.name])
         br.run(["ip", "link", "set", self.UPLINK_IF, "master", self.BRIDGE, "up"])
         a = self.addressing
-        peer.run(["ip", "addr", "add", f"{a.peer_ip}/{a.prefix_len}", "dev", self.PEER_IF])
+        for pair in (a, a.second_pair()):
+            peer.run(["ip", "addr", "add", f"{pair.peer_ip}/{pair.prefix_len}", "dev", self.PEER_IF])
         peer.run(["ip", "link", "set", self.PEER_IF, "up"])
 
     def add_tap(self, name: str) -> str:

@@ -95,6 +95,8 @@ class QMPSession:
             try:
                 fut.result(0.1)
                 break
+            except QMPError as e:  # QEMU connected, then exited (e.g. a -device it refused)
+                raise VMError(f"{self.vm_name}: QMP handshake failed ({e}): QEMU exited?") from None
             except TimeoutError:
                 if not alive():
                     fut.cancel()

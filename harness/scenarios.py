@@ -54,8 +54,8 @@ class MeasuredMigration:
     chart_png: Path
 
 
-def start_probe(bed: FailoverBed, config: RunConfig, log_path: Path) -> Prober:
-    a = bed.addressing
+def start_probe(bed: FailoverBed, config: RunConfig, log_path: Path, pair: int = 1) -> Prober:
+    a = bed.pair_addressing(pair)
     return Prober(bed.peer_exec_prefix(), bed.peer_interface(), bed.peer_mac(), a.peer_ip, a.guest_ip,
                   a.failover_mac, config.probe_rate_hz, log_path)
 
@@ -105,15 +105,15 @@ class Recording:
 
 @contextmanager
 def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
-              probes: bool, iperf_s: float | None) -> Iterator[Recording]:
-    """Run path capture, probes and/or an iperf3 stream of *iperf_s* around the ``with`` body."""
-    capture = bed.path_capture(artifacts / "paths.jsonl")
-    rec = Recording(start_probe(bed, config, artifacts / "probes.jsonl") if probes else None)
+              probes: bool, iperf_s: float | None, pair: int = 1) -> Iterator[Recording]:
+    """Run path capture, probes and/or an iperf3 stream of *iperf_s* around the ``with`` body, on *pair*."""
+    capture = bed.path_capture(artifacts / "paths.jsonl", pair)
+    rec = Recording(start_probe(bed, config, artifacts / "probes.jsonl", pair) if probes else None)
     try:
         rec.baseline_reply = rec.prober.wait_reply(FIRST_REPLY_TIMEOUT_S) is not None if rec.prober else True
         if iperf_s is not None:
             start_guest_server(bed.guest)
-            rec.client = IperfClient(bed.peer_exec_prefix(), bed.addressing.guest_ip, iperf_s,
+            rec.client = IperfClient(bed.peer_exec_prefix(), bed.pair_addressing(pair).guest_ip, iperf_s,
                                      artifacts / "iperf3.json", udp_bitrate=config.iperf_udp_bitrate)
             time.sleep(IPERF_LEAD_S)  # baseline throughput before the case acts
         yield rec

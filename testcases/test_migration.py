@@ -8,90 +8,38 @@ each other.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.capabilities import qemu_version
 from harness.checks import CheckList
-from harness.config import RunConfig, Thresholds
+from harness.config import RunConfig
 from harness.errors import DeadlineExceeded
-from harness.metrics import PRIMARY
+from harness.guest import FailoverView, Guest
+from harness.metrics import migration_metrics
+from harness.migration import MigrationPlan
 from harness.report import record_metrics, record_timeline
-from harness.scenarios import MeasuredMigration, measure_migration
-from harness.topologies import FailoverBed
-from harness.topologies.flat import PRIMARY_ID, STANDBY_ID
+from harness.scenarios import (
+    POST_RESTORE_OBSERVATION_S,
+    MeasuredMigration,
+    Recording,
+    measure_migration,
+    recording,
+)
+from harness.topologies import EMULATED_PRIMARY, HOTPLUG_STYLE, SECOND_PAIR, FailoverBed
+from harness.topologies.flat import PRIMARY2_ID, PRIMARY_ID, STANDBY_ID
+from harness.verdicts import (
+    check_failover_ready,
+    check_migration,
+    check_probes,
+    expect_known_qemu_bug,
+    measure_and_record,
+)
 
 pytestmark = pytest.mark.timing
-
-
-def _check_failover_ready(bed: FailoverBed, config: RunConfig, checks: CheckList) -> None:
-    assert bed.source.qmp is not None
-    negotiated = [e for e in bed.source.qmp.events if e.name == "FAILOVER_NEGOTIATED"]
-    checks.check("failover_negotiated", any(e.data.get("device-id") == STANDBY_ID for e in negotiated),
-                 f"FAILOVER_NEGOTIATED events on the source: {[e.data for e in negotiated] or 'none'}")
-    before = bed.guest.wait_primary_active(config.thresholds.primary_restore_deadline_s)
-    checks.check("primary_enslaved_before_migration", before.primary_active, before.describe())
-
-
-def _check_migration(run: MeasuredMigration, checks: CheckList) -> None:
-    """The QMP contract and the primary's return, common to every migration case."""
-    result, m = run.result, run.metrics
-    destination_said = "; QEMU on the destination said: " + " | ".join(run.destination_messages)
-    completed = result.status == "completed"
-    checks.check("migration_completed", completed,
-                 f"status {result.status}, states {result.states}"
-                 + (f", error {result.query.get('error-desc')}" if result.query.get("error-desc") else "")
-                 + (f", cancelled by the harness: {result.cancel_reason}" if result.cancel_reason else "")
-                 + ("" if completed or not run.destination_messages else destination_said))
-    unplugs = [e for e in run.timeline.events if e.vm == run.timeline.source and e.name == "UNPLUG_PRIMARY"]
-    checks.check("unplug_primary_emitted", any(e.data.get("device-id") == PRIMARY_ID for e in unplugs),
-                 f"UNPLUG_PRIMARY on the source: {[e.data for e in unplugs] or 'none'}")
-    checks.check("wait_unplug_entered", "wait-unplug" in result.states,
-                 f"source states {result.states}; wait-unplug lasted "
-                 + (f"{m.unplug_wait_ms:.0f} ms" if m.unplug_wait_ms is not None else "-"))
-    if run.restored is not None:
-        restored_ok, detail = run.restored.primary_active, run.restored.describe()
-    else:
-        restored_ok, detail = False, run.restore_error or "migration did not complete"
-    if not restored_ok and run.destination_messages:
-        detail += destination_said
-    checks.check("primary_restored", restored_ok,
-                 ("primary enslaved with the failover MAC and up: " if restored_ok else "primary not restored: ")
-                 + detail)
-
-
-def _measure(bed: FailoverBed, config: RunConfig, artifacts: Path, record_property: Any, checks: CheckList,
-             **traffic: Any) -> MeasuredMigration:
-    """Check the bed is ready, migrate under *traffic*, record metrics and the timeline."""
-    _check_failover_ready(bed, config, checks)
-    run = measure_migration(bed, config, artifacts, **traffic)
-    record_metrics(record_property, run.metrics)
-    record_timeline(record_property, run.timeline)
-    if run.timeline.clock_uncertainty_s is not None:
-        # Guest link events are placed on the host clock with this offset, within ± this bound.
-        record_property("run.guest_clock_offset_s", round(run.timeline.clock_offset_s or 0.0, 6))
-        record_property("run.guest_clock_uncertainty_ms", round(run.timeline.clock_uncertainty_s * 1000, 2))
-    return run
-
-
-def _check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:
-    """What the probes saw: baseline, recovery, loss, gaps, and which path carried the traffic."""
-    m = run.metrics
-    checks.check("probe_baseline", run.baseline_reply, "the peer reached the guest before migrating"
-                 if run.baseline_reply else "no probe reply before migration: the data path was down already")
-    _check_migration(run, checks)
-    checks.check("replies_resumed", m.replies_after_resume > 0,
-                 f"{m.replies_after_resume} probe replies after the destination resumed")
-    checks.at_most("probes_lost", m.probes_lost, limits.max_probes_lost)
-    checks.at_most("max_gap_ms", m.max_gap_ms, limits.max_gap_ms, " ms")
-    checks.at_most("switch_to_standby_ms", m.switch_to_standby_ms, limits.max_switch_to_standby_ms, " ms")
-    checks.at_most("failback_ms", m.failback_ms, limits.max_failback_ms, " ms")
-    checks.check("traffic_back_on_primary", m.final_path == PRIMARY,
-                 f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
-                 f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
-                 f"unattributed {m.replies_unattributed} in the window)")
 
 
 # Counted once the guest agent answers: the guest probes virtio_net (and so
@@ -130,19 +78,17 @@ def test_negotiation_reveals_the_primary(
     checks.verify()
 
 
-HOTPLUG_STYLES = pytest.mark.parametrize(
-    "failover_bed", [{"hotplug": "acpi"}, {"hotplug": "native"}], indirect=True, ids=["acpi", "native"])
-
-
-@HOTPLUG_STYLES
+@pytest.mark.bed_needs(HOTPLUG_STYLE)
+@pytest.mark.parametrize("failover_bed", [{"hotplug": "acpi"}, {"hotplug": "native"}], indirect=True,
+                         ids=["acpi", "native"])
 def test_migration_with_failover_under_probes(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:
     """Probes across the migration, with ACPI and with native PCIe hotplug: loss, gaps, switch, fail-back."""
     checks = CheckList(record_property)
-    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks)
+    run = measure_and_record(failover_bed, harness_config, test_artifacts, record_property, checks)
     record_property("run.probe_cpu_s", round(float(run.probe_stats.get("cpu_s", 0.0)), 3))
-    _check_probes(run, harness_config.thresholds, checks)
+    check_probes(run, harness_config.thresholds, checks)
     checks.verify()
 
 
@@ -154,14 +100,14 @@ def test_ping_pong_migration(
 ) -> None:
     """Source → destination → ... for several hops: each hop unplugs, restores and carries traffic again."""
     checks = CheckList(record_property)
-    _check_failover_ready(failover_bed, harness_config, checks)
+    check_failover_ready(failover_bed, harness_config, checks)
     for hop in range(1, PING_PONG_HOPS + 1):
         hop_dir = test_artifacts / f"hop{hop}"
         hop_dir.mkdir()
         run = measure_migration(failover_bed, harness_config, hop_dir)
         record_metrics(record_property, run.metrics, prefix=f"hop{hop}.")
         record_timeline(record_property, run.timeline, name=f"timeline_hop{hop}")
-        _check_probes(run, harness_config.thresholds, checks.scope(f"hop{hop}"))
+        check_probes(run, harness_config.thresholds, checks.scope(f"hop{hop}"))
         if run.result.status != "completed":
             break  # the guest stayed on the old source: later hops would test nothing new
     checks.verify()
@@ -174,21 +120,19 @@ def test_ping_pong_migration(
 ROM_BUG_VERIFIED_THROUGH = (10, 0)
 
 
+@pytest.mark.bed_needs(EMULATED_PRIMARY)
 @pytest.mark.parametrize("failover_bed", [{"primary_rom": True}], indirect=True, ids=["rom"])
 def test_emulated_primary_with_option_rom(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any,
     request: pytest.FixtureRequest,
 ) -> None:
     """An emulated primary that keeps its option ROM: migration should work, and on known QEMUs does not."""
-    version, _ = qemu_version(harness_config.qemu_binary)
-    if version is not None and version[:2] <= ROM_BUG_VERIFIED_THROUGH:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=AssertionError,
-            reason=f"QEMU {'.'.join(map(str, version))}: destination refuses the stream with "
-                   "'Unknown ramblock .../e1000e.rom' (ROM RAM block of the unplugged primary)"))
+    expect_known_qemu_bug(request, harness_config.qemu_binary, ROM_BUG_VERIFIED_THROUGH,
+                          "destination refuses the stream with 'Unknown ramblock .../e1000e.rom' "
+                          "(ROM RAM block of the unplugged primary)")
     checks = CheckList(record_property)
-    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks)
-    _check_migration(run, checks)
+    run = measure_and_record(failover_bed, harness_config, test_artifacts, record_property, checks)
+    check_migration(run, checks)
     checks.verify()
 
 
@@ -197,13 +141,13 @@ def test_migration_with_failover_under_iperf3(
 ) -> None:
     """An iperf3 stream (TCP, or UDP with --iperf-udp) from the peer to the guest across the migration."""
     limits, checks = harness_config.thresholds, CheckList(record_property)
-    run = _measure(failover_bed, harness_config, test_artifacts, record_property, checks,
+    run = measure_and_record(failover_bed, harness_config, test_artifacts, record_property, checks,
                    probes=False, iperf_s=harness_config.iperf_duration_s)
     assert run.iperf is not None
     record_property("metric.retransmits", run.iperf.retransmits)
     record_property("metric.throughput_total_mean_mbps",
                     None if run.iperf.mean_mbps is None else round(run.iperf.mean_mbps, 3))
-    _check_migration(run, checks)
+    check_migration(run, checks)
     checks.check("tcp_survived" if harness_config.iperf_udp_bitrate is None else "udp_stream_completed",
                  run.iperf.survived, "the iperf3 stream ran to its end" if run.iperf.survived
                  else f"the iperf3 stream broke: {run.iperf.error or 'ended early'}")
@@ -214,4 +158,97 @@ def test_migration_with_failover_under_iperf3(
                     if m.throughput_mean_mbps is not None and m.throughput_min_mbps is not None else "nothing"))
     checks.at_least("throughput_after_resume_mbps", m.throughput_after_resume_mbps,
                     limits.min_throughput_after_resume_mbps, " Mbit/s")
+    checks.verify()
+
+
+# Rewrites the same tmpfs file again and again: every pass dirties the same
+# guest pages, faster than the migration can copy them under TCG.
+DIRTY_WORKLOAD = ("i=0; while :; do dd if=/dev/zero of=/tmp/dirty bs=1M count={mib} conv=notrunc 2>/dev/null; "
+                  "i=$((i+1)); echo $i > /tmp/dirty.passes; done")
+
+
+# Slower than the workload dirties memory (~100 MB/s under TCG): without
+# auto-converge's CPU throttling the migration would never converge.
+DIRTY_BANDWIDTH = 32 << 20
+# An idle guest's migration needs 3 dirty-bitmap syncs (recorded in tests/data).
+DIRTY_MIN_SYNCS = 5
+
+
+def _workload_passes(bed: FailoverBed) -> int:
+    out = bed.guest.channel.run("cat /tmp/dirty.passes 2>/dev/null || echo 0").output.strip()
+    return int(out) if out.isdigit() else 0
+
+
+def test_migration_under_memory_dirtying_workload(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """A guest rewriting memory all along: with auto-converge the migration still converges, failover still works."""
+    bed, checks = failover_bed, CheckList(record_property)
+    mib = harness_config.dirty_workload_mib
+    pid = bed.guest.channel.run(f"sh -c '{DIRTY_WORKLOAD.format(mib=mib)}' >/dev/null 2>&1 & echo $!").output.strip()
+    time.sleep(2.0)  # a few passes before migrating
+    passes_before = _workload_passes(bed)
+    run = measure_and_record(bed, harness_config, test_artifacts, record_property, checks,
+                             plan=MigrationPlan(capabilities=("auto-converge",), max_bandwidth=DIRTY_BANDWIDTH))
+    ram = run.result.query.get("ram", {})
+    syncs, dirty_rate = ram.get("dirty-sync-count"), ram.get("dirty-pages-rate")
+    record_property("metric.dirty_sync_count", syncs)
+    record_property("metric.dirty_pages_rate", dirty_rate)
+    record_property("metric.cpu_throttle_percentage", run.result.query.get("cpu-throttle-percentage"))
+    record_property("metric.transferred_mib", round(ram.get("transferred", 0) / 2**20, 1))
+    check_probes(run, harness_config.thresholds, checks)
+    checks.check("workload_dirtied_memory",
+                 passes_before > 0 and isinstance(syncs, int) and syncs >= DIRTY_MIN_SYNCS,
+                 f"{passes_before} passes of {mib} MiB before migrating; dirty-sync-count {syncs}, "
+                 f"last dirty rate {dirty_rate} pages/s")
+    alive = bed.guest.channel.run(f"kill -0 {pid} && echo alive").output.strip() == "alive"
+    passes_after = _workload_passes(bed)
+    checks.check("workload_kept_running", alive and passes_after > passes_before,
+                 f"workload {'alive' if alive else 'gone'} after the migration, passes {passes_before} → "
+                 f"{passes_after}")
+    checks.verify()
+
+
+def _pair_view(run: MeasuredMigration, primary_iface: str | None, other_traffic: Recording | None = None,
+               window_end: float = 0.0, restored: FailoverView | None = None) -> MeasuredMigration:
+    """*run* as one failover pair saw it: its primary's guest events, and its own traffic when recorded apart."""
+    timeline = dataclasses.replace(
+        run.timeline, guest_events=[g for g in run.timeline.guest_events if g.detail == primary_iface])
+    if other_traffic is not None:
+        rec = other_traffic
+        timeline = dataclasses.replace(timeline, sent=rec.probe_log.sent, replies=rec.probe_log.replies,
+                                       paths=rec.paths, window_end=window_end)
+        run = dataclasses.replace(run, restored=restored, baseline_reply=rec.baseline_reply,
+                                  probe_stats=rec.probe_log.stats)
+    return dataclasses.replace(run, timeline=timeline, metrics=migration_metrics(timeline))
+
+
+@pytest.mark.bed_needs(SECOND_PAIR)
+@pytest.mark.parametrize("failover_bed", [{"pairs": 2}], indirect=True, ids=["two-pairs"])
+def test_two_failover_pairs_migrate_together(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """Two pairs in one guest: both primaries unplugged before the migration moves on, both restored after."""
+    bed, checks, limits = failover_bed, CheckList(record_property), harness_config.thresholds
+    check_failover_ready(bed, harness_config, checks.scope("pair1"))
+    second = Guest(bed.guest.channel, bed.pair_addressing(2).failover_mac)
+    before2 = second.wait_primary_active(limits.primary_restore_deadline_s)
+    checks.check("pair2.primary_enslaved_before_migration", before2.primary_active, before2.describe())
+    before1 = bed.guest.failover()
+    pair2_dir = test_artifacts / "pair2"
+    pair2_dir.mkdir()
+    with recording(bed, harness_config, pair2_dir, probes=True, iperf_s=None, pair=2) as rec2:
+        run = measure_migration(bed, harness_config, test_artifacts)
+        restored2 = second.wait_primary_active(limits.primary_restore_deadline_s)
+        rec2.wait_reply(limits.primary_restore_deadline_s)
+        time.sleep(POST_RESTORE_OBSERVATION_S)
+        end2 = time.time()
+    runs = {
+        "pair1": _pair_view(run, before1.primary.name if before1.primary else None),
+        "pair2": _pair_view(run, before2.primary.name if before2.primary else None, rec2, end2, restored2),
+    }
+    record_timeline(record_property, run.timeline)
+    for (pair, pair_run), primary_id in zip(runs.items(), (PRIMARY_ID, PRIMARY2_ID), strict=True):
+        record_metrics(record_property, pair_run.metrics, prefix=f"{pair}.")
+        check_probes(pair_run, limits, checks.scope(pair), primary_id)
     checks.verify()

@@ -14,7 +14,7 @@ from harness.guest import Guest
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing
 from harness.traffic.probe import PathCapture
-from harness.vm import VM
+from harness.vm import VM, Device
 
 # What a case may need beyond "migrate a failover guest" (marker ``bed_needs``);
 # a topology lists what it offers and the others' cases are skipped with the reason.
@@ -37,9 +37,17 @@ class FailoverBed(Protocol):
         """Start a source built paused (bed option ``paused``) and wait for its guest."""
         ...
 
+    def devices(self) -> tuple[Device, ...]:
+        """The source's failover devices (root ports, standby, primary), as given to QEMU."""
+        ...
+
     def start_destination(self, *, primary: DestinationPrimary = "same") -> VM: ...
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult: ...
+
+    def qemu_messages(self) -> list[str]:
+        """Errors and warnings of every QEMU this bed started."""
+        ...
 
     def unplug_primary(self, timeout: float = 30.0) -> None:
         """Hot-unplug the source's primary (``device_del``) and wait for the guest's eject."""
@@ -49,8 +57,12 @@ class FailoverBed(Protocol):
         """Hot-plug the source's primary again, as configured."""
         ...
 
-    def path_capture(self, log_path: Path) -> PathCapture:
-        """Start recording which data path (``primary``/``standby``) carries each probe reply."""
+    def pair_addressing(self, pair: int) -> Addressing:
+        """Guest address and failover MAC of failover pair *pair* (1, or 2 where the bed has two)."""
+        ...
+
+    def path_capture(self, log_path: Path, pair: int = 1) -> PathCapture:
+        """Start recording which data path (``primary``/``standby``) carries each probe reply of *pair*."""
         ...
 
     def peer_exec_prefix(self) -> list[str]: ...

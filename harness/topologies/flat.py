@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 NATIVE_HOTPLUG_ARGS = ("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
 STANDBY_ID = "standby0"
 PRIMARY_ID = "primary0"
+# The second failover pair (bed option ``pairs=2``).
+STANDBY2_ID = "standby1"
+PRIMARY2_ID = "primary1"
 BOOT_TIMEOUT_S = 120.0
 
 
@@ -48,6 +51,16 @@ Pairing = Literal["correct", "primary-without-id", "two-primaries", "primary-on-
                   "primary-before-standby", "mac-mismatch"]
 # The primary's MAC under "mac-mismatch": one bit off the failover MAC.
 MISMATCHED_MAC = "52:54:00:fa:00:fe"
+
+
+def second_pair_devices(mac: str) -> tuple[Device, ...]:
+    """A second failover pair on its own root ports (netdevs hn2, hn3)."""
+    return (
+        Device.of("pcie-root-port", "rp2", bus="pcie.0", chassis=3, addr="0x4"),
+        Device.of("pcie-root-port", "rp3", bus="pcie.0", chassis=4, addr="0x5"),
+        Device.of("virtio-net-pci", STANDBY2_ID, netdev="hn2", mac=mac, bus="rp2", failover=True),
+        Device.of("e1000e", PRIMARY2_ID, netdev="hn3", mac=mac, bus="rp3", failover_pair_id=STANDBY2_ID, romfile=""),
+    )
 
 
 def failover_devices(mac: str, *, primary_rom: bool = False, pairing: Pairing = "correct") -> tuple[Device, ...]:
@@ -78,11 +91,14 @@ def failover_devices(mac: str, *, primary_rom: bool = False, pairing: Pairing = 
     return (*ports, standby, primary)
 
 
-def kernel_append(addressing: Addressing) -> str:
+def kernel_append(addressing: Addressing, second: Addressing | None = None) -> str:
     # ipv6.disable=1: the test network is IPv4, and with IPv6 each failover slave
     # runs its own DAD and MLD: frames on the data paths that are not failover's.
-    return (f"console=ttyS0 panic=-1 ipv6.disable=1 harness.mac={addressing.failover_mac} "
-            f"harness.addr={addressing.guest_ip}/{addressing.prefix_len}")
+    append = (f"console=ttyS0 panic=-1 ipv6.disable=1 harness.mac={addressing.failover_mac} "
+              f"harness.addr={addressing.guest_ip}/{addressing.prefix_len}")
+    if second is not None:
+        append += f" harness.mac2={second.failover_mac} harness.addr2={second.guest_ip}/{second.prefix_len}"
+    return append
 
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
@@ -103,6 +119,7 @@ class FlatBed:
     paused: bool = False
     pairing: Pairing = "correct"
     preflight: bool = True
+    pairs: Literal[1, 2] = 1
     network: TestNetwork = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
@@ -146,6 +163,13 @@ class FlatBed:
         self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
         self.boot_s = time.monotonic() - started
 
+    def devices(self) -> tuple[Device, ...]:
+        """The source's failover devices, as given to QEMU."""
+        devices = failover_devices(self.addressing.failover_mac, primary_rom=self.primary_rom, pairing=self.pairing)
+        if self.pairs == 2:
+            devices += second_pair_devices(self.addressing.second_pair().failover_mac)
+        return devices
+
     def _preflight(self, spec: VMSpec) -> None:
         """Refuse a pairing QEMU would refuse, in plain words; warn about one the guest would not use."""
         problems = pairing_problems(spec.devices)
@@ -156,19 +180,19 @@ class FlatBed:
             raise ConfigError("failover pairing: " + " ".join(fatal))
 
     def _spec(self, name: str) -> VMSpec:
-        netdevs = (TapNetdev("hn0", f"{name}-sby"),
-                   TapNetdev("hn1", f"{name}-pri"))
+        netdevs = (TapNetdev("hn0", f"{name}-sby"), TapNetdev("hn1", f"{name}-pri"))
+        if self.pairs == 2:
+            netdevs += (TapNetdev("hn2", f"{name}-sby2"), TapNetdev("hn3", f"{name}-pri2"))
         return VMSpec(
             name=name,
             qemu_binary=self.config.qemu_binary,
             accel=self.accel,
             kernel=self.image.kernel,
             initrd=self.image.initrd,
-            append=kernel_append(self.addressing),
+            append=kernel_append(self.addressing, self.pair_addressing(2) if self.pairs == 2 else None),
             memory_mib=self.config.guest_memory_mib,
             netdevs=netdevs,
-            devices=failover_devices(self.addressing.failover_mac, primary_rom=self.primary_rom,
-                                     pairing=self.pairing),
+            devices=self.devices(),
             paused=self.paused,
             extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else (),
         )
@@ -210,7 +234,8 @@ class FlatBed:
         limits = self.config.thresholds
         result = migrate(self.source, destination, uri, deadline_s=limits.migration_deadline_s,
                          wait_unplug_deadline_s=plan.wait_unplug_deadline_s or limits.wait_unplug_deadline_s,
-                         on_status=plan.on_status, max_bandwidth=plan.max_bandwidth)
+                         on_status=plan.on_status, max_bandwidth=plan.max_bandwidth,
+                         capabilities=plan.capabilities)
         if result.status == "completed":
             self.guest.channel.close()
             self.guest.channel.socket_path = destination.paths.control_socket
@@ -219,6 +244,10 @@ class FlatBed:
         else:
             destination.shutdown()
         return result
+
+    def qemu_messages(self) -> list[str]:
+        """Errors and warnings of every QEMU this bed started, in start order."""
+        return [line for vm in self.vms for line in vm.messages()]
 
     # -- the primary, by hand ------------------------------------------------
 
@@ -238,10 +267,15 @@ class FlatBed:
 
     # -- the traffic peer and the data paths ---------------------------------
 
-    def path_capture(self, log_path: Path) -> PathCapture:
+    def pair_addressing(self, pair: int) -> Addressing:
+        """Guest address and failover MAC of failover pair *pair* (1, or 2 with ``pairs=2``)."""
+        return self.addressing if pair == 1 else self.addressing.second_pair()
+
+    def path_capture(self, log_path: Path, pair: int = 1) -> PathCapture:
         """Attribute replies to a path by the tap they left the guest through (any VM's taps)."""
-        return PathCapture(self.network.bridge_ns.exec_prefix(), self.addressing.guest_ip,
-                           {"*-pri": PRIMARY, "*-sby": STANDBY}, log_path)
+        suffix = "" if pair == 1 else str(pair)
+        return PathCapture(self.network.bridge_ns.exec_prefix(), self.pair_addressing(pair).guest_ip,
+                           {f"*-pri{suffix}": PRIMARY, f"*-sby{suffix}": STANDBY}, log_path)
 
     def peer_exec_prefix(self) -> list[str]:
         return self.network.peer_ns.exec_prefix()

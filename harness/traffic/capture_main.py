@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     print('{"ready": true}', flush=True)
     while not stop.is_set():
         for frame, ifname, pkttype, ts in receive(sock):
+            if stop.is_set():  # first: under steady traffic, receive() may never run dry
+                break
             # A reply from the guest enters the namespace on the tap it was sent through.
             path = path_of(ifname)
             if pkttype == PACKET_OUTGOING or path is None:
@@ -52,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
             seq = parse_probe(frame, src_ip=guest_ip)
             if seq is not None:
                 sys.stdout.write(f'{{"p": {seq}, "t": {ts:.6f}, "path": "{path}", "if": "{ifname}"}}\n')
-            if stop.is_set():
-                break
     sys.stdout.flush()
     sock.close()
     return 0

@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     def receiver() -> None:
         while not stop.is_set():
             for frame, _, pkttype, ts in receive(sock):
+                if stop.is_set():  # first: under steady traffic, receive() may never run dry
+                    break
                 if pkttype == PACKET_OUTGOING:
                     continue
                 seq = parse_probe(frame, src_ip=guest_ip)
                 if seq is not None:
                     emit(f'{{"r": {seq}, "t": {ts:.6f}}}\n')
-                if stop.is_set():
-                    break
 
     rx = threading.Thread(target=receiver, name="probe-rx", daemon=True)
     rx.start()
