@@ -215,6 +215,15 @@ def accel(harness_config: RunConfig, guest_image: GuestImage, request: pytest.Fi
     return choice
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a case that needs what the topology cannot provide, before any fixture costs time."""
+    needed = {c for marker in item.iter_markers("bed_needs") for c in marker.args}
+    missing = sorted(needed - FlatBed.capabilities)
+    if missing:
+        topology = item.config.stash[CONFIG_KEY].topology
+        pytest.skip(f"the {topology} topology cannot provide: {', '.join(missing)}")
+
+
 # -- per-test evidence ----------------------------------------------------------
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

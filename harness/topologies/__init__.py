@@ -33,6 +33,10 @@ class FailoverBed(Protocol):
     source: VM
     guest: Guest
 
+    def build(self) -> FailoverBed:
+        """Create the bed and boot the source (the fixture does this unless told ``"build": False``)."""
+        ...
+
     def resume(self) -> None:
         """Start a source built paused (bed option ``paused``) and wait for its guest."""
         ...

@@ -45,7 +45,7 @@ def test_missing_qemu_skips_with_fix_and_errors_when_required(tmp_path: Path) ->
     run = run_suite(tmp_path, "--qemu-binary", "/nonexistent/qemu-system-x86_64")
     assert run.returncode == 0, run.output
     assert "QEMU binary '/nonexistent/qemu-system-x86_64' not found: run 'make setup'" in _skip_reason(run.output)
-    assert run.results()["summary"] == {"skipped": 6}
+    assert run.results()["summary"] == {"skipped": 24}
 
     run = run_suite(tmp_path, "--qemu-binary", "/nonexistent/qemu-system-x86_64", "--require-resources")
     assert run.returncode == 1, run.output
@@ -82,3 +82,16 @@ def test_not_root(tmp_path: Path) -> None:
         os.chmod(tmp, 0o777)
         run = run_suite(Path(tmp), prefix=nobody)
     assert "not root: namespaces, bridges and taps need root" in _skip_reason(run.output)
+
+
+def test_case_needing_what_the_topology_lacks_is_skipped(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_needs="""
+        import pytest
+
+        @pytest.mark.bed_needs("teleportation")
+        def test_needs_teleportation(failover_bed):
+            raise AssertionError("must not run")
+    """)
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*the flat topology cannot provide: teleportation*"])

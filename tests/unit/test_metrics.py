@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.metrics import final_path, max_gap_ms_of, migration_metrics, probe_stats, state_duration_ms
-from harness.timeline import PathSeen, ProbeReply, ProbeSent, QMPEvent, ThroughputInterval, Timeline
+from harness.timeline import GuestLinkEvent, PathSeen, ProbeReply, ProbeSent, QMPEvent, ThroughputInterval, Timeline
 from tests.conftest import load_json_gz
 
 
@@ -132,3 +132,24 @@ def test_state_duration_needs_a_following_state() -> None:
     assert state_duration_ms(t, "src", "wait-unplug") == pytest.approx(250.0)
     events.insert(1, QMPEvent("dst", "MIGRATION", {"status": "active"}, 11.1))  # the destination never counts
     assert state_duration_ms(t, "src", "wait-unplug") == pytest.approx(250.0)
+
+
+def test_release_of_the_primary_against_wait_unplug(probes_1khz: Timeline) -> None:
+    m = migration_metrics(probes_1khz)
+    # The guest logged "failover primary slave:eth2 unregistered" 86 ms after UNPLUG_PRIMARY,
+    # 166 ms before QEMU left wait-unplug: QEMU waited for it, as it must.
+    assert m.primary_released_ms == pytest.approx(86.051, abs=0.01)
+    assert m.release_before_unplug_end_ms == pytest.approx(165.555, abs=0.01)
+
+
+def test_wait_unplug_left_before_the_guest_released_its_primary() -> None:
+    # What a retry after a cancel in wait-unplug looks like on QEMU 10.0.2: out of
+    # wait-unplug after 4 ms, the guest lets go of its primary 250 ms later.
+    t = Timeline(source="src", destination="dst", window_start=0.0, window_end=10.0, events=[
+        QMPEvent("src", "UNPLUG_PRIMARY", {"device-id": "primary0"}, 1.000),
+        QMPEvent("src", "MIGRATION", {"status": "wait-unplug"}, 1.001),
+        QMPEvent("src", "MIGRATION", {"status": "active"}, 1.005),
+    ], guest_events=[GuestLinkEvent(1.250, 8.0, "primary-unregistered", "eth2")])
+    m = migration_metrics(t)
+    assert m.primary_released_ms == pytest.approx(250.0)
+    assert m.release_before_unplug_end_ms == pytest.approx(-245.0)

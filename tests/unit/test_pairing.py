@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.pairing import KINDS, explain_qemu_messages, pairing_problems
+from harness.topologies.flat import failover_devices, second_pair_devices
 from harness.vm import Device
 
 MAC = "52:54:00:fa:00:ff"
@@ -119,3 +120,26 @@ def test_unrelated_lines_and_repeats() -> None:
     ]) == []
     # The warning repeats at each STANDBY negotiation; it is one problem.
     assert len(explain_qemu_messages([SLOT, SLOT])) == 1
+
+
+FLAT_PAIRINGS = {
+    "correct": [],
+    "primary-without-id": ["primary-without-id"],
+    "two-primaries": ["two-primaries"],
+    "primary-on-root-bus": ["primary-not-hotpluggable"],
+    "igb-primary": ["primary-multifunction"],
+    "primary-before-standby": ["primary-before-standby"],
+    "mac-mismatch": ["mac-mismatch"],
+}
+
+
+@pytest.mark.parametrize(("pairing", "kinds"), FLAT_PAIRINGS.items())
+def test_flat_bed_pairings_are_each_one_problem(pairing: str, kinds: list[str]) -> None:
+    """The flat bed's deliberately broken pairings (used by testcases/test_pairing.py) are what they claim."""
+    devices = failover_devices("52:54:00:fa:00:01", pairing=pairing)  # type: ignore[arg-type]
+    assert [p.kind for p in pairing_problems(devices)] == kinds
+
+
+def test_flat_bed_second_pair_is_clean() -> None:
+    devices = failover_devices("52:54:00:fa:00:01") + second_pair_devices("52:54:00:fa:00:02")
+    assert pairing_problems(devices) == []
