@@ -78,13 +78,17 @@ class ControlChannel:
 
     def run(self, command: str, timeout: float = 20.0) -> CommandResult:
         """Run *command* with the guest's ``sh``; return its status and output."""
-        if self._sock is None:
-            self.connect()
-        assert self._sock is not None
         req_id = next(self._ids)
         self._log(f"> {req_id} {command}")
         payload = base64.b64encode(command.encode()).decode()
-        self._sock.sendall(f"{req_id} {payload}\n".encode())
+        try:
+            if self._sock is None:
+                self.connect()
+            assert self._sock is not None
+            self._sock.sendall(f"{req_id} {payload}\n".encode())
+        except OSError as e:  # QEMU gone, or its socket not there (yet)
+            self.close()
+            raise GuestError(f"control channel {self.socket_path}: {e}") from e
         deadline = time.monotonic() + timeout
         rc: int | None = None
         body: list[bytes] = []

@@ -65,7 +65,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--guest-memory", metavar="MIB", type=int, default=None, dest="guest_memory_mib",
                     help="guest RAM in MiB (default 512)")
     group.addoption("--probe-rate", metavar="HZ", type=float, default=None, dest="probe_rate_hz",
-                    help="probes per second from the peer (default 100)")
+                    help="probes per second from the peer (default 1000)")
     group.addoption("--iperf-udp", metavar="BITRATE", default=None, dest="iperf_udp_bitrate",
                     help="run the iperf3 case as UDP at BITRATE (e.g. 100M) instead of TCP")
     group.addoption("--threshold", metavar="NAME=VALUE", action="append", default=[],

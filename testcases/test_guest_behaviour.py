@@ -38,28 +38,32 @@ def test_primary_unplug_and_replug_without_migration(
     problems: list[str] = []
 
     def unplug_and_replug() -> None:
-        try:
-            bed.unplug_primary()
+        try:  # a guest that never ejects is a finding (primary_deleted), not a harness error
+            bed.unplug_primary(timeout=limits.wait_unplug_deadline_s)
         except HarnessError as e:
             problems.append(f"device_del: {e}")
         marks["deleted"] = time.time()
         time.sleep(STANDBY_DWELL_S)
         marks["readd"] = time.time()
-        bed.plug_primary()
+        try:
+            bed.plug_primary()
+        except HarnessError as e:
+            problems.append(f"device_add: {e}")
         bed.guest.wait_primary_active(limits.primary_restore_deadline_s)
 
     seen = observe_traffic(bed, harness_config, test_artifacts, unplug_and_replug,
                            iperf_s=harness_config.iperf_duration_s)
     deleted = [e for e in seen.timeline.events if e.name == "DEVICE_DELETED"]
-    checks.check("primary_deleted", not problems and bool(deleted),
-                 "; ".join(problems) or f"DEVICE_DELETED {[e.data.get('device') for e in deleted]}")
+    checks.check("primary_deleted", bool(deleted),
+                 f"DEVICE_DELETED {[e.data.get('device') for e in deleted]}" if deleted else "; ".join(problems))
     by_seq = attribute(seen.timeline)
     dwell = [r for r in seen.timeline.replies if marks["deleted"] <= r.t <= marks["readd"]]
     on_standby = sum(1 for r in dwell if by_seq.get(r.seq) == STANDBY)
     checks.check("standby_carried_traffic", bool(dwell) and on_standby == len(dwell),
                  f"{len(dwell)} probe replies while the primary was gone, {on_standby} of them on the standby")
     view = bed.guest.failover()
-    checks.check("primary_reenslaved", view.primary_active, view.describe())
+    checks.check("primary_reenslaved", view.primary_active,
+                 view.describe() + "".join(f"; {p}" for p in problems if p.startswith("device_add")))
     checks.check("traffic_back_on_primary", seen.final_path == PRIMARY,
                  f"the last replies travelled on: {seen.final_path or 'no attributed reply'}")
     iperf = seen.iperf
@@ -114,10 +118,10 @@ def test_failover_renegotiated(
             errors.append(f"{type(e).__name__}: {e}")
 
     seen = observe_traffic(bed, harness_config, test_artifacts, renegotiate)
-    checks.check(f"{how.replace('-', '_')}_done", not errors, "; ".join(errors) or f"{how} done")
     again = [e for e in qmp.events[mark:] if e.name == "FAILOVER_NEGOTIATED"]
     checks.check("failover_negotiated_again", any(e.data.get("device-id") == STANDBY_ID for e in again),
-                 f"FAILOVER_NEGOTIATED after the {how}: {[e.data for e in again] or 'none'}")
+                 f"FAILOVER_NEGOTIATED after the {how}: {[e.data for e in again] or 'none'}"
+                 + "".join(f"; {error}" for error in errors))
     view = bed.guest.failover() if not errors else None
     checks.check("primary_enslaved_again", view is not None and view.primary_active,
                  view.describe() if view is not None else "guest not reachable")

@@ -161,17 +161,18 @@ def test_migration_with_failover_under_iperf3(
     checks.verify()
 
 
-# Rewrites the same tmpfs file again and again: every pass dirties the same
-# guest pages, faster than the migration can copy them under TCG.
-DIRTY_WORKLOAD = ("i=0; while :; do dd if=/dev/zero of=/tmp/dirty bs=1M count={mib} conv=notrunc 2>/dev/null; "
-                  "i=$((i+1)); echo $i > /tmp/dirty.passes; done")
-
-
-# Slower than the workload dirties memory (~100 MB/s under TCG): without
-# auto-converge's CPU throttling the migration would never converge.
+# Each pass, a new dd reads *mib* MiB of random bytes (a tmpfs file made once)
+# into a fresh buffer: that many guest pages dirtied with data migration must
+# really send (zero pages would cost it nothing).
+DIRTY_SOURCE = "dd if=/dev/urandom of=/tmp/dirty.src bs=1M count={mib} 2>/dev/null"
+DIRTY_LOOP = ("i=0; while :; do dd if=/tmp/dirty.src of=/dev/null bs={mib}M count=1 2>/dev/null; "
+              "i=$((i+1)); echo $i > /tmp/dirty.passes; done")
+# Slower than the workload dirties memory under TCG: without auto-converge's
+# CPU throttling the migration would never converge.
 DIRTY_BANDWIDTH = 32 << 20
-# An idle guest's migration needs 3 dirty-bitmap syncs (recorded in tests/data).
-DIRTY_MIN_SYNCS = 5
+# An idle guest's migration needs 3-4 dirty-bitmap syncs at that bandwidth; with the
+# workload, about 18 (TCG: some 750 MiB sent in 23 s instead of 110 MiB in 3.4 s).
+DIRTY_MIN_SYNCS = 8
 
 
 def _workload_passes(bed: FailoverBed) -> int:
@@ -185,7 +186,9 @@ def test_migration_under_memory_dirtying_workload(
     """A guest rewriting memory all along: with auto-converge the migration still converges, failover still works."""
     bed, checks = failover_bed, CheckList(record_property)
     mib = harness_config.dirty_workload_mib
-    pid = bed.guest.channel.run(f"sh -c '{DIRTY_WORKLOAD.format(mib=mib)}' >/dev/null 2>&1 & echo $!").output.strip()
+    if mib:
+        bed.guest.channel.run(DIRTY_SOURCE.format(mib=mib), timeout=60.0)
+        bed.guest.channel.run(f"sh -c '{DIRTY_LOOP.format(mib=mib)}' >/dev/null 2>&1 &")
     time.sleep(2.0)  # a few passes before migrating
     passes_before = _workload_passes(bed)
     run = measure_and_record(bed, harness_config, test_artifacts, record_property, checks,
@@ -199,13 +202,11 @@ def test_migration_under_memory_dirtying_workload(
     check_probes(run, harness_config.thresholds, checks)
     checks.check("workload_dirtied_memory",
                  passes_before > 0 and isinstance(syncs, int) and syncs >= DIRTY_MIN_SYNCS,
-                 f"{passes_before} passes of {mib} MiB before migrating; dirty-sync-count {syncs}, "
-                 f"last dirty rate {dirty_rate} pages/s")
-    alive = bed.guest.channel.run(f"kill -0 {pid} && echo alive").output.strip() == "alive"
+                 f"{passes_before} passes of {mib} MiB before migrating; dirty-sync-count {syncs} "
+                 f"(at least {DIRTY_MIN_SYNCS}), last dirty rate {dirty_rate} pages/s")
     passes_after = _workload_passes(bed)
-    checks.check("workload_kept_running", alive and passes_after > passes_before,
-                 f"workload {'alive' if alive else 'gone'} after the migration, passes {passes_before} → "
-                 f"{passes_after}")
+    checks.check("workload_kept_running", passes_after > passes_before,
+                 f"workload passes: {passes_before} before the migration, {passes_after} after it")
     checks.verify()
 
 

@@ -276,7 +276,6 @@ def test_pairing_cases_fail_when_qemu_accepts_everything(tmp_path: Path) -> None
     results = run.results()
     assert results["summary"] == {"failed": 2}
     for case in ("primary-without-id", "igb-primary"):
-        assert _check(results, "preflight_named", case).startswith("PASS")  # the harness still sees it
         assert _check(results, "qemu_refused", case).startswith("FAIL qemu_refused: QEMU started")
         assert _check(results, "qemu_message_explained", case).startswith("FAIL")
     assert _check(results, "guest_runs_on_standby_alone", "igb-primary").startswith("FAIL")
@@ -302,9 +301,11 @@ def test_guest_behaviour_cases_fail_without_failover(tmp_path: Path) -> None:
     assert _check(results, "primary_enslaved_again", case).startswith("FAIL")
 
 
-def test_unplug_replug_case_fails_on_an_isolated_source(tmp_path: Path) -> None:
-    run = run_broken(tmp_path, "isolate-source", "-k", "unplug_and_replug")
+def test_cases_fail_on_an_isolated_source(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "isolate-source", "-k", "unplug_and_replug or never_ejects")
     results, case = run.results(), "unplug_and_replug"
+    assert _check(results, "replies_resumed", "never_ejects") == (
+        "FAIL replies_resumed: 0 probe replies after the cancel")
     assert _check(results, "standby_carried_traffic", case).startswith(
         "FAIL standby_carried_traffic: 0 probe replies while the primary was gone")
     assert _check(results, "traffic_back_on_primary", case).startswith("FAIL")
@@ -327,5 +328,70 @@ def test_dirtying_case_fails_when_the_workload_dirties_nothing(tmp_path: Path) -
     run = run_suite(tmp_path, "--harness-config", str(profile), "-k", "dirtying")
     assert run.returncode == 1, run.output
     dirtied = _check(run.results(), "workload_dirtied_memory", "dirtying")
-    assert dirtied.startswith("FAIL workload_dirtied_memory:") and "of 0 MiB" in dirtied, dirtied
+    assert dirtied.startswith("FAIL workload_dirtied_memory: 0 passes of 0 MiB"), dirtied
+    assert _check(run.results(), "workload_kept_running", "dirtying").startswith("FAIL")
     assert leftovers(run.pid) == []
+
+
+def test_cases_fail_when_the_guest_ignores_hotplug(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "guest-without-hotplug", "--threshold", "wait_unplug_deadline_s=5",
+                     "-k", "destination-killed or unplug_and_replug or never_ejects")
+    results = run.results()
+    assert results["summary"] == {"failed": 3}
+    killed = "destination-killed"
+    # The guest never ejects: the harness cancels in wait-unplug, before the kill in active could happen.
+    assert _check(results, "attempt.fault_hit_in_state", killed).startswith("FAIL attempt.fault_hit_in_state: "
+                                                                            "source states ['setup', 'wait-unplug'")
+    assert _check(results, "attempt.migration_ended_as_expected", killed).startswith(
+        "FAIL attempt.migration_ended_as_expected: destination QEMU killed (SIGKILL) during active: status cancelled")
+    replug = "unplug_and_replug"
+    assert _check(results, "primary_deleted", replug).startswith("FAIL primary_deleted: device_del: ")
+    assert _check(results, "primary_reenslaved", replug).startswith("FAIL")
+    assert _check(results, "source_recovered", "never_ejects").startswith("FAIL")
+
+
+def test_reboot_case_fails_when_qemu_exits_on_reboot(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "no-reboot", "-k", "renegotiated and reboot")
+    again = _check(run.results(), "failover_negotiated_again", "reboot")
+    assert again.startswith("FAIL failover_negotiated_again: FAILOVER_NEGOTIATED after the reboot: none"), again
+    assert "no RESET event" in again
+
+
+def test_ordering_case_fails_when_the_guest_cannot_pair(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "primary-mac-off", "-k", "primary_before_standby")
+    results, case = run.results(), "primary_before_standby"
+    assert _check(results, "primary_visible_before_negotiation", case).startswith("PASS")
+    assert _check(results, "guest_enslaves_it", case).startswith("FAIL guest_enslaves_it: master=")
+
+
+def test_pairing_case_fails_when_qemu_rewords_its_error(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "reworded-errors", "-k", "primary-without-id")
+    results, case = run.results(), "primary-without-id"
+    assert _check(results, "qemu_refused", case).startswith("FAIL qemu_refused: QEMU exited at start")
+    assert _check(results, "qemu_message_explained", case) == (
+        "FAIL qemu_message_explained: no primary-without-id in QEMU's messages")
+    assert _check(results, "error_in_plain_words", case).startswith("FAIL")
+
+
+def test_mac_mismatch_case_fails_when_qemu_cannot_create_the_primary(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "primary-bad-netdev", "-k", "mac_mismatch")
+    assert _check(run.results(), "primary_plugged_by_qemu", "mac_mismatch") == (
+        "FAIL primary_plugged_by_qemu: primary0 not in QOM")
+
+
+@pytest.mark.parametrize(("wrapper", "check", "failure"), [
+    ("primary-with-rom", "migration_completed", "FAIL migration_completed: status failed"),
+    ("isolate-destination", "guest_on_standby", "FAIL guest_on_standby: after resume: 0 replies"),
+], ids=["migration-fails", "destination-isolated"])
+def test_degraded_destination_case_fails_on_a_broken_destination(tmp_path: Path, wrapper: str, check: str,
+                                                                 failure: str) -> None:
+    run = run_broken(tmp_path, wrapper, "-k", "degraded and absent")
+    assert _check(run.results(), check, "degraded_destination_is_reported[absent]").startswith(failure)
+
+
+def test_fault_path_case_fails_when_the_source_pauses_on_failure(tmp_path: Path) -> None:
+    run = run_broken(tmp_path, "pause-source-on-failure", "-k", "destination-killed")
+    results, case = run.results(), "destination-killed"
+    assert _check(results, "attempt.source_kept_running", case) == (
+        "FAIL attempt.source_kept_running: source VM status after the attempt: paused")
+    assert _check(results, "attempt.primary_replugged", case).startswith("FAIL")
