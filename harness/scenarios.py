@@ -166,8 +166,12 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         window_end = time.time()
     sync_after = _try_clock_sync(bed.guest)
     assert bed.source.qmp is not None and destination.qmp is not None
-    vm_status = str(bed.source.qmp.execute("query-status")["status"])
-    events = [*source.qmp.events, *destination.qmp.events]
+    try:
+        vm_status = str(bed.source.qmp.execute("query-status")["status"])
+    except HarnessError as e:  # the QEMU the guest was left on is gone: a finding
+        vm_status = f"unknown ({e})"
+    # The source may have migrated (and failed) before: only this migration's events count.
+    events = [*(e for e in source.qmp.events if e.ts >= result.started), *destination.qmp.events]
     stop_ts = next((e.ts for e in events if e.vm == source.name and e.name == "STOP"), None)
     final_sync = sync_after or sync_before
     timeline = Timeline(
@@ -217,7 +221,7 @@ def observe_traffic(bed: FailoverBed, config: RunConfig, artifacts: Path, steps:
     sync = _try_clock_sync(bed.guest) or sync_before
     timeline = Timeline(
         source=vm.name, destination=vm.name, window_start=started, window_end=window_end,
-        events=[e for e in vm.qmp.events if e.ts >= started - 1.0],
+        events=[e for e in vm.qmp.events if e.ts >= started],
         sent=rec.probe_log.sent, replies=rec.probe_log.replies, paths=rec.paths,
         guest_events=guest_link_events(_try_dmesg(bed.guest), sync, None, None),
         throughput=rec.iperf.intervals if rec.iperf else [],

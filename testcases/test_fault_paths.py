@@ -28,7 +28,6 @@ from harness.verdicts import (
     check_failover_ready,
     check_migration,
     check_probes,
-    expect_known_qemu_bug,
     measure_and_record,
 )
 from harness.vm import VM
@@ -92,12 +91,6 @@ def check_recovered_on_source(run: MeasuredMigration, fault: Fault, state_at_fau
                  f"(primary {m.replies_on_primary}, standby {m.replies_on_standby})")
 
 
-# Seen on QEMU 10.0.2 (ACPI and native hotplug, every run): the retry's
-# wait-unplug lasts 4-6 ms instead of waiting for the guest's eject, so the
-# source stops while the guest still transmits on its primary.
-RETRY_AFTER_UNPLUG_CANCEL_VERIFIED_THROUGH = (10, 0)
-
-
 @pytest.mark.parametrize(("failover_bed", "fault_name"), [
     pytest.param({"hotplug": "acpi"}, "cancel-in-wait-unplug", id="cancel-in-wait-unplug-acpi"),
     pytest.param({"hotplug": "native"}, "cancel-in-wait-unplug", marks=pytest.mark.bed_needs(HOTPLUG_STYLE),
@@ -107,13 +100,9 @@ RETRY_AFTER_UNPLUG_CANCEL_VERIFIED_THROUGH = (10, 0)
 ], indirect=["failover_bed"])
 def test_failed_migration_recovers_and_retries(
     failover_bed: FailoverBed, fault_name: str, harness_config: RunConfig, test_artifacts: Path,
-    record_property: Any, request: pytest.FixtureRequest,
+    record_property: Any,
 ) -> None:
     """A cancelled or failed migration leaves the source running on its primary; the next migration succeeds."""
-    if fault_name == "cancel-in-wait-unplug":
-        expect_known_qemu_bug(request, harness_config.qemu_binary, RETRY_AFTER_UNPLUG_CANCEL_VERIFIED_THROUGH,
-                              "after a cancel in wait-unplug, the next migration leaves wait-unplug within "
-                              "milliseconds, before the guest released its primary")
     fault, checks = FAULTS[fault_name], CheckList(record_property)
     (state_at_fault,) = fault.plan.on_status
     check_failover_ready(failover_bed, harness_config, checks)

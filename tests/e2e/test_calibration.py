@@ -23,7 +23,11 @@ from harness.traffic.outage import inject
 pytestmark = pytest.mark.timing
 
 INJECTED_S = 0.2
-TOLERANCE_MS = 2.0
+# Five probe intervals at 1 kHz: the resolution is ±1 ms per edge, and a
+# shared 2-core host adds scheduling noise (one CI run measured +3.1 ms while
+# other work ran). A broken chain (wrong clock, lost timestamps) is off by far
+# more; the typical error is a bench figure (bench/measurement.py), not an assert.
+TOLERANCE_MS = 5.0
 
 
 def _probe_timeline(sent: list, replies: list, paths: list | None = None) -> Timeline:
