@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.proc import die_with_parent
 from harness.vm import Accel, cpu_model
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def probe_kvm(qemu_binary: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S) 
             "-serial", f"file:{console}",
         ]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         try:
             out, _ = proc.communicate(timeout=timeout)
             last = (out.decode(errors="replace").strip().splitlines() or ["no output"])[-1]

@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError
+from harness.logscan import compile_allow_list
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "failover-harness"
 
@@ -70,7 +71,15 @@ class RunConfig(BaseModel):
     cache_dir: Path = DEFAULT_CACHE_DIR
     artifacts_dir: Path = Path("reports/artifacts")
     require_resources: bool = False
+    # Regexes of guest console or QEMU lines that do not fail a case (see harness.logscan).
+    allow_log: tuple[str, ...] = ()
     thresholds: Thresholds = Thresholds()
+
+    @field_validator("allow_log")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        compile_allow_list(patterns)
+        return patterns
 
     @model_validator(mode="after")
     def _paths_exist(self) -> RunConfig:

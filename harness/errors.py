@@ -35,3 +35,19 @@ class GuestError(HarnessError):
 
 class DeadlineExceeded(HarnessError):
     """A wait for an event or condition ran past its deadline."""
+
+
+class EnvironmentalError(HarnessError):
+    """The test environment failed, not the system under test.
+
+    The plugin retries a case that fails with one of these once and reports it
+    as flaky; a conformance failure (a check) is never retried.
+    """
+
+
+class GuestBootFailed(EnvironmentalError, VMError):
+    """The guest never became ready: its agent did not answer, or QEMU exited while it booted."""
+
+
+class ControlChannelLost(EnvironmentalError, GuestError):
+    """The guest agent's channel broke while QEMU kept running (a QEMU that died is not this)."""

@@ -16,10 +16,11 @@ import re
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import DeadlineExceeded, GuestError
+from harness.errors import ControlChannelLost, DeadlineExceeded, GuestBootFailed, GuestError
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ class CommandResult:
 class ControlChannel:
     """Line protocol to the guest agent over a QEMU socket chardev."""
 
-    def __init__(self, socket_path: Path, transcript: Path | None = None) -> None:
+    def __init__(self, socket_path: Path, transcript: Path | None = None,
+                 qemu_running: Callable[[], bool] = lambda: True) -> None:
         self.socket_path = socket_path
+        # Tells a lost channel (environmental: retried) from a QEMU that died (a finding).
+        self.qemu_running = qemu_running
         self._sock: socket.socket | None = None
         self._buf = b""
         self._ids = itertools.count(1)
@@ -49,6 +53,17 @@ class ControlChannel:
         s.connect(str(self.socket_path))
         self._sock = s
         self._buf = b""
+
+    def retarget(self, socket_path: Path, qemu_running: Callable[[], bool]) -> None:
+        """Talk to the guest through another QEMU's socket from now on (after a migration)."""
+        self.close()
+        self.socket_path = socket_path
+        self.qemu_running = qemu_running
+
+    def _lost(self, what: str) -> GuestError:
+        if self.qemu_running():
+            return ControlChannelLost(f"control channel {self.socket_path}: {what} (QEMU still running)")
+        return GuestError(f"control channel {self.socket_path}: {what}; QEMU has exited")
 
     def close(self) -> None:
         if self._sock is not None:
@@ -71,7 +86,7 @@ class ControlChannel:
                 return None
             chunk = self._sock.recv(65536)
             if not chunk:
-                raise GuestError(f"control channel {self.socket_path} closed by QEMU")
+                raise self._lost("closed by QEMU")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line.rstrip(b"\r")
@@ -88,7 +103,7 @@ class ControlChannel:
             self._sock.sendall(f"{req_id} {payload}\n".encode())
         except OSError as e:  # QEMU gone, or its socket not there (yet)
             self.close()
-            raise GuestError(f"control channel {self.socket_path}: {e}") from e
+            raise self._lost(str(e)) from e
         deadline = time.monotonic() + timeout
         rc: int | None = None
         body: list[bytes] = []
@@ -114,6 +129,8 @@ class ControlChannel:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
+            if not self.qemu_running():
+                raise GuestBootFailed(f"QEMU exited while the guest booted ({last_error or 'no answer yet'})")
             try:
                 if self._sock is None:
                     self.connect()
@@ -125,7 +142,7 @@ class ControlChannel:
                 last_error = e
                 self.close()
                 time.sleep(0.2)
-        raise DeadlineExceeded(f"guest agent not ready within {timeout:.0f} s ({last_error or 'no answer'})")
+        raise GuestBootFailed(f"guest agent not ready within {timeout:.0f} s ({last_error or 'no answer'})")
 
 
 @dataclass(frozen=True)
@@ -229,8 +246,8 @@ class Guest:
             view = self.failover()
         return view
 
-    def dmesg(self) -> str:
-        return self.channel.run("dmesg").output
+    def dmesg(self, timeout: float = 20.0) -> str:
+        return self.channel.run("dmesg", timeout=timeout).output
 
     def clock_sync(self, samples: int = 5) -> ClockSync:
         """Relate the guest kernel log clock to the host clock.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from harness import progress
 from harness.errors import CapabilityMissing, CommandFailed, ConfigError
 from harness.proc import run
 
@@ -155,8 +156,8 @@ class ImageBuilder:
         self.user_kernel = user_kernel
         self.user_modules = user_modules
 
-    def get(self) -> GuestImage:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+    def _resolve(self) -> tuple[list[DebFile], str]:
+        """The packages the recipe needs, as apt would fetch them now, and the image key they give."""
         for tool in ("apt-get", "dpkg-deb", "cpio", "depmod"):
             if shutil.which(tool) is None:
                 raise CapabilityMissing(f"'{tool}' is needed to build the guest image: run 'make setup'")
@@ -164,14 +165,30 @@ class ImageBuilder:
         if self.user_kernel is None:
             packages.append(resolve_kernel_package())
         debs = resolve_debs(packages)
-        key = image_key(self.recipe_dir, debs, self.user_kernel, self.user_modules)
+        return debs, image_key(self.recipe_dir, debs, self.user_kernel, self.user_modules)
+
+    def _image(self, key: str) -> GuestImage:
+        dest = self.cache_dir / "images" / key
+        manifest = json.loads((dest / "manifest.json").read_text())
+        return GuestImage(dest / "vmlinuz", dest / "initrd.cpio", manifest["kernel_version"], key)
+
+    def cached(self) -> GuestImage | None:
+        """The image for the current recipe if it is already built; never builds."""
+        _, key = self._resolve()
+        built = (self.cache_dir / "images" / key / "manifest.json").exists()
+        return self._image(key) if built else None
+
+    def get(self) -> GuestImage:
+        """The image for the current recipe, built (once, under a lock) if it is not cached."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        debs, key = self._resolve()
         dest = self.cache_dir / "images" / key
         with FileLock(str(self.cache_dir / "image.lock")):
             if not (dest / "manifest.json").exists():
                 log.info("building guest image %s", key)
-                self._build(debs, dest, key)
-        manifest = json.loads((dest / "manifest.json").read_text())
-        return GuestImage(dest / "vmlinuz", dest / "initrd.cpio", manifest["kernel_version"], key)
+                with progress.step(f"building the guest image {key} from Debian packages"):
+                    self._build(debs, dest, key)
+        return self._image(key)
 
     def _download(self, debs: list[DebFile]) -> list[Path]:
         deb_dir = self.cache_dir / "debs"

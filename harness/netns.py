@@ -16,6 +16,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.errors import CommandFailed
 from harness.proc import run
@@ -39,14 +40,13 @@ def list_harness_netns() -> list[str]:
     return [n for n in names if n.startswith(NETNS_PREFIX)]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether *pid* runs; a zombie does not (a killed xdist worker stays one until xdist reaps it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X")  # the state field follows "(comm) "
 
 
 @dataclass
@@ -107,7 +107,7 @@ def sweep_stale() -> list[str]:
     removed = []
     for name in list_harness_netns():
         m = _NETNS_RE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             log.info("sweeping stale namespace %s", name)
             kill_and_delete(name)
             removed.append(name)
@@ -188,6 +188,11 @@ class TestNetwork:
         self.taps.append(name)
         self.bridge_ns.run(["ip", "link", "set", name, "master", self.BRIDGE, "up"])
         return name
+
+    def remove_tap(self, name: str) -> None:
+        """Delete tap *name* (its QEMU is gone): a long ping-pong would otherwise pile up bridge ports."""
+        self.bridge_ns.run(["ip", "link", "del", name])
+        self.taps.remove(name)
 
     def peer_mac(self) -> str:
         out = self.peer_ns.run(["cat", f"/sys/class/net/{self.PEER_IF}/address"])

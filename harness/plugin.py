@@ -30,13 +30,14 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from harness import capabilities
+from harness import capabilities, progress
 from harness.accel import AccelChoice, choose_accel
 from harness.config import RunConfig, build_config, load_profile
 from harness.errors import CapabilityMissing, ConfigError
 from harness.image import GuestImage, ImageBuilder
-from harness.netns import sweep_stale
+from harness.logscan import compile_allow_list, describe, scan_artifacts
 from harness.report import ResultsJson, properties_table
+from harness.sweep import run_dir, sweep_leftovers
 from harness.topologies.flat import FlatBed
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 CONFIG_KEY = pytest.StashKey[RunConfig]()
 PHASE_REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 ARTIFACTS_KEY = pytest.StashKey[Path]()
+BED_ALLOWS_KEY = pytest.StashKey[list[str]]()
 
 _bed_counter = itertools.count(1)
 _live_beds: set[FlatBed] = set()
@@ -75,6 +77,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-artifacts", choices=("failed", "all", "none"), default="failed",
                     help="which tests keep their logs, QMP transcripts and probe data (default: failed)")
     group.addoption("--artifacts-dir", metavar="DIR", default=None, help="default: reports/artifacts")
+    group.addoption("--soak-migrations", metavar="N", type=int, default=100,
+                    help="migrations of the soak case (soak/test_soak.py; default 100)")
+    group.addoption("--progress", action="store_true", default=False,
+                    help="print a line when a long step (image build, boot, migration) starts and ends")
+    group.addoption("--allow-log", metavar="REGEX", action="append", default=[],
+                    help="a guest console or QEMU line matching REGEX does not fail a case (repeatable)")
     group.addoption("--results-json", metavar="PATH", default=None,
                     help="write per-test outcomes, metrics and checks as JSON")
 
@@ -102,6 +110,7 @@ def config_from_options(config: pytest.Config) -> RunConfig:
         "iperf_udp_bitrate": opt.iperf_udp_bitrate,
         "require_resources": opt.require_resources,
         "artifacts_dir": opt.artifacts_dir,
+        "allow_log": tuple(opt.allow_log) or None,
         **_threshold_overrides(opt.threshold),
     }
     source = "options" + (f" and {opt.harness_config}" if opt.harness_config else "")
@@ -119,10 +128,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timing: measures time; run it alone, not beside other QEMUs")
     config.addinivalue_line("markers", "bed_needs(*capabilities): skip where the topology lacks one "
                             "(see harness.topologies)")
+    config.addinivalue_line("markers", "allow_log(*regexes): guest console or QEMU lines this case provokes "
+                            "on purpose (see harness.logscan)")
     try:
         config.stash[CONFIG_KEY] = config_from_options(config)
     except ConfigError as e:
         raise pytest.UsageError(f"failover-harness: {e}") from None
+    if config.option.progress:
+        progress.set_sink(progress.PlainSink(lambda line: _terminal_line(config, line)))
     if not hasattr(config, "workerinput"):  # reports are gathered on the controller, also under xdist
         run = config.stash[CONFIG_KEY]
         results = config.option.results_json
@@ -131,11 +144,31 @@ def pytest_configure(config: pytest.Config) -> None:
             "harness-results-json")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.set_sink(None)
+
+
+def _terminal_line(config: pytest.Config, text: str) -> None:
+    """A whole line on pytest's terminal, from inside a test (output capture suspended)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capman is None:
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(text)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Leftovers of a crashed or killed run: namespaces whose owning pytest is gone.
     if os.geteuid() == 0 and shutil.which("ip"):
-        for name in sweep_stale():
-            log.warning("removed stale namespace %s", name)
+        sweep_leftovers()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """An xdist worker died (killed, crashed): its teardown never ran, so sweep what it left."""
+    if error and os.geteuid() == 0 and shutil.which("ip"):
+        sweep_leftovers()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -206,11 +239,7 @@ def accel(harness_config: RunConfig, guest_image: GuestImage, request: pytest.Fi
                 choice = choose_accel("auto", run.qemu_binary, guest_image.kernel)
                 cache.write_text(json.dumps({"boot_id": _boot_id(), "accel": choice.accel,
                                              "reason": choice.reason}))
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capman is not None:
-        with capman.global_and_fixture_disabled():
-            reporter.write_line(f"failover-harness: accel {choice.accel} ({choice.reason})")
+    _terminal_line(request.config, f"failover-harness: accel {choice.accel} ({choice.reason})")
     log.info("accel %s (%s)", choice.accel, choice.reason)
     return choice
 
@@ -230,9 +259,58 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
     report: pytest.TestReport = yield
     item.stash.setdefault(PHASE_REPORTS_KEY, {})[report.when] = report
+    if report.when == "call":
+        _scan_logs(item, report)
     if report.when == "call" or (report.when == "setup" and report.failed):
         _attach_extras(item, report)
+    if report.when == "teardown" and _failed_so_far(item):
+        _link_evidence(item, report)
     return report
+
+
+def _failed_so_far(item: pytest.Item) -> bool:
+    return any(r.failed for r in item.stash.get(PHASE_REPORTS_KEY, {}).values())
+
+
+def _link_evidence(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Link every file of a failed case's evidence (and of a retried first attempt) from the HTML report."""
+    artifacts = item.stash.get(ARTIFACTS_KEY, None)
+    html_path = item.config.option.htmlpath if hasattr(item.config.option, "htmlpath") else None
+    if artifacts is None or not html_path:
+        return
+    from pytest_html import extras
+
+    report_dir = Path(html_path).resolve().parent
+    links = []
+    for directory in (artifacts, artifacts.with_name(artifacts.name + ".attempt1")):
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            links.append(extras.url(os.path.relpath(path, report_dir), name=str(path.relative_to(artifacts.parent))))
+    report.extras = [*getattr(report, "extras", []), *links]
+
+
+def _scan_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Fail a passing case whose guests or QEMUs printed trouble (harness.logscan); quote it either way."""
+    artifacts = item.stash.get(ARTIFACTS_KEY, None)
+    if artifacts is None or not artifacts.is_dir() or hasattr(report, "wasxfail"):
+        return
+    patterns = [*item.config.stash[CONFIG_KEY].allow_log, *item.stash.get(BED_ALLOWS_KEY, []),
+                *(p for marker in item.iter_markers("allow_log") for p in marker.args)]
+    try:
+        allow = compile_allow_list(patterns)
+    except ValueError as e:
+        raise pytest.UsageError(f"{item.nodeid}: allow_log marker: {e}") from None
+    findings = scan_artifacts(artifacts, allow)
+    verdict = (f"FAIL logs_clean: {len(findings)} line(s), first: {findings[0]}" if findings
+               else "PASS logs_clean: no kernel warning, call trace or unexpected QEMU message")
+    for properties in (item.user_properties, report.user_properties):
+        properties.append(("check.logs_clean", verdict))
+    if not findings:
+        return
+    if report.passed:
+        report.outcome = "failed"
+        report.longrepr = describe(findings)
+    else:
+        report.sections.append(("log scan", describe(findings)))
 
 
 def _attach_extras(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -306,14 +384,17 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     record_property("run.accel", accel.accel)
     record_property("run.accel_reason", accel.reason)
     bed = FlatBed(harness_config, guest_image, accel.accel, tag,
-                  run_dir=Path(f"/tmp/fohx-{os.getpid()}-{tag}"), artifacts_dir=test_artifacts, **options)
+                  run_dir=run_dir(os.getpid(), tag), artifacts_dir=test_artifacts, **options)
     _live_beds.add(bed)
+    request.node.stash[BED_ALLOWS_KEY] = bed.expected_log_lines()
     try:
         if build:
             bed.build()
         if bed.boot_s is not None:  # a paused bed boots later, in the test
             record_property("run.boot_s", round(bed.boot_s, 2))
         yield bed
+        if _failed_so_far(request.node):
+            bed.save_guest_log(test_artifacts / "guest-dmesg.log")
     finally:
         bed.teardown()
         _live_beds.discard(bed)

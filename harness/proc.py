@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import subprocess
 
 from harness.errors import CommandFailed
@@ -25,3 +27,16 @@ def run(argv: list[str], *, check: bool = True, timeout: float = 60.0, input: st
     if check and proc.returncode != 0:
         raise CommandFailed(argv, proc.returncode, proc.stdout)
     return proc.stdout
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for long-lived children (QEMU, recorders): SIGKILL them when the harness dies.
+
+    A SIGKILLed pytest or xdist worker runs no teardown; without this its QEMUs
+    would run on. Kept across ``ip netns exec`` (it execs, no setuid involved).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

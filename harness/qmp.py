@@ -81,14 +81,20 @@ class QMPSession:
         self._transcript = transcript_path.open("a", encoding="utf-8")
         self._recorder: asyncio.Future[None] | None = None
         self._closed = False
+        self._exit_status: Callable[[], str | None] = lambda: None  # set by accept()
 
     # -- connection -------------------------------------------------------
 
     def listen(self) -> None:
         _submit(self._client.start_server(str(self.socket_path)), timeout=10)
 
-    def accept(self, timeout: float, alive: Callable[[], bool]) -> None:
-        """Wait for QEMU to connect; fail early if the QEMU process dies meanwhile."""
+    def accept(self, timeout: float, exit_status: Callable[[], str | None]) -> None:
+        """Wait for QEMU to connect; fail early if the QEMU process dies meanwhile.
+
+        *exit_status* is None while QEMU runs, else how it ended: a command that
+        fails because QEMU died then says so ("killed by SIGSEGV").
+        """
+        self._exit_status = exit_status
         fut = asyncio.run_coroutine_threadsafe(self._client.accept(), _LoopThread.loop())
         deadline = time.monotonic() + timeout
         while True:
@@ -98,7 +104,7 @@ class QMPSession:
             except QMPError as e:  # QEMU connected, then exited (e.g. a -device it refused)
                 raise VMError(f"{self.vm_name}: QMP handshake failed ({e}): QEMU exited?") from None
             except TimeoutError:
-                if not alive():
+                if exit_status() is not None:
                     fut.cancel()
                     raise VMError(f"{self.vm_name}: QEMU exited before connecting to QMP") from None
                 if time.monotonic() > deadline:
@@ -106,6 +112,15 @@ class QMPSession:
                     raise VMError(f"{self.vm_name}: QEMU did not connect to QMP within {timeout:.0f} s") from None
         self._recorder = asyncio.run_coroutine_threadsafe(self._record(), _LoopThread.loop())
         self._write({"greeting": self.qemu_version()})
+
+    def _ended(self, grace_s: float = 1.0) -> str | None:
+        """How QEMU ended, if it did (waiting *grace_s*: the socket closes a moment before the process exits)."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            ended = self._exit_status()
+            if ended is not None or time.monotonic() >= deadline:
+                return ended
+            time.sleep(0.05)
 
     def qemu_version(self) -> dict[str, int]:
         greeting = self._client.greeting
@@ -145,6 +160,9 @@ class QMPSession:
             raise QMPCommandError(command, err.class_, err.desc) from None
         except (QMPError, TimeoutError, OSError, EOFError) as e:
             self._write({"failure": repr(e), "command": command})
+            ended = self._ended()
+            if ended is not None:
+                raise VMError(f"{self.vm_name}: QEMU {ended} (QMP {command} had no answer)") from e
             raise VMError(f"{self.vm_name}: QMP {command} failed: {e!r}") from e
         self._write({"return": result, "command": command})
         return result

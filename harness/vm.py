@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError, VMError
+from harness.proc import die_with_parent
 from harness.qmp import QMPSession
 
 log = logging.getLogger(__name__)
@@ -193,12 +194,22 @@ class VM:
         # Own session: a Ctrl-C at the terminal must reach pytest, which then
         # tears QEMU down in order, not QEMU directly.
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent,
         )
-        self.qmp.accept(connect_timeout, alive=self.is_running)
+        self.qmp.accept(connect_timeout, exit_status=self.exit_status)
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def exit_status(self) -> str | None:
+        """None while QEMU runs; else how it ended ("exited with 1", "killed by SIGSEGV")."""
+        if self._proc is None:
+            return "not running"
+        code = self._proc.poll()
+        if code is None:
+            return None
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
 
     def stderr_text(self) -> str:
         try:

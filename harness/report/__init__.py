@@ -71,6 +71,10 @@ class ResultsJson:
         entry = self.tests.setdefault(report.nodeid, {"nodeid": report.nodeid, "outcome": "passed",
                                                       "duration_s": 0.0, "metrics": {}, "checks": {}})
         entry["duration_s"] = round(entry["duration_s"] + report.duration, 3)
+        if report.outcome == "rerun":  # harness.rerun: an environmental failure, retried once
+            entry["reruns"] = entry.get("reruns", 0) + 1
+            entry["rerun_message"] = str(report.longrepr)[-4000:]
+            return
         if report.failed:
             entry["outcome"] = "error" if report.when != "call" else "failed"
             entry["message"] = str(report.longrepr)[-4000:]
@@ -99,6 +103,8 @@ class ResultsJson:
         counts: dict[str, int] = {}
         for t in self.tests.values():
             counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
+            if t.get("reruns"):
+                counts["flaky"] = counts.get("flaky", 0) + 1
         doc = {
             "schema": RESULTS_SCHEMA,
             "started": self.started,

@@ -14,14 +14,16 @@ migration stream is a unix socket in the test's run directory.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from harness import progress
 from harness.config import RunConfig
-from harness.errors import ConfigError, VMError
+from harness.errors import ConfigError, HarnessError, VMError
 from harness.guest import ControlChannel, Guest
 from harness.image import GuestImage
 from harness.metrics import PRIMARY, STANDBY
@@ -145,11 +147,11 @@ class FlatBed:
             self.network.create()
             started = time.monotonic()
             self.source = self._launch(spec)
-            channel = ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log")
+            channel = ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log",
+                                     qemu_running=self.source.is_running)
             self.guest = Guest(channel, self.addressing.failover_mac)
             if not self.paused:
-                channel.wait_ready(BOOT_TIMEOUT_S)
-                self.boot_s = time.monotonic() - started
+                self._wait_booted(started)
         except BaseException:
             self.teardown()
             raise
@@ -160,7 +162,12 @@ class FlatBed:
         assert self.source.qmp is not None
         started = time.monotonic()
         self.source.qmp.execute("cont")
-        self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
+        self._wait_booted(started)
+
+    def _wait_booted(self, started: float) -> None:
+        """Wait for the guest agent; :attr:`boot_s` counts from *started* (QEMU launch, or ``cont``)."""
+        with progress.step(f"bed {self.tag}: booting the guest ({self.accel})"):
+            self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
         self.boot_s = time.monotonic() - started
 
     def devices(self) -> tuple[Device, ...]:
@@ -232,18 +239,31 @@ class FlatBed:
         """
         uri = f"unix:{self.run_dir / f'{destination.name}.mig'}"
         limits = self.config.thresholds
-        result = migrate(self.source, destination, uri, deadline_s=limits.migration_deadline_s,
-                         wait_unplug_deadline_s=plan.wait_unplug_deadline_s or limits.wait_unplug_deadline_s,
-                         on_status=plan.on_status, max_bandwidth=plan.max_bandwidth,
-                         capabilities=plan.capabilities)
+        with progress.step(f"bed {self.tag}: migrating {self.source.name} to {destination.name}") as step:
+            result = migrate(self.source, destination, uri, deadline_s=limits.migration_deadline_s,
+                             wait_unplug_deadline_s=plan.wait_unplug_deadline_s or limits.wait_unplug_deadline_s,
+                             on_status=plan.on_status, max_bandwidth=plan.max_bandwidth,
+                             capabilities=plan.capabilities)
+            step.result = result.status
         if result.status == "completed":
-            self.guest.channel.close()
-            self.guest.channel.socket_path = destination.paths.control_socket
+            self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
             old, self.source = self.source, destination
             old.shutdown()
+            for netdev in old.spec.netdevs:
+                self.network.remove_tap(netdev.ifname)
         else:
             destination.shutdown()
         return result
+
+    def expected_log_lines(self) -> list[str]:
+        """Regexes of what QEMU prints for this bed when all is well (the log scan allows them).
+
+        A primary is hidden until the guest negotiates failover, so at start-up
+        QEMU warns that the primary's netdev has no peer.
+        """
+        props = [dict(d.props) for d in self.devices()]
+        netdevs = [str(p["netdev"]) for p in props if "failover_pair_id" in p and "netdev" in p]
+        return [rf"warning: netdev {re.escape(n)} has no peer$" for n in netdevs]
 
     def qemu_messages(self) -> list[str]:
         """Errors and warnings of every QEMU this bed started, in start order."""
@@ -287,6 +307,14 @@ class FlatBed:
         return self.network.peer_mac()
 
     # -- teardown ---------------------------------------------------------
+
+    def save_guest_log(self, path: Path) -> None:
+        """Evidence of a failed case: the guest's whole kernel log, or why it could not be read."""
+        try:
+            text = self.guest.dmesg(timeout=5.0)
+        except (HarnessError, AttributeError) as e:  # AttributeError: the guest never got that far
+            text = f"(the guest's kernel log could not be read: {e})\n"
+        path.write_text(text)
 
     def teardown(self) -> None:
         """Stop every VM, remove namespaces, taps and sockets. Safe to call twice."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.guest import Guest
+from harness.proc import die_with_parent
 from harness.timeline import ThroughputInterval
 
 IPERF_PORT = 5201
@@ -85,7 +86,7 @@ class IperfClient:
         self.launched = time.time()
         with log_path.open("w") as out:
             self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+                                          start_new_session=True, preexec_fn=die_with_parent)
         self.duration_s = duration_s
 
     def result(self, grace_s: float = 30.0) -> IperfResult:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.proc import die_with_parent
 from harness.timeline import PathSeen, ProbeReply, ProbeSent
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class RecorderProcess:
         self._err_path = log_path.with_suffix(".stderr")
         with log_path.open("w") as out, self._err_path.open("w") as err:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent)
         self._lines: list[str] | None = None
         self._offset = 0  # how far wait_for_line has read: lines before it were already looked at
 
@@ -142,8 +144,9 @@ class PathCapture(RecorderProcess):
 
     def __init__(self, exec_prefix: list[str], guest_ip: str, ports: dict[str, str], log_path: Path) -> None:
         port_args = [arg for pattern, path in ports.items() for arg in ("--port", f"{pattern}={path}")]
+        # The pcapng beside the log is evidence: the guest's frames on every interface, with their names.
         super().__init__(_module_argv(exec_prefix, "harness.traffic.capture_main", "--guest-ip", guest_ip,
-                                      *port_args), log_path)
+                                      "--pcap", str(log_path.with_suffix(".pcapng")), *port_args), log_path)
         if self.wait_for_line(lambda ln: ln.startswith('{"ready"'), timeout=10) is None:
             self.stop()
             raise HarnessError("path capture did not start within 10 s")

@@ -66,6 +66,9 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     results = run.results()
     # Every case passes on QEMU 10.0 but the option-ROM bug, a strict xfail.
     assert results["summary"] == {"passed": 23, "xfailed": 1}
+    # A passing (or xfailed) case keeps no evidence; every case's logs were scanned clean.
+    assert not run.artifacts.exists() or not any(run.artifacts.iterdir())
+    assert all(t["checks"]["logs_clean"].startswith("PASS") for t in results["tests"] if t["outcome"] == "passed")
     probes, iperf = (next(t for t in results["tests"] if case in t["nodeid"]) for case in ("probes[acpi]", "iperf3"))
     for test in (probes, iperf):
         assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]

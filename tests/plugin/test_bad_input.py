@@ -27,6 +27,7 @@ USAGE_ERROR = 4
         (("--threshold", "max_gap_ms"), "--threshold 'max_gap_ms': expected NAME=VALUE"),
         (("--threshold", "max_gapms=10"), "thresholds.max_gapms (options): Extra inputs are not permitted"),
         (("--harness-config", "/nonexistent.toml"), "--harness-config: /nonexistent.toml does not exist"),
+        (("--allow-log", "netdev (hn1"), "allow_log (options): Value error, 'netdev (hn1' is not a valid regular"),
     ],
 )
 def test_bad_option_is_a_usage_error(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -1,0 +1,106 @@
+"""Scan what the guests and QEMU printed during a case for trouble nobody asserted on.
+
+A kernel warning or call trace in the guest, or any line QEMU writes to stderr
+(QEMU only writes warnings and errors there), fails a case that otherwise
+passed: failover bugs often show up first as a ``WARNING:`` in net_failover or
+a ``netdev ... has no peer`` that no metric sees. Cases that provoke such a line
+on purpose allow it (``@pytest.mark.allow_log(regex)``); a run allows more with
+``--allow-log REGEX`` or ``allow_log`` in the profile.
+
+Pure functions over log text, so they are tested on recorded logs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Guest kernel lines that mean something went wrong, whatever the driver.
+KERNEL_TROUBLE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern)) for kind, pattern in (
+        ("kernel warning", r"WARNING: CPU: \d+ PID: \d+ at "),
+        ("kernel warning", r"WARNING: at "),
+        ("call trace", r"Call Trace:"),
+        ("kernel bug", r"\bBUG: |kernel BUG at "),
+        ("oops", r"\bOops: "),
+        ("kernel panic", r"Kernel panic - not syncing"),
+        ("general protection fault", r"general protection fault"),
+        ("hung task", r"INFO: task \S+ blocked for more than"),
+        ("rcu stall", r"rcu: INFO: \S+ (self-)?detected stalls"),
+        ("undefined behaviour", r"UBSAN: "),
+        ("tx timeout", r"NETDEV WATCHDOG: "),
+    )
+)
+# QEMU's log files start with the command line, written by the harness as "$ argv".
+COMMAND_LINE_PREFIX = "$ "
+# Artifact files, by name, and how to read them.
+CONSOLE_GLOB = "*console.log"
+QEMU_GLOB = "*qemu.log"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line that fails the case: where it was, what kind of trouble, the line itself."""
+
+    source: str
+    kind: str
+    line: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.kind}: {self.line}"
+
+
+def compile_allow_list(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    """Compile allow-list regexes; a bad one raises ValueError naming the pattern."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as e:
+            raise ValueError(f"{pattern!r} is not a valid regular expression ({e})") from None
+    return tuple(compiled)
+
+
+def _allowed(line: str, allow: tuple[re.Pattern[str], ...]) -> bool:
+    return any(p.search(line) for p in allow)
+
+
+def scan_console(text: str, source: str, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
+    """Kernel warnings, traces, oopses, panics, stalls in a guest's console log."""
+    found = []
+    for line in text.splitlines():
+        for kind, pattern in KERNEL_TROUBLE:
+            if pattern.search(line):
+                if not _allowed(line, allow):
+                    found.append(Finding(source, kind, line.strip()))
+                break
+    return found
+
+
+def scan_qemu_log(text: str, source: str, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
+    """Every line QEMU printed (its command line excluded) that the allow-list does not cover."""
+    return [Finding(source, "qemu message", line.strip()) for line in text.splitlines()
+            if line.strip() and not line.startswith(COMMAND_LINE_PREFIX) and not _allowed(line, allow)]
+
+
+def scan_artifacts(directory: Path, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
+    """Scan every VM console and QEMU log a case left in *directory* (any depth)."""
+    found = []
+    for path in sorted(directory.rglob(CONSOLE_GLOB)):
+        found += scan_console(path.read_text(errors="replace"), str(path.relative_to(directory)), allow)
+    for path in sorted(directory.rglob(QEMU_GLOB)):
+        found += scan_qemu_log(path.read_text(errors="replace"), str(path.relative_to(directory)), allow)
+    return found
+
+
+def describe(findings: list[Finding], limit: int = 12) -> str:
+    """The failure text: the lines quoted, then how to allow them if they are expected."""
+    lines = [f"log scan: {len(findings)} line(s) of trouble in the guests' consoles or QEMU's output:"]
+    lines += [f"  {f}" for f in findings[:limit]]
+    if len(findings) > limit:
+        lines.append(f"  ... and {len(findings) - limit} more (see the case's artifacts)")
+    lines.append("If a line is expected, allow it: --allow-log REGEX, allow_log in the profile, "
+                 "or @pytest.mark.allow_log(REGEX) on the case.")
+    return "\n".join(lines)

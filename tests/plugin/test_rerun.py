@@ -1,0 +1,60 @@
+"""The flake policy on plain pytest cases (no QEMU): what is retried, what never is, and how it is reported."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+CASES = """
+    import pytest
+    from pathlib import Path
+    from harness.errors import ControlChannelLost, GuestBootFailed
+
+    def _first_time(name):
+        marker = Path(__file__).parent / name
+        first = not marker.exists()
+        marker.touch()
+        return first
+
+    @pytest.fixture
+    def bed():
+        if _first_time("boot"):
+            raise GuestBootFailed("QEMU exited while the guest booted")
+        return "bed"
+
+    def test_boot_flakes_once(bed):
+        assert bed == "bed"
+
+    def test_channel_lost_twice():
+        raise ControlChannelLost("control channel: closed by QEMU (QEMU still running)")
+
+    def test_check_fails():
+        if _first_time("check"):
+            raise AssertionError("FAIL probes_lost: 5000 > 4000")
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_environmental_failures_retry_once_conformance_failures_never(pytester: pytest.Pytester,
+                                                                       workers: tuple[str, ...]) -> None:
+    pytester.makepyfile(test_flaky=CASES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
+                                           "--results-json=results.json", *workers)
+    # Flaky boot: passed on its retry. Lost channel: failed on both attempts. Failed check: not retried (it
+    # would have passed the second time, which is exactly why it must not be).
+    assert result.parseoutcomes() == {"passed": 1, "failed": 2, "rerun": 2}
+    for line in ("*test_boot_flakes_once (setup): GuestBootFailed: QEMU exited while the guest booted*",
+                 "*test_channel_lost_twice (call): ControlChannelLost*"):  # in the order the workers finished
+        result.stdout.fnmatch_lines(["*flaky: retried once after an environmental error*", line])
+    tests = {t["nodeid"].split("::")[1]: t for t in json.loads((pytester.path / "results.json").read_text())["tests"]}
+    assert tests["test_boot_flakes_once"]["outcome"] == "passed" and tests["test_boot_flakes_once"]["reruns"] == 1
+    assert tests["test_boot_flakes_once"]["run"]["retried"].startswith("once, after GuestBootFailed")
+    assert "reruns" not in tests["test_check_fails"] and tests["test_check_fails"]["outcome"] == "failed"
+    summary = json.loads((pytester.path / "results.json").read_text())["summary"]
+    assert summary == {"passed": 1, "failed": 2, "flaky": 2}
+    cases = list(ET.parse(pytester.path / "junit.xml").iter("testcase"))
+    assert len(cases) == 3  # a retried case is one testcase, with its property
+    flaky = next(c for c in cases if c.get("name") == "test_boot_flakes_once")
+    assert {p.get("name") for p in flaky.iter("property")} >= {"run.retried"}
