@@ -7,7 +7,7 @@ PYTEST  := $(VENV)/bin/pytest
 REPORTS := reports
 ARGS    ?=
 
-.PHONY: all setup setup-host venv conformance check lint bench sweep clean
+.PHONY: all setup setup-host venv conformance check lint bench soak sweep clean
 
 all: check
 
@@ -24,21 +24,24 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # The conformance suite on the default (flat) topology; exit status = verdict.
+# (failover-harness run: pytest testcases with --progress and the reports below.)
 conformance: setup
-	@mkdir -p $(REPORTS)
-	$(PYTEST) testcases --junitxml=$(REPORTS)/junit.xml \
-		--html=$(REPORTS)/report.html --self-contained-html \
-		--results-json=$(REPORTS)/results.json $(ARGS)
+	$(VENV)/bin/failover-harness run --reports $(REPORTS) -- $(ARGS)
 
 # The harness's own tests: pure units, plugin tests and end-to-end runs with real QEMU.
 check: setup lint
 	$(PYTEST) tests $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check harness testcases tests bench conftest.py
+	$(VENV)/bin/ruff check harness testcases tests bench soak conftest.py
 
 bench: setup
 	$(PY) bench/first_case.py $(ARGS)
+
+# One guest migrated back and forth MIGRATIONS times under probes; prints each metric's distribution.
+MIGRATIONS ?= 100
+soak: setup
+	$(VENV)/bin/failover-harness soak --migrations $(MIGRATIONS) -- $(ARGS)
 
 # Remove what a killed run left behind (namespaces, their QEMUs, run dirs).
 sweep: venv

@@ -1,49 +1,182 @@
-"""``failover-harness``: small host-side commands around the pytest suite.
+"""``failover-harness``: the harness from the command line.
 
-    failover-harness doctor    what the host can run, and why not
-    failover-harness sweep     remove namespaces and QEMUs left by killed runs
-    failover-harness image     build (or find) the guest image and print its paths
+    failover-harness run [--profile TOML] [-- PYTEST-ARGS]   the conformance suite, reports in reports/
+    failover-harness doctor                                  what this host can run, each gap with its fix
+    failover-harness list                                    the cases and what they need from a topology
+    failover-harness report [--open]                         summarise (or open) the last report
+    failover-harness soak [--migrations N]                   back and forth N times; metric distributions
+    failover-harness image                                   build (or find) the guest image
+    failover-harness sweep                                   remove what killed runs left behind
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import shutil
+import os
+import subprocess
 import sys
+import webbrowser
 from pathlib import Path
+from typing import Any
 
-from harness import capabilities
-from harness.accel import choose_accel
+import pytest
+
+from harness import progress
 from harness.config import DEFAULT_CACHE_DIR
-from harness.errors import HarnessError
+from harness.doctor import diagnose
+from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
-from harness.netns import sweep_stale
+from harness.sweep import sweep_leftovers
+from harness.topologies.flat import FlatBed
+
+# The cases live in the repository next to the package (an editable install, as `make setup` does).
+DEFAULT_CASES = Path(__file__).resolve().parent.parent / "testcases"
+DEFAULT_REPORTS = Path("reports")
+
+
+def _cases_dir(args: argparse.Namespace) -> Path:
+    if not args.cases.is_dir():
+        raise ConfigError(f"--cases: {args.cases} is not a directory (run from the repository checkout, "
+                          "or give --cases PATH/testcases)")
+    return args.cases
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Exec pytest on the suite exactly as `make conformance` does; its exit status is the verdict."""
+    reports: Path = args.reports
+    argv = [sys.executable, "-m", "pytest", str(_cases_dir(args)), "--progress", f"--qemu-binary={args.qemu_binary}",
+            f"--junitxml={reports / 'junit.xml'}", f"--html={reports / 'report.html'}", "--self-contained-html",
+            f"--results-json={reports / 'results.json'}", f"--artifacts-dir={reports / 'artifacts'}"]
+    if args.profile is not None:
+        if not args.profile.is_file():
+            raise ConfigError(f"--profile: {args.profile} does not exist (a TOML profile, see README)")
+        argv.append(f"--harness-config={args.profile}")
+    argv += [arg for arg in args.pytest_args if arg != "--"]
+    reports.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+SOAK_STATS = ("min", "median", "p95", "max")
+
+
+def soak_table(results: dict[str, Any]) -> list[str]:
+    """The soak's metric distributions as a table (from results.json's metric.<name>.<stat>)."""
+    (test,) = results["tests"]
+    metrics = test.get("metrics", {})
+    names = sorted({k.rsplit(".", 1)[0] for k in metrics if k.endswith(".median")})
+    lines = [f"{'metric':<32}" + "".join(f"{s:>12}" for s in SOAK_STATS)]
+    lines += [f"{name:<32}" + "".join(f"{metrics.get(f'{name}.{s}', ''):>12}" for s in SOAK_STATS) for name in names]
+    lines.append(f"migrations: {metrics.get('migrations')}, harness errors: {metrics.get('harness_errors')}, "
+                 f"verdict: {test['outcome']}")
+    return lines
+
+
+def _soak(args: argparse.Namespace) -> int:
+    """Run the soak case, then print each metric's distribution."""
+    if args.migrations < 1:
+        raise ConfigError(f"--migrations {args.migrations}: give at least 1")
+    reports: Path = args.reports / "soak"
+    argv = [sys.executable, "-m", "pytest", str(args.soak_dir), "--progress", f"--qemu-binary={args.qemu_binary}",
+            f"--soak-migrations={args.migrations}", f"--junitxml={reports / 'junit.xml'}",
+            f"--html={reports / 'report.html'}", "--self-contained-html",
+            f"--results-json={reports / 'results.json'}", f"--artifacts-dir={reports / 'artifacts'}"]
+    argv += [arg for arg in args.pytest_args if arg != "--"]
+    code = subprocess.call(argv)
+    results = reports / "results.json"
+    if results.exists():
+        print("\n".join(soak_table(json.loads(results.read_text()))))
+    return code
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    problems = capabilities.host_problems(args.qemu_binary)
-    for p in problems:
-        print(f"missing: {p}")
-    if problems:
-        return 1
-    version, _ = capabilities.qemu_version(args.qemu_binary)
-    print(f"qemu: {args.qemu_binary} {'.'.join(map(str, version or ()))}")
-    image = ImageBuilder(args.cache_dir).get()
-    print(f"guest image: {image.key} (kernel {image.kernel_version})")
-    choice = choose_accel("auto", args.qemu_binary, image.kernel)
-    print(f"accel: {choice.accel} ({choice.reason})")
+    findings = diagnose(args.qemu_binary, args.cache_dir)
+    for finding in findings:
+        print(finding.render())
+    failed = [f for f in findings if f.ok is False]
+    print(f"\n{len(failed)} problem(s)" if failed else "\nthis host can run the flat topology")
+    return 1 if failed else 0
+
+
+class _Collector:
+    """A pytest plugin that keeps the collected items."""
+
+    def __init__(self) -> None:
+        self.items: list[pytest.Item] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = list(session.items)
+
+
+def describe_case(item: pytest.Item) -> dict[str, Any]:
+    needs = sorted({c for m in item.iter_markers("bed_needs") for c in m.args})
+    missing = sorted(set(needs) - FlatBed.capabilities)
+    doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
+    return {
+        "case": item.nodeid,
+        "needs": needs,
+        "flat": "yes" if not missing else f"no ({', '.join(missing)})",
+        "markers": sorted({m.name for m in item.iter_markers()} & {"timing", "xfail", "allow_log"}),
+        "about": doc[0] if doc else "",
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    collector = _Collector()
+    code = pytest.main([str(_cases_dir(args)), "--collect-only", "-p", "no:terminal", "-p", "no:cacheprovider",
+                        "-o", "addopts="], plugins=[collector])
+    if code != 0:
+        print(f"failover-harness: collecting the cases failed (pytest exit {code}); "
+              f"run 'pytest --collect-only {args.cases}' to see why", file=sys.stderr)
+        return int(code)
+    cases = [describe_case(item) for item in collector.items]
+    if args.json:
+        print(json.dumps(cases, indent=2))
+        return 0
+    for case in cases:
+        extra = f"  needs: {', '.join(case['needs'])}" if case["needs"] else ""
+        marks = f"  [{', '.join(case['markers'])}]" if case["markers"] else ""
+        print(f"{case['case']}\n    {case['about']}\n    runs on flat: {case['flat']}{extra}{marks}")
+    print(f"\n{len(cases)} case(s)")
+    return 0
+
+
+def summarise(results: dict[str, Any]) -> list[str]:
+    """The last run in a few lines: verdict counts, then every case with its outcome and failed checks."""
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(results.get("summary", {}).items()))
+    run = results.get("run", {}).get("config", {})
+    lines = [f"exit status {results.get('exit_status')}: {summary or 'no tests'}",
+             f"qemu {run.get('qemu_binary', '?')}, accel {run.get('accel', '?')}, topology {run.get('topology', '?')}"]
+    for test in results.get("tests", []):
+        flaky = f" (flaky: {test['reruns']} rerun)" if test.get("reruns") else ""
+        lines.append(f"{test['outcome']:>8} {test['duration_s']:7.1f} s  {test['nodeid']}{flaky}")
+        lines += [f"{'':19}{value}" for value in test.get("checks", {}).values()
+                  if str(value).startswith("FAIL")]
+    return lines
+
+
+def _report(args: argparse.Namespace) -> int:
+    reports: Path = args.reports
+    html, results = reports / "report.html", reports / "results.json"
+    if args.open:
+        if not html.exists():
+            raise ConfigError(f"no report at {html}: run 'failover-harness run' (or make conformance) first")
+        opened = webbrowser.open(html.resolve().as_uri())
+        print(f"{'opened' if opened else 'no browser here; open it yourself'}: {html.resolve()}")
+        return 0
+    if not results.exists():
+        raise ConfigError(f"no results at {results}: run 'failover-harness run' (or make conformance) first")
+    print("\n".join(summarise(json.loads(results.read_text()))))
+    print(f"\nHTML: {html.resolve()}" if html.exists() else "")
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    removed = sweep_stale()
-    print(f"removed {len(removed)} stale namespace(s)" + (f": {' '.join(removed)}" if removed else ""))
-    for run_dir in Path("/tmp").glob("fohx-*"):
-        pid = run_dir.name.split("-")[1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"removed stale run dir {run_dir}")
+    removed = sweep_leftovers()
+    print("\n".join(f"removed {item}" for item in removed) or "nothing left behind by earlier runs")
     return 0
 
 
@@ -53,18 +186,42 @@ def _image(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="failover-harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--qemu-binary", default="qemu-system-x86_64")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the conformance suite; reports in --reports")
+    run.add_argument("--profile", type=Path, help="TOML profile (thresholds, options; see README)")
+    run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k, -n 2, ...)")
+    run.set_defaults(func=_run)
+    soak = sub.add_parser("soak", help="migrate one guest back and forth under probes; metric distributions")
+    soak.add_argument("--migrations", type=int, default=100)
+    soak.add_argument("--soak-dir", type=Path, default=DEFAULT_CASES.parent / "soak", help=argparse.SUPPRESS)
+    soak.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
+    soak.set_defaults(func=_soak)
     sub.add_parser("doctor", help="check the host").set_defaults(func=_doctor)
+    listing = sub.add_parser("list", help="list the cases and what they need")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(func=_list)
+    report = sub.add_parser("report", help="summarise the last report")
+    report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
+    report.set_defaults(func=_report)
     sub.add_parser("sweep", help="remove leftovers of killed runs").set_defaults(func=_sweep)
     sub.add_parser("image", help="build the guest image").set_defaults(func=_image)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for command in (run, listing):
+        command.add_argument("--cases", type=Path, default=DEFAULT_CASES, help=f"default: {DEFAULT_CASES}")
+    for command in (run, report, soak):
+        command.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="default: reports/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    progress.set_sink(progress.sink_for(sys.stderr))
     try:
         return int(args.func(args))
     except HarnessError as e:
