@@ -38,7 +38,8 @@ def one_run(extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         results = Path(tmp) / "results.json"
         argv = [sys.executable, "-m", "pytest", str(REPO / "testcases"), "-q", "-p", "no:cacheprovider",
-                "-k", "under_probes", "--results-json", str(results), "--artifacts-dir", str(Path(tmp) / "artifacts"),
+                "-k", "under_probes", "--no-snapshots",  # the figures include a cold guest boot
+                "--results-json", str(results), "--artifacts-dir", str(Path(tmp) / "artifacts"),
                 *extra]
         started = time.monotonic()
         proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)

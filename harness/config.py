@@ -71,6 +71,8 @@ class RunConfig(BaseModel):
     cache_dir: Path = DEFAULT_CACHE_DIR
     artifacts_dir: Path = Path("reports/artifacts")
     require_resources: bool = False
+    # Start sources from a saved booted guest (harness.snapshot) where the bed allows it.
+    snapshots: bool = True
     # Regexes of guest console or QEMU lines that do not fail a case (see harness.logscan).
     allow_log: tuple[str, ...] = ()
     thresholds: Thresholds = Thresholds()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.errors import DeadlineExceeded
+from harness.errors import DeadlineExceeded, VMError
 from harness.vm import VM
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,28 @@ def set_capabilities(vm: VM, *names: str) -> None:
     assert vm.qmp is not None
     vm.qmp.execute("migrate-set-capabilities",
                    {"capabilities": [{"capability": name, "state": True} for name in ("events", *names)]})
+
+
+def wait_migration_end(vm: VM, after: int, timeout: float) -> str:
+    """Wait until *vm*'s migration (outgoing or incoming) ends; its final status.
+
+    A QEMU that exits meanwhile (an incoming migration that fails makes QEMU
+    exit unless told otherwise) raises :class:`VMError` quoting its last words.
+    """
+    assert vm.qmp is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, event = vm.qmp.next_event("MIGRATION", 0.5, after=after,
+                                         match=lambda e: e.data.get("status") in ("completed", "failed", "cancelled"))
+            return str(event.data["status"])
+        except DeadlineExceeded:
+            ended = vm.exit_status()
+            if ended is not None:
+                said = " | ".join(vm.messages()[-3:]) or "nothing"
+                raise VMError(f"{vm.name}: QEMU {ended} during the migration; it said: {said}") from None
+            if time.monotonic() >= deadline:
+                raise
 
 
 def migrate(

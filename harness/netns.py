@@ -122,6 +122,8 @@ class Addressing:
     guest_ip: str = "198.18.0.2"
     prefix_len: int = 24
     failover_mac: str = "52:54:00:fa:00:01"
+    # Fixed, not random: a guest restored from a snapshot still has the peer in its ARP cache.
+    peer_mac: str = "52:54:00:fa:ff:01"
 
     def second_pair(self) -> Addressing:
         """Addresses and failover MAC of a second failover pair on the same bridge.
@@ -129,7 +131,7 @@ class Addressing:
         Its own subnet: with both masters in one subnet, the guest would route
         the second pair's replies out of the first pair's interfaces.
         """
-        return Addressing("198.18.1.1", "198.18.1.2", self.prefix_len, "52:54:00:fa:00:02")
+        return Addressing("198.18.1.1", "198.18.1.2", self.prefix_len, "52:54:00:fa:00:02", self.peer_mac)
 
 
 @dataclass
@@ -175,7 +177,7 @@ class TestNetwork:
                 "ageing_time", str(BRIDGE_AGEING_CS)])
         br.run(["ip", "link", "set", self.BRIDGE, "up"])
         br.run(["ip", "link", "add", self.UPLINK_IF, "type", "veth", "peer", "name", self.PEER_IF,
-                "netns", peer.name])
+                "address", self.addressing.peer_mac, "netns", peer.name])
         br.run(["ip", "link", "set", self.UPLINK_IF, "master", self.BRIDGE, "up"])
         a = self.addressing
         for pair in (a, a.second_pair()):

@@ -35,8 +35,10 @@ from harness.accel import AccelChoice, choose_accel
 from harness.config import RunConfig, build_config, load_profile
 from harness.errors import CapabilityMissing, ConfigError
 from harness.image import GuestImage, ImageBuilder
+from harness.isolation import timing_isolation
 from harness.logscan import compile_allow_list, describe, scan_artifacts
 from harness.report import ResultsJson, properties_table
+from harness.snapshot import SnapshotStore
 from harness.sweep import run_dir, sweep_leftovers
 from harness.topologies.flat import FlatBed
 
@@ -46,6 +48,7 @@ CONFIG_KEY = pytest.StashKey[RunConfig]()
 PHASE_REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 ARTIFACTS_KEY = pytest.StashKey[Path]()
 BED_ALLOWS_KEY = pytest.StashKey[list[str]]()
+SNAPSHOTS_KEY = pytest.StashKey[SnapshotStore]()
 
 _bed_counter = itertools.count(1)
 _live_beds: set[FlatBed] = set()
@@ -79,6 +82,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--artifacts-dir", metavar="DIR", default=None, help="default: reports/artifacts")
     group.addoption("--soak-migrations", metavar="N", type=int, default=100,
                     help="migrations of the soak case (soak/test_soak.py; default 100)")
+    group.addoption("--no-snapshots", action="store_false", default=None, dest="snapshots",
+                    help="boot every guest cold instead of restoring a saved booted guest")
     group.addoption("--progress", action="store_true", default=False,
                     help="print a line when a long step (image build, boot, migration) starts and ends")
     group.addoption("--allow-log", metavar="REGEX", action="append", default=[],
@@ -111,6 +116,7 @@ def config_from_options(config: pytest.Config) -> RunConfig:
         "require_resources": opt.require_resources,
         "artifacts_dir": opt.artifacts_dir,
         "allow_log": tuple(opt.allow_log) or None,
+        "snapshots": opt.snapshots,
         **_threshold_overrides(opt.threshold),
     }
     source = "options" + (f" and {opt.harness_config}" if opt.harness_config else "")
@@ -125,7 +131,8 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    config.addinivalue_line("markers", "timing: measures time; run it alone, not beside other QEMUs")
+    config.addinivalue_line("markers", "timing: judged against time thresholds; runs with no other harness QEMU "
+                            "on the host (harness.isolation)")
     config.addinivalue_line("markers", "bed_needs(*capabilities): skip where the topology lacks one "
                             "(see harness.topologies)")
     config.addinivalue_line("markers", "allow_log(*regexes): guest console or QEMU lines this case provokes "
@@ -134,6 +141,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONFIG_KEY] = config_from_options(config)
     except ConfigError as e:
         raise pytest.UsageError(f"failover-harness: {e}") from None
+    config.stash[SNAPSHOTS_KEY] = SnapshotStore(config.stash[CONFIG_KEY].cache_dir / "snapshots")
     if config.option.progress:
         progress.set_sink(progress.PlainSink(lambda line: _terminal_line(config, line)))
     if not hasattr(config, "workerinput"):  # reports are gathered on the controller, also under xdist
@@ -383,18 +391,29 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     tag = f"{worker}-{next(_bed_counter)}"
     record_property("run.accel", accel.accel)
     record_property("run.accel_reason", accel.reason)
-    bed = FlatBed(harness_config, guest_image, accel.accel, tag,
-                  run_dir=run_dir(os.getpid(), tag), artifacts_dir=test_artifacts, **options)
+    snapshots = request.config.stash.get(SNAPSHOTS_KEY, None) if harness_config.snapshots else None
+    bed = FlatBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
+                  artifacts_dir=test_artifacts, snapshots=snapshots, **options)
     _live_beds.add(bed)
     request.node.stash[BED_ALLOWS_KEY] = bed.expected_log_lines()
-    try:
-        if build:
-            bed.build()
-        if bed.boot_s is not None:  # a paused bed boots later, in the test
-            record_property("run.boot_s", round(bed.boot_s, 2))
-        yield bed
-        if _failed_so_far(request.node):
-            bed.save_guest_log(test_artifacts / "guest-dmesg.log")
-    finally:
-        bed.teardown()
-        _live_beds.discard(bed)
+    timing = request.node.get_closest_marker("timing") is not None
+    # Torn down inside the lock: the next timing case must find no QEMU of ours running.
+    with timing_isolation(harness_config.cache_dir / "timing.lock", exclusive=timing) as how:
+        try:
+            record_property("run.isolation", how)
+            if build:
+                bed.build()
+            if bed.boot_s is not None:  # a paused bed boots later, in the test
+                record_property("run.boot_s", round(bed.boot_s, 2))
+            if bed.snapshot_restore_s is not None:
+                record_property("run.snapshot_restore_s", round(bed.snapshot_restore_s, 2))
+            if bed.snapshot_error is not None:
+                record_property("run.snapshot_error", bed.snapshot_error)
+            yield bed
+            if _failed_so_far(request.node):
+                bed.save_guest_log(test_artifacts / "guest-dmesg.log")
+        finally:
+            bed.teardown()
+            _live_beds.discard(bed)
+            if (peak := bed.peak_rss_mib()) is not None:
+                record_property("run.qemu_peak_rss_mib", round(peak, 1))

@@ -157,6 +157,8 @@ class VM:
     qmp: QMPSession | None = field(default=None, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _stderr: Any = field(default=None, init=False)
+    # QEMU's peak resident memory, noted at shutdown (None: it was gone before).
+    peak_rss_mib: float | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -233,6 +235,7 @@ class VM:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Ask QEMU to quit, kill it if it does not; close QMP and logs. Idempotent."""
+        self._note_peak_rss()
         try:
             if self.is_running() and self.qmp is not None:
                 try:
@@ -256,6 +259,18 @@ class VM:
                 self._stderr = None
             for sock in (self.paths.qmp_socket, self.paths.control_socket):
                 sock.unlink(missing_ok=True)
+
+    def _note_peak_rss(self) -> None:
+        """Keep QEMU's peak resident memory (VmHWM) while the process is still there to ask."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        try:
+            status = Path(f"/proc/{self._proc.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                self.peak_rss_mib = int(line.split()[1]) / 1024
 
     def __enter__(self) -> VM:
         return self.launch()

@@ -32,8 +32,6 @@ from harness.verdicts import (
 )
 from harness.vm import VM
 
-pytestmark = pytest.mark.timing
-
 # Slow enough that the migration is still ``active`` when a hook acts on it
 # (a TCG guest's RAM otherwise moves in about a second).
 CRAWL_BYTES_PER_S = 4 << 20
@@ -97,6 +95,7 @@ def check_recovered_on_source(run: MeasuredMigration, fault: Fault, state_at_fau
                  f"(primary {m.replies_on_primary}, standby {m.replies_on_standby})")
 
 
+@pytest.mark.timing
 @STREAM_CUT_ON_PURPOSE
 @pytest.mark.parametrize(("failover_bed", "fault_name"), [
     pytest.param({"hotplug": "acpi"}, "cancel-in-wait-unplug", id="cancel-in-wait-unplug-acpi"),
@@ -134,6 +133,7 @@ NEVER_EJECTS_DEADLINE_S = 5.0
 QEMU_CANCEL_GRACE_S = 30.0
 
 
+@pytest.mark.timing
 @STREAM_CUT_ON_PURPOSE
 @pytest.mark.allow_log(r"warning: migration: partially unplugged device on failure")
 def test_guest_that_never_ejects_is_cancelled_by_the_harness(

@@ -22,12 +22,11 @@ from harness.topologies import FailoverBed
 from harness.topologies.flat import STANDBY_ID
 from harness.verdicts import check_failover_ready
 
-pytestmark = pytest.mark.timing
-
 # How long traffic must run on the standby alone before the primary returns.
 STANDBY_DWELL_S = 3.0
 
 
+@pytest.mark.timing
 def test_primary_unplug_and_replug_without_migration(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:

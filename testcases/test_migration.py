@@ -39,9 +39,6 @@ from harness.verdicts import (
     measure_and_record,
 )
 
-pytestmark = pytest.mark.timing
-
-
 # Counted once the guest agent answers: the guest probes virtio_net (and so
 # negotiates) before its init starts the agent, so the event is normally there.
 NEGOTIATION_TIMEOUT_S = 5.0
@@ -78,6 +75,7 @@ def test_negotiation_reveals_the_primary(
     checks.verify()
 
 
+@pytest.mark.timing
 @pytest.mark.bed_needs(HOTPLUG_STYLE)
 @pytest.mark.parametrize("failover_bed", [{"hotplug": "acpi"}, {"hotplug": "native"}], indirect=True,
                          ids=["acpi", "native"])
@@ -95,6 +93,7 @@ def test_migration_with_failover_under_probes(
 PING_PONG_HOPS = 3
 
 
+@pytest.mark.timing
 def test_ping_pong_migration(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:
@@ -136,6 +135,7 @@ def test_emulated_primary_with_option_rom(
     checks.verify()
 
 
+@pytest.mark.timing
 def test_migration_with_failover_under_iperf3(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:
@@ -180,6 +180,7 @@ def _workload_passes(bed: FailoverBed) -> int:
     return int(out) if out.isdigit() else 0
 
 
+@pytest.mark.timing
 def test_migration_under_memory_dirtying_workload(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
 ) -> None:
@@ -224,6 +225,7 @@ def _pair_view(run: MeasuredMigration, primary_iface: str | None, other_traffic:
     return dataclasses.replace(run, timeline=timeline, metrics=migration_metrics(timeline))
 
 
+@pytest.mark.timing
 @pytest.mark.bed_needs(SECOND_PAIR)
 @pytest.mark.parametrize("failover_bed", [{"pairs": 2}], indirect=True, ids=["two-pairs"])
 def test_two_failover_pairs_migrate_together(

@@ -27,9 +27,18 @@ from harness.errors import ConfigError, HarnessError, VMError
 from harness.guest import ControlChannel, Guest
 from harness.image import GuestImage
 from harness.metrics import PRIMARY, STANDBY
-from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult, migrate
+from harness.migration import (
+    PLAIN_MIGRATION,
+    DestinationPrimary,
+    MigrationPlan,
+    MigrationResult,
+    migrate,
+    set_capabilities,
+    wait_migration_end,
+)
 from harness.netns import Addressing, TestNetwork
 from harness.pairing import explain_qemu_messages, pairing_problems
+from harness.snapshot import SnapshotError, SnapshotStore, snapshot_key
 from harness.topologies import ALL_CAPABILITIES
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
@@ -45,6 +54,10 @@ PRIMARY_ID = "primary0"
 STANDBY2_ID = "standby1"
 PRIMARY2_ID = "primary1"
 BOOT_TIMEOUT_S = 120.0
+# How long a guest being snapshotted may take to enslave its primary after its agent answers.
+SNAPSHOT_PRIMARY_WAIT_S = 20.0
+# Saving includes failover's wait-unplug: a guest that never ejects would hold it forever.
+SNAPSHOT_SAVE_TIMEOUT_S = 60.0
 
 
 # Deliberately wrong pairings, for the cases that check how QEMU and the
@@ -122,11 +135,15 @@ class FlatBed:
     pairing: Pairing = "correct"
     preflight: bool = True
     pairs: Literal[1, 2] = 1
+    # Where booted-guest snapshots live; None: every bed boots its guest cold.
+    snapshots: SnapshotStore | None = None
     network: TestNetwork = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
     guest: Guest = field(init=False)
     boot_s: float | None = field(default=None, init=False)
+    snapshot_restore_s: float | None = field(default=None, init=False)
+    snapshot_error: str | None = field(default=None, init=False)
     _dest_count: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -145,17 +162,104 @@ class FlatBed:
             spec = self._spec("src")
             self._preflight(spec)
             self.network.create()
+            key = snapshot_key(spec) if self.snapshots is not None and self.restorable else None
+            if self.snapshots is not None and key is not None and key not in self.snapshots.failed:
+                try:
+                    self._restore(spec, self.snapshots, key)
+                    return self
+                except SnapshotError as e:  # a snapshot never blocks a case: say why, drop it, boot as usual
+                    self.snapshot_error = str(e)
+                    log.warning("bed %s: %s; booting instead", self.tag, e)
+                    self._discard_vms()
+                    self.snapshots.drop(key)
             started = time.monotonic()
             self.source = self._launch(spec)
-            channel = ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log",
-                                     qemu_running=self.source.is_running)
-            self.guest = Guest(channel, self.addressing.failover_mac)
+            self.guest = self._guest_of(self.source)
             if not self.paused:
                 self._wait_booted(started)
         except BaseException:
             self.teardown()
             raise
         return self
+
+    @property
+    def restorable(self) -> bool:
+        """Whether this bed's source can start from a snapshot: a guest that boots (not paused) and migrates."""
+        return not self.paused and self.pairing == "correct" and not self.primary_rom
+
+    def _guest_of(self, vm: VM) -> Guest:
+        channel = ControlChannel(vm.paths.control_socket, self.artifacts_dir / "control.log",
+                                 qemu_running=vm.is_running)
+        return Guest(channel, self.addressing.failover_mac)
+
+    def _restore(self, spec: VMSpec, store: SnapshotStore, key: str) -> None:
+        """Start the source from the snapshot *key* of this configuration, saving it first if there is none."""
+        with store.creating(key) as partial:
+            if partial is not None:
+                self._save_booted(partial)
+        started = time.monotonic()
+        with progress.step(f"bed {self.tag}: restoring the booted guest {key}"):
+            try:
+                self.source = self._launch(replace(spec, incoming=True))
+                assert self.source.qmp is not None
+                set_capabilities(self.source)
+                mark = self.source.qmp.mark()
+                self.source.qmp.execute("migrate-incoming", {"uri": f"file:{store.path(key)}"})
+                status = wait_migration_end(self.source, mark, BOOT_TIMEOUT_S)
+                if status != "completed":
+                    raise VMError(f"incoming migration {status}")
+                self.guest = self._guest_of(self.source)
+                self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
+            except HarnessError as e:
+                raise SnapshotError(f"restoring snapshot {store.path(key)} failed: {e}") from e
+        self.snapshot_restore_s = time.monotonic() - started
+
+    def _discard_vms(self) -> None:
+        """Shut down every VM started so far (and remove its taps), so that a cold boot can start afresh.
+
+        Their logs are kept as ``*.discarded`` (evidence, linked from a failed
+        case's report) so that the cold-booted source's logs start clean and
+        the log scan judges the case, not the failed restore.
+        """
+        for vm in self.vms:
+            vm.shutdown()
+            for log_path in (vm.paths.console_log, vm.paths.stderr_log, vm.paths.qmp_transcript):
+                if log_path.exists():
+                    log_path.rename(log_path.with_name(log_path.name + ".discarded"))
+            for netdev in vm.spec.netdevs:
+                if netdev.ifname in self.network.taps:
+                    self.network.remove_tap(netdev.ifname)
+        self.vms.clear()
+        if hasattr(self, "guest"):
+            self.guest.channel.close()
+            del self.guest
+
+    def _save_booted(self, path: Path) -> None:
+        """Boot a guest of this configuration until failover is ready, then save it to *path* (QEMU's own stream)."""
+        spec = self._spec("boot")
+        vm = self._launch(spec)
+        guest = self._guest_of(vm)
+        with progress.step(f"bed {self.tag}: booting a guest to snapshot ({self.accel})"):
+            guest.channel.wait_ready(BOOT_TIMEOUT_S)
+            try:  # negotiated and enslaved, where the setup allows it: restores start from there
+                guest.wait_primary_active(SNAPSHOT_PRIMARY_WAIT_S)
+            except HarnessError as e:  # a broken setup's guest may never get there: the cases will judge it
+                log.warning("bed %s: snapshot taken without an active primary: %s", self.tag, e)
+        guest.channel.close()
+        assert vm.qmp is not None
+        with progress.step(f"bed {self.tag}: saving the booted guest"):
+            try:
+                set_capabilities(vm)
+                mark = vm.qmp.mark()
+                vm.qmp.execute("migrate", {"uri": f"file:{path}"})
+                status = wait_migration_end(vm, mark, SNAPSHOT_SAVE_TIMEOUT_S)
+                if status != "completed":
+                    raise VMError(f"migration to the file {status}")
+            except HarnessError as e:
+                raise SnapshotError(f"saving the booted guest failed: {e}") from e
+        vm.shutdown()
+        for netdev in spec.netdevs:
+            self.network.remove_tap(netdev.ifname)
 
     def resume(self) -> None:
         """Start a source built paused and wait for its guest agent."""
@@ -307,6 +411,11 @@ class FlatBed:
         return self.network.peer_mac()
 
     # -- teardown ---------------------------------------------------------
+
+    def peak_rss_mib(self) -> float | None:
+        """The largest peak resident memory of this bed's QEMUs (known once they are shut down)."""
+        peaks = [vm.peak_rss_mib for vm in self.vms if vm.peak_rss_mib is not None]
+        return max(peaks) if peaks else None
 
     def save_guest_log(self, path: Path) -> None:
         """Evidence of a failed case: the guest's whole kernel log, or why it could not be read."""

@@ -1,0 +1,33 @@
+"""Timing isolation across xdist workers (and concurrent runs on one host).
+
+Two TCG guests on a 2-core host slow each other down: a switch or fail-back
+time measured beside another QEMU measures the neighbour. Cases marked
+``timing`` take a host-wide lock exclusively, every other case that starts
+QEMU takes it shared: non-timing cases run in parallel with each other, a
+timing case runs with no other harness QEMU on the host. Each case records
+how it ran (``run.isolation``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def timing_isolation(lock_path: Path, exclusive: bool) -> Iterator[str]:
+    """Hold the host-wide lock (exclusive for timing cases); yields how the case runs, for the report."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        started = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        waited = time.monotonic() - started
+        yield (f"alone (timing case; waited {waited:.1f} s for other cases to finish)" if exclusive
+               else f"beside other non-timing cases (waited {waited:.1f} s)")
+    finally:
+        os.close(fd)  # closing releases the flock

@@ -1,0 +1,45 @@
+"""The timing lock: shared holders coexist, an exclusive holder excludes everyone (separate processes)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.isolation import timing_isolation
+
+TRY = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(fd, (fcntl.LOCK_EX if sys.argv[2] == "ex" else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    print("got")
+except BlockingIOError:
+    print("blocked")
+"""
+
+
+def _other_process_gets(lock: Path, mode: str) -> bool:
+    out = subprocess.run([sys.executable, "-c", TRY, str(lock), mode], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "got"
+
+
+def test_shared_holders_coexist_and_exclude_a_timing_case(tmp_path: Path) -> None:
+    lock = tmp_path / "timing.lock"
+    with timing_isolation(lock, exclusive=False) as how:
+        assert how.startswith("beside other non-timing cases")
+        assert _other_process_gets(lock, "sh")
+        assert not _other_process_gets(lock, "ex")
+    assert _other_process_gets(lock, "ex")
+
+
+def test_a_timing_case_runs_alone(tmp_path: Path) -> None:
+    lock = tmp_path / "timing.lock"
+    with timing_isolation(lock, exclusive=True) as how:
+        assert how.startswith("alone (timing case; waited 0.0 s")
+        assert not _other_process_gets(lock, "sh")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+    os.close(fd)
