@@ -43,18 +43,22 @@ def _cases_dir(args: argparse.Namespace) -> Path:
     return args.cases
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Exec pytest on the suite exactly as `make conformance` does; its exit status is the verdict."""
-    reports: Path = args.reports
-    argv = [sys.executable, "-m", "pytest", str(_cases_dir(args)), "--progress", f"--qemu-binary={args.qemu_binary}",
+def _pytest_argv(args: argparse.Namespace, cases: Path, reports: Path) -> list[str]:
+    """pytest on *cases* with progress lines and every report (JUnit, HTML, results.json, evidence) in *reports*."""
+    return [sys.executable, "-m", "pytest", str(cases), "--progress", f"--qemu-binary={args.qemu_binary}",
             f"--junitxml={reports / 'junit.xml'}", f"--html={reports / 'report.html'}", "--self-contained-html",
             f"--results-json={reports / 'results.json'}", f"--artifacts-dir={reports / 'artifacts'}"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Exec pytest on the suite exactly as `make conformance` does; its exit status is the verdict."""
+    argv = _pytest_argv(args, _cases_dir(args), args.reports)
     if args.profile is not None:
         if not args.profile.is_file():
             raise ConfigError(f"--profile: {args.profile} does not exist (a TOML profile, see README)")
         argv.append(f"--harness-config={args.profile}")
     argv += [arg for arg in args.pytest_args if arg != "--"]
-    reports.mkdir(parents=True, exist_ok=True)
+    args.reports.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 0  # not reached
@@ -80,10 +84,7 @@ def _soak(args: argparse.Namespace) -> int:
     if args.migrations < 1:
         raise ConfigError(f"--migrations {args.migrations}: give at least 1")
     reports: Path = args.reports / "soak"
-    argv = [sys.executable, "-m", "pytest", str(args.soak_dir), "--progress", f"--qemu-binary={args.qemu_binary}",
-            f"--soak-migrations={args.migrations}", f"--junitxml={reports / 'junit.xml'}",
-            f"--html={reports / 'report.html'}", "--self-contained-html",
-            f"--results-json={reports / 'results.json'}", f"--artifacts-dir={reports / 'artifacts'}"]
+    argv = [*_pytest_argv(args, args.soak_dir, reports), f"--soak-migrations={args.migrations}"]
     argv += [arg for arg in args.pytest_args if arg != "--"]
     code = subprocess.call(argv)
     results = reports / "results.json"
