@@ -13,38 +13,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from suite_run import run_cases  # bench/ is on sys.path when a script runs
+
 PROBE_CASE = ("-k", "under_probes and acpi")
-
-
-def run_suite(*args: str) -> tuple[float, list[dict[str, Any]]]:
-    """pytest testcases with *args*; (wall seconds, results.json tests). A failing run stops the bench."""
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
-        results = Path(tmp) / "results.json"
-        argv = [sys.executable, "-m", "pytest", str(REPO / "testcases"), "-q", "-p", "no:cacheprovider",
-                "--results-json", str(results), "--artifacts-dir", str(Path(tmp) / "artifacts"), *args]
-        started = time.monotonic()
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
-        wall = time.monotonic() - started
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-3000:])
-            raise SystemExit(f"pytest {' '.join(args)} failed with {proc.returncode}")
-        return wall, json.loads(results.read_text())["tests"]
 
 
 def probe_case(runs: int, *args: str) -> list[dict[str, float]]:
     rows = []
     for _ in range(runs):
-        _, (test,) = run_suite(*PROBE_CASE, *args)
+        _, (test,) = run_cases(*PROBE_CASE, *args)
         total_s = test["metrics"]["total_time_ms"] / 1000
         rows.append({"case_s": test["duration_s"], "total_s": total_s, "ratio": test["duration_s"] / total_s,
                      "start_s": test["run"].get("snapshot_restore_s", test["run"].get("boot_s", 0.0)),
@@ -62,7 +42,7 @@ def main() -> int:
     parser.add_argument("--full-suite", action="store_true")
     args = parser.parse_args()
 
-    run_suite(*PROBE_CASE)  # warm-up: builds the image and the snapshot if missing
+    run_cases(*PROBE_CASE)  # warm-up: builds the image and the snapshot if missing
     cold = probe_case(args.runs, "--no-snapshots")
     restored = probe_case(args.runs)
     print(f"probe case (ACPI), medians of {args.runs} runs each")
@@ -79,8 +59,8 @@ def main() -> int:
     if args.full_suite:
         selections.append(("whole suite", ()))
     for name, selection in selections:
-        serial, tests = run_suite(*selection, "-n", "1")
-        parallel, _ = run_suite(*selection, "-n", "2")
+        serial, tests = run_cases(*selection, "-n", "1")
+        parallel, _ = run_cases(*selection, "-n", "2")
         print(f"{name} ({len(tests)}): -n 1 {serial:.1f} s, -n 2 {parallel:.1f} s, "
               f"speed-up {serial / parallel:.2f}x (goal ≥ 1.6x for the non-timing cases)")
         print("  peak QEMU RSS per case (MiB): " + ", ".join(
