@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import signal
 import socket
 import sys
-import threading
 
 from harness.traffic.icmp import parse_probe
 from harness.traffic.pcapng import PcapNgWriter
-from harness.traffic.rawsock import PACKET_OUTGOING, open_packet_socket, receive
+from harness.traffic.rawsock import PACKET_OUTGOING, StopRequest, open_packet_socket, receive
 
 
 def involves(frame: bytes, ip: bytes) -> bool:
@@ -52,13 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     pcap = PcapNgWriter(open(args.pcap, "wb")) if args.pcap else None  # noqa: SIM115 (closed below)
     sock = open_packet_socket()
     sock.settimeout(0.2)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopRequest().on_signals()
     print('{"ready": true}', flush=True)
-    while not stop.is_set():
+    while not stop.requested:
         for frame, ifname, pkttype, ts in receive(sock):
-            if stop.is_set():  # first: under steady traffic, receive() may never run dry
+            if stop.requested:  # first: under steady traffic, receive() may never run dry
                 break
             if pcap is not None and involves(frame, guest_ip):
                 pcap.write(frame, ifname, ts, outgoing=pkttype == PACKET_OUTGOING)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 
 from harness.traffic.icmp import build_template, parse_probe, stamp
-from harness.traffic.rawsock import PACKET_OUTGOING, open_packet_socket, receive
+from harness.traffic.rawsock import PACKET_OUTGOING, StopRequest, open_packet_socket, receive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     sock.settimeout(0.2)  # the receiver wakes at least every 0.2 s to see a stop request
     guest_ip = socket.inet_aton(args.dst_ip)
     template = build_template(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip)
-    stop = threading.Event()
+    stop = StopRequest().on_signals()
+    done_receiving = threading.Event()  # set by the main thread once the last replies had time to come
     lock = threading.Lock()
     out = sys.stdout
 
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             out.write(line)
 
     def receiver() -> None:
-        while not stop.is_set():
+        while not done_receiving.is_set():
             for frame, _, pkttype, ts in receive(sock):
-                if stop.is_set():  # first: under steady traffic, receive() may never run dry
+                if done_receiving.is_set():  # first: under steady traffic, receive() may never run dry
                     break
                 if pkttype == PACKET_OUTGOING:
                     continue
@@ -61,13 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rx = threading.Thread(target=receiver, name="probe-rx", daemon=True)
     rx.start()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     interval = 1.0 / args.rate
     start = time.monotonic()
     seq = late = failed = 0
-    while not stop.is_set():
+    while not stop.requested:
         frame = stamp(template, seq)
         sent = time.time()
         try:
@@ -80,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         seq += 1
         delay = start + seq * interval - time.monotonic()
         if delay > 0:
-            stop.wait(delay)
+            time.sleep(delay)  # at most one interval: a stop request is seen within it
         elif delay < -interval:
             late += 1
     elapsed = time.monotonic() - start
     time.sleep(0.3)  # replies to the last probes
-    stop.set()
+    done_receiving.set()
     rx.join(1.0)
     cpu = os.times()
     emit(json.dumps({"stats": {"sent": seq, "elapsed_s": elapsed, "late": late, "send_errors": failed,

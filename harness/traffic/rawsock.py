@@ -1,7 +1,9 @@
-"""Packet sockets with kernel receive timestamps (``SO_TIMESTAMPNS``), for the probe subprocesses."""
+"""For the recorder subprocesses: packet sockets with kernel receive timestamps (``SO_TIMESTAMPNS``),
+and the stop request they obey."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 from collections.abc import Iterator
@@ -36,3 +38,24 @@ def receive(s: socket.socket) -> Iterator[tuple[bytes, str, int, float]]:
                 sec, nsec = _TS.unpack(payload[:_TS.size])
                 ts = sec + nsec / 1e9
         yield data, addr[0], addr[2], ts
+
+
+class StopRequest:
+    """Set by SIGTERM or SIGINT once :meth:`on_signals` installed it; read as :attr:`requested`.
+
+    A plain attribute, not a ``threading.Event``: ``Event.set()`` takes the lock
+    that ``Event.wait()`` holds around its timed wait, so a handler that
+    interrupts the main thread inside ``wait()`` deadlocks. A prober that looped
+    on ``Event.wait`` ignored SIGTERM that way until it was killed.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def on_signals(self) -> StopRequest:
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+        return self
