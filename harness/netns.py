@@ -196,6 +196,10 @@ class TestNetwork:
         self.bridge_ns.run(["ip", "link", "del", name])
         self.taps.remove(name)
 
+    def forget_learned(self, tap: str) -> None:
+        """Flush what the bridge learned on *tap*: frames for those MACs are flooded until it learns anew."""
+        self.bridge_ns.run(["ip", "link", "set", "dev", tap, "type", "bridge_slave", "fdb_flush"])
+
     def peer_mac(self) -> str:
         out = self.peer_ns.run(["cat", f"/sys/class/net/{self.PEER_IF}/address"])
         return out.strip()
