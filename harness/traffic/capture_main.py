@@ -5,8 +5,10 @@ leaving the guest, the interface it appeared on, mapped to a path name by
 ``--port PATTERN=PATH`` (shell patterns, first match wins, for example
 ``*-pri=primary``). Interfaces created later (a destination's taps) are seen too. Output: JSON lines
 ``{"p": seq, "t": time, "path": "primary", "if": "src-pri"}``. With ``--pcap``,
-every frame to or from the guest's address, and every ARP frame, is also
-written to a pcapng file (evidence; the harness keeps it only for failed cases).
+every ICMP frame to or from the guest's address (the probes), and every ARP
+frame, is also written to a pcapng file (evidence; the harness keeps it only
+for failed cases). Nothing else reaches it (a kernel filter, see
+:func:`~harness.traffic.rawsock.open_packet_socket`).
 
     python -m harness.traffic.capture_main --guest-ip 198.18.0.2 --port '*-pri=primary' --port '*-sby=standby'
 """

@@ -3,20 +3,43 @@ and the stop request they obey."""
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import socket
 import struct
 from collections.abc import Iterator
 
 SO_TIMESTAMPNS = 35
+SO_ATTACH_FILTER = 26
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 _TS = struct.Struct("qq")
 
 
+# Classic BPF: accept ARP and IPv4 ICMP frames, drop the rest (``ether proto arp or icmp``).
+_ARP_OR_ICMP = (
+    (0x28, 0, 0, 12),      # ldh [12]           ethertype
+    (0x15, 3, 0, 0x0806),  # jeq ARP            -> accept
+    (0x15, 0, 3, 0x0800),  # jeq IPv4, else     -> drop
+    (0x30, 0, 0, 23),      # ldb [23]           IP protocol
+    (0x15, 0, 1, 1),       # jeq ICMP, else     -> drop
+    (0x06, 0, 0, 0x40000),  # accept (whole frame)
+    (0x06, 0, 0, 0),       # drop
+)
+_FILTER_CODE = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in _ARP_OR_ICMP))
+
+
 def open_packet_socket(iface: str | None = None) -> socket.socket:
-    """A raw AF_PACKET socket on *iface* (all interfaces of the namespace if None), timestamping."""
+    """A raw AF_PACKET socket on *iface* (all interfaces of the namespace if None), timestamping.
+
+    It receives ARP and ICMP frames only: the kernel filters out the rest (an
+    iperf3 stream's frames, seen on every port they cross), which the
+    recorders would otherwise have to read and discard in Python, and under
+    load fail to, dropping probe replies with them.
+    """
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    program = struct.pack("HL", len(_ARP_OR_ICMP), ctypes.addressof(_FILTER_CODE))  # struct sock_fprog
+    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     if iface is not None:
