@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/harness_speed.py [--runs 3] [--full-suite]
 
-1. The probe case (ACPI), cold-boot source (--no-snapshots) against restored
-   source: test start→verdict (setup+call+teardown of the case) and the ratio
-   to QEMU's own migration total-time; the goal is restored ≤ 3 × total-time + 2 s.
+1. The probe case (ACPI): cold-boot source (--no-snapshots), restored source
+   alone in its pytest process, and restored after another case in the same
+   process (as in a suite): test start→verdict (setup + call), the whole case
+   (with teardown), and the ratio to QEMU's own migration total-time; the goal
+   is restored start→verdict ≤ 3 × total-time + 2 s.
 2. The suite's non-timing cases with -n 1 and -n 2 (goal: -n 2 at least 1.6× faster);
    with --full-suite, the whole suite too (timing cases run alone under either).
 3. Peak QEMU memory per case (VmHWM of the case's largest QEMU) from those runs.
@@ -18,15 +20,22 @@ import sys
 
 from suite_run import run_cases  # bench/ is on sys.path when a script runs
 
-PROBE_CASE = ("-k", "under_probes and acpi")
+PROBE_CASE = "under_probes and acpi"
+# Run first in the same pytest process, so that the probe case is measured as it runs
+# in a suite: not paying what a process pays once (apt's answer, matplotlib's import).
+WARM_UP_CASE = "degraded_destination and absent"
 
 
-def probe_case(runs: int, *args: str) -> list[dict[str, float]]:
+def probe_case(runs: int, *args: str, in_a_run: bool = False) -> list[dict[str, float]]:
     rows = []
     for _ in range(runs):
-        _, (test,) = run_cases(*PROBE_CASE, *args)
+        selection = f"({PROBE_CASE}) or ({WARM_UP_CASE})" if in_a_run else PROBE_CASE
+        _, tests = run_cases("-k", selection, *args)
+        (test,) = (t for t in tests if "under_probes" in t["nodeid"])
         total_s = test["metrics"]["total_time_ms"] / 1000
-        rows.append({"case_s": test["duration_s"], "total_s": total_s, "ratio": test["duration_s"] / total_s,
+        verdict_s = test["phases_s"]["setup"] + test["phases_s"]["call"]
+        rows.append({"verdict_s": verdict_s, "case_s": test["duration_s"], "total_s": total_s,
+                     "ratio": verdict_s / total_s,
                      "start_s": test["run"].get("snapshot_restore_s", test["run"].get("boot_s", 0.0)),
                      "rss": test["run"].get("qemu_peak_rss_mib", 0.0)})
     return rows
@@ -42,18 +51,22 @@ def main() -> int:
     parser.add_argument("--full-suite", action="store_true")
     args = parser.parse_args()
 
-    run_cases(*PROBE_CASE)  # warm-up: builds the image and the snapshot if missing
-    cold = probe_case(args.runs, "--no-snapshots")
-    restored = probe_case(args.runs)
-    print(f"probe case (ACPI), medians of {args.runs} runs each")
-    print(f"{'':28}{'cold boot':>12}{'restored':>12}")
-    for key, label in (("case_s", "case start→verdict s"), ("start_s", "guest boot / restore s"),
-                       ("total_s", "QEMU total-time s"), ("ratio", "case / total-time"),
-                       ("rss", "peak QEMU RSS MiB")):
-        print(f"{label:28}{median(cold, key):12.2f}{median(restored, key):12.2f}")
-    goal = 3 * median(restored, "total_s") + 2
-    print(f"goal restored ≤ 3 × total-time + 2 s = {goal:.2f} s: "
-          f"{'met' if median(restored, 'case_s') <= goal else 'NOT met'}\n")
+    run_cases("-k", PROBE_CASE)  # builds the image and the snapshot if missing
+    columns = {"cold boot": probe_case(args.runs, "--no-snapshots"),
+               "restored": probe_case(args.runs),
+               "restored, in a run": probe_case(args.runs, in_a_run=True)}
+    print(f"probe case (ACPI), medians of {args.runs} runs each; 'in a run': after another case in the same pytest")
+    print(f"{'':28}" + "".join(f"{name:>20}" for name in columns))
+    for key, label in (("verdict_s", "start→verdict s"), ("case_s", "whole case (+teardown) s"),
+                       ("start_s", "guest boot / restore s"), ("total_s", "QEMU total-time s"),
+                       ("ratio", "start→verdict / total-time"), ("rss", "peak QEMU RSS MiB")):
+        print(f"{label:28}" + "".join(f"{median(rows, key):20.2f}" for rows in columns.values()))
+    for name in ("restored", "restored, in a run"):
+        rows = columns[name]
+        goal = 3 * median(rows, "total_s") + 2
+        print(f"goal, {name}: start→verdict {median(rows, 'verdict_s'):.2f} s ≤ 3 × total-time + 2 s = {goal:.2f} s: "
+              f"{'met' if median(rows, 'verdict_s') <= goal else 'NOT met'}")
+    print()
 
     selections = [("non-timing cases", ("-m", "not timing"))]
     if args.full_suite:

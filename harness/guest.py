@@ -242,19 +242,21 @@ class Guest:
         deadline = time.monotonic() + timeout
         view = self.failover()
         while not view.primary_active and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.1)
             view = self.failover()
         return view
 
     def dmesg(self, timeout: float = 20.0) -> str:
         return self.channel.run("dmesg", timeout=timeout).output
 
-    def clock_sync(self, samples: int = 5) -> ClockSync:
-        """Relate the guest kernel log clock to the host clock.
+    def clock_sync(self, samples: int = 3) -> tuple[ClockSync, str]:
+        """Relate the guest kernel log clock to the host clock; also return the log's failover lines.
 
         Each sample writes a marker to ``/dev/kmsg``, so the guest stamps it
         with the very clock its dmesg lines carry; the host brackets the write
-        with its own clock. The shortest round trip bounds the error.
+        with its own clock. The shortest round trip bounds the error. Only the
+        markers and the lines about failover are read back (the whole log is
+        tens of kilobytes over the serial channel); callers reuse the latter.
         """
         token = f"harness-sync-{time.monotonic_ns()}"
         brackets = []
@@ -262,11 +264,12 @@ class Guest:
             before = time.time()
             self.channel.run(f"echo {token}-{i} > /dev/kmsg")
             brackets.append((before, time.time()))
-        stamps = {msg.rsplit("-", 1)[1]: ts for ts, msg in parse_dmesg(self.dmesg()) if msg.startswith(token)}
+        kernel_log = self.channel.run(f"dmesg | grep -e {token} -e failover", timeout=20).output
+        stamps = {msg.rsplit("-", 1)[1]: ts for ts, msg in parse_dmesg(kernel_log) if msg.startswith(token)}
         pairs = [(b, stamps[str(i)], a) for i, (b, a) in enumerate(brackets) if str(i) in stamps]
         if not pairs:
             raise GuestError("clock sync markers did not appear in the guest's kernel log")
-        return best_clock_sync(pairs)
+        return best_clock_sync(pairs), kernel_log
 
 
 _DMESG_RE = re.compile(r"^\[\s*(\d+\.\d+)\]\s+(.*)$")

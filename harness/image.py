@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "images" / "guest"
 RECIPE_FILES = ("packages.txt", "modules.txt", "init", "harness-agent", "fo-state", "fo-up")
 KERNEL_META_PACKAGE = "linux-image-amd64"
+# What apt's answer depends on: its package lists and its configuration (sources, pinning).
+APT_STATE = (Path("/var/lib/apt/lists"), Path("/etc/apt"))
 # Trimmed from the unpacked packages: nothing in the guest reads them.
 PRUNE = ("usr/share", "usr/lib/x86_64-linux-gnu/gconv", "usr/lib/x86_64-linux-gnu/audit", "etc/init.d",
          "usr/lib/x86_64-linux-gnu/engines-3", "usr/lib/x86_64-linux-gnu/ossl-modules", "sbin/ldconfig",
@@ -162,9 +164,18 @@ class ImageBuilder:
             if shutil.which(tool) is None:
                 raise CapabilityMissing(f"'{tool}' is needed to build the guest image: run 'make setup'")
         packages = read_list(self.recipe_dir / "packages.txt")
-        if self.user_kernel is None:
-            packages.append(resolve_kernel_package())
-        debs = resolve_debs(packages)
+        with_kernel = self.user_kernel is None
+        # Asking apt costs seconds per run; its answer changes only with its lists or configuration.
+        state = json.dumps([packages, with_kernel, *(_tree_fingerprint(d) for d in APT_STATE if d.is_dir())])
+        answer = self.cache_dir / "resolved" / f"{hashlib.sha256(state.encode()).hexdigest()[:16]}.json"
+        if answer.exists():
+            debs = [DebFile(**deb) for deb in json.loads(answer.read_text())]
+        else:
+            debs = resolve_debs([*packages, resolve_kernel_package()] if with_kernel else packages)
+            answer.parent.mkdir(parents=True, exist_ok=True)
+            partial = answer.with_suffix(f".{os.getpid()}.tmp")  # workers may race: each writes whole, renames
+            partial.write_text(json.dumps([vars(deb) for deb in debs]))
+            partial.replace(answer)
         return debs, image_key(self.recipe_dir, debs, self.user_kernel, self.user_modules)
 
     def _image(self, key: str) -> GuestImage:

@@ -32,8 +32,8 @@ from harness.traffic.probe import ProbeLog, Prober
 log = logging.getLogger(__name__)
 
 # How long traffic keeps being observed once the primary is back: long enough
-# to see whether it stays on the primary, short enough to keep cases fast.
-POST_RESTORE_OBSERVATION_S = 1.5
+# to see whether it stays on the primary (500 probes at 1 kHz), short enough to keep cases fast.
+POST_RESTORE_OBSERVATION_S = 0.5
 FIRST_REPLY_TIMEOUT_S = 10.0
 # iperf3 runs this long before the migration starts, to have a baseline.
 IPERF_LEAD_S = 2.0
@@ -60,12 +60,13 @@ def start_probe(bed: FailoverBed, config: RunConfig, log_path: Path, pair: int =
                   a.failover_mac, config.probe_rate_hz, log_path)
 
 
-def _try_clock_sync(guest: Guest) -> ClockSync | None:
+def _try_clock_sync(guest: Guest) -> tuple[ClockSync | None, str]:
+    """The guest's clock sync and the failover lines of its kernel log (``""`` if the guest could not say)."""
     try:
         return guest.clock_sync()
     except HarnessError as e:  # secondary evidence: its absence is reported, not fatal
         log.warning("guest clock sync failed: %s", e)
-        return None
+        return None, ""
 
 
 def guest_link_events(dmesg: str, before: ClockSync | None, after: ClockSync | None,
@@ -96,6 +97,10 @@ class Recording:
     probe_log: ProbeLog = field(default_factory=ProbeLog)
     paths: list[PathSeen] = field(default_factory=list)
     iperf: IperfResult | None = None
+    # With sync_clock: the guest clock before and after, and the failover lines of its kernel log at the end.
+    sync_before: ClockSync | None = None
+    sync_after: ClockSync | None = None
+    kernel_log: str = ""
 
     def wait_reply(self, timeout: float) -> None:
         """Wait for a probe reply sent from now on (no-op without probes)."""
@@ -104,12 +109,20 @@ class Recording:
 
 
 @contextmanager
-def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
-              probes: bool, iperf_s: float | None, pair: int = 1) -> Iterator[Recording]:
-    """Run path capture, probes and/or an iperf3 stream of *iperf_s* around the ``with`` body, on *pair*."""
+def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *, probes: bool, iperf_s: float | None,
+              pair: int = 1, sync_clock: bool = False) -> Iterator[Recording]:
+    """Run path capture, probes and/or an iperf3 stream of *iperf_s* around the ``with`` body, on *pair*.
+
+    With *sync_clock*, the guest's clock is synced before the recorders start
+    (they would compete with it for the CPU) and again while they wind down.
+    """
+    sync_before = _try_clock_sync(bed.guest)[0] if sync_clock else None
     capture = bed.path_capture(artifacts / "paths.jsonl", pair)
-    rec = Recording(start_probe(bed, config, artifacts / "probes.jsonl", pair) if probes else None)
+    rec = Recording(start_probe(bed, config, artifacts / "probes.jsonl", pair) if probes else None,
+                    sync_before=sync_before)
+    recorders = [r for r in (rec.prober, capture) if r is not None]
     try:
+        capture.wait_ready()
         rec.baseline_reply = rec.prober.wait_reply(FIRST_REPLY_TIMEOUT_S) is not None if rec.prober else True
         if iperf_s is not None:
             start_guest_server(bed.guest)
@@ -119,9 +132,15 @@ def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         yield rec
         if rec.client is not None:
             rec.iperf = rec.client.result()
+        for recorder in recorders:
+            recorder.request_stop()
+        if sync_clock:
+            rec.sync_after, rec.kernel_log = _try_clock_sync(bed.guest)
     finally:
         if rec.client is not None:
             rec.client.stop()
+        for recorder in recorders:  # all wind down at once, then are read
+            recorder.request_stop()
         if rec.prober is not None:
             rec.probe_log = rec.prober.result()
         rec.paths = capture.result()
@@ -146,8 +165,7 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
     """
     source = bed.source
     assert source.qmp is not None
-    sync_before = _try_clock_sync(bed.guest)
-    with recording(bed, config, artifacts, probes=probes, iperf_s=iperf_s) as rec:
+    with recording(bed, config, artifacts, probes=probes, iperf_s=iperf_s, sync_clock=True) as rec:
         destination = bed.start_destination(primary=plan.destination_primary)
         if plan.pause_source:
             source.qmp.execute("stop")
@@ -164,7 +182,7 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         rec.wait_reply(restore_deadline_s)
         time.sleep(POST_RESTORE_OBSERVATION_S)
         window_end = time.time()
-    sync_after = _try_clock_sync(bed.guest)
+    sync_before, sync_after = rec.sync_before, rec.sync_after
     assert bed.source.qmp is not None and destination.qmp is not None
     try:
         vm_status = str(bed.source.qmp.execute("query-status")["status"])
@@ -183,7 +201,7 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         sent=rec.probe_log.sent,
         replies=rec.probe_log.replies,
         paths=rec.paths,
-        guest_events=guest_link_events(_try_dmesg(bed.guest), sync_before, sync_after, stop_ts),
+        guest_events=guest_link_events(rec.kernel_log or _try_dmesg(bed.guest), sync_before, sync_after, stop_ts),
         throughput=rec.iperf.intervals if rec.iperf else [],
         query_migrate=result.query,
         clock_offset_s=final_sync.offset_s if final_sync else None,
@@ -211,19 +229,18 @@ def observe_traffic(bed: FailoverBed, config: RunConfig, artifacts: Path, steps:
     """Run *steps* on the bed under probes (and an iperf3 stream of *iperf_s*), until traffic flows again."""
     vm = bed.source
     assert vm.qmp is not None
-    sync_before = _try_clock_sync(bed.guest)
-    with recording(bed, config, artifacts, probes=True, iperf_s=iperf_s) as rec:
+    with recording(bed, config, artifacts, probes=True, iperf_s=iperf_s, sync_clock=True) as rec:
         started = time.time()
         steps()
         rec.wait_reply(config.thresholds.primary_restore_deadline_s)
         time.sleep(POST_RESTORE_OBSERVATION_S)
         window_end = time.time()
-    sync = _try_clock_sync(bed.guest) or sync_before
+    sync = rec.sync_after or rec.sync_before
     timeline = Timeline(
         source=vm.name, destination=vm.name, window_start=started, window_end=window_end,
         events=[e for e in vm.qmp.events if e.ts >= started],
         sent=rec.probe_log.sent, replies=rec.probe_log.replies, paths=rec.paths,
-        guest_events=guest_link_events(_try_dmesg(bed.guest), sync, None, None),
+        guest_events=guest_link_events(rec.kernel_log or _try_dmesg(bed.guest), sync, None, None),
         throughput=rec.iperf.intervals if rec.iperf else [],
         clock_offset_s=sync.offset_s if sync else None,
         clock_uncertainty_s=sync.uncertainty_s if sync else None,

@@ -71,6 +71,7 @@ class ResultsJson:
         entry = self.tests.setdefault(report.nodeid, {"nodeid": report.nodeid, "outcome": "passed",
                                                       "duration_s": 0.0, "metrics": {}, "checks": {}})
         entry["duration_s"] = round(entry["duration_s"] + report.duration, 3)
+        entry.setdefault("phases_s", {})[report.when] = round(report.duration, 3)  # setup + call: start → verdict
         if report.outcome == "rerun":  # harness.rerun: an environmental failure, retried once
             entry["reruns"] = entry.get("reruns", 0) + 1
             entry["rerun_message"] = str(report.longrepr)[-4000:]

@@ -70,7 +70,10 @@ class FailoverBed(Protocol):
         ...
 
     def path_capture(self, log_path: Path, pair: int = 1) -> PathCapture:
-        """Start recording which data path (``primary``/``standby``) carries each probe reply of *pair*."""
+        """Start recording which data path (``primary``/``standby``) carries each probe reply of *pair*.
+
+        The capture is starting when this returns: :meth:`PathCapture.wait_ready` before relying on it.
+        """
         ...
 
     def peer_exec_prefix(self) -> list[str]: ...

@@ -98,12 +98,17 @@ class RecorderProcess:
                     return None
                 time.sleep(0.02)
 
+    def request_stop(self) -> None:
+        """Ask the recorder to finish (SIGTERM) without waiting: several can wind down at once."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> list[str]:
         if self._lines is not None:
             return self._lines
         if self._proc is not None:
             if self._proc.poll() is None:
-                self._proc.send_signal(signal.SIGTERM)
+                self.request_stop()
                 try:
                     self._proc.wait(10)
                 except subprocess.TimeoutExpired:
@@ -147,9 +152,12 @@ class PathCapture(RecorderProcess):
         # The pcapng beside the log is evidence: the guest's frames on every interface, with their names.
         super().__init__(_module_argv(exec_prefix, "harness.traffic.capture_main", "--guest-ip", guest_ip,
                                       "--pcap", str(log_path.with_suffix(".pcapng")), *port_args), log_path)
-        if self.wait_for_line(lambda ln: ln.startswith('{"ready"'), timeout=10) is None:
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the capture listens (started separately: other work can overlap its start-up)."""
+        if self.wait_for_line(lambda ln: ln.startswith('{"ready"'), timeout) is None:
             self.stop()
-            raise HarnessError("path capture did not start within 10 s")
+            raise HarnessError(f"path capture did not start within {timeout:.0f} s")
 
     def result(self) -> list[PathSeen]:
         return parse_capture_log(self.stop())

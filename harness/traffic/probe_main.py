@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         elif delay < -interval:
             late += 1
     elapsed = time.monotonic() - start
-    time.sleep(0.3)  # replies to the last probes
+    time.sleep(0.2)  # replies to the last probes
     done_receiving.set()
     rx.join(1.0)
     cpu = os.times()

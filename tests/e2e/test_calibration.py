@@ -68,6 +68,7 @@ def test_replies_on_the_standby_tap_are_attributed_to_the_standby(
     view = bed.guest.wait_primary_active(30)
     assert view.primary is not None and view.primary_active, view.describe()
     capture = bed.path_capture(test_artifacts / "paths.jsonl")
+    capture.wait_ready()
     prober = start_probe(bed, harness_config, test_artifacts / "probes.jsonl")
     try:
         assert prober.wait_reply(10) is not None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+from harness import image
 from harness.capabilities import parse_qemu_version
 from harness.image import RECIPE_DIR, RECIPE_FILES, DebFile, image_key, module_closure, parse_print_uris
 
@@ -60,3 +63,24 @@ def test_parse_qemu_version() -> None:
     assert parse_qemu_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)") == (10, 0, 2)
     assert parse_qemu_version("QEMU emulator version 7.2") == (7, 2, 0)
     assert parse_qemu_version("something else") is None
+
+
+def test_apt_is_asked_again_only_when_its_state_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "Packages").write_text("one")
+    asked: list[list[str]] = []
+
+    def resolve(packages: list[str]) -> list[DebFile]:
+        asked.append(packages)
+        return parse_print_uris(PRINT_URIS)
+
+    monkeypatch.setattr(image, "APT_STATE", (lists,))
+    monkeypatch.setattr(image, "resolve_debs", resolve)
+    monkeypatch.setattr(image, "resolve_kernel_package", lambda: "linux-image-6.1.0-56-amd64")
+    builder = image.ImageBuilder(tmp_path / "cache")
+    first = builder._resolve()
+    assert builder._resolve() == first and len(asked) == 1  # the second answer came from the cache
+    (lists / "Packages").write_text("after apt-get update")
+    assert builder._resolve() == first and len(asked) == 2
+    assert asked[0][-1] == "linux-image-6.1.0-56-amd64"
