@@ -24,6 +24,7 @@ from harness.proc import run
 log = logging.getLogger(__name__)
 
 NETNS_PREFIX = "fohx-"
+BRIDGE_AGEING_CS = 100
 _NETNS_RE = re.compile(rf"^{NETNS_PREFIX}(\d+)-")
 
 
@@ -135,30 +136,17 @@ class Addressing:
 
 @dataclass
 class TestNetwork:
-    """A switch namespace holding the VMs' NIC ports, and a peer namespace linked to the switch by a veth.
+    """A bridge namespace holding the VMs' taps, and a peer namespace linked to the bridge by a veth.
 
     QEMU runs inside :attr:`bridge_ns` so that it opens its taps there; the
     traffic peer sends from ``peer0`` in :attr:`peer_ns`.
-
-    Each VM's taps sit on a small bridge of their own, its *NIC port*, joined
-    to the switch ``br0`` by one veth (the VM's wire). The NIC port does not
-    learn from its taps, so every frame for the guest reaches all of them and
-    the guest's net_failover takes it from its primary while one is
-    registered, from its standby otherwise: the steering of an SR-IOV NIC,
-    which delivers to the VF while it is there, with no delay. Had the taps
-    been switch ports, the switch would learn which tap the failover MAC is
-    behind and keep feeding it after the guest moved to its other NIC (the old
-    primary gone; the standby, whose frames net_failover drops once a primary
-    is back) until the entry aged out: a second or two of silence that is the
-    bridge's, not failover's. Between VMs the switch learns as switches do, from
-    QEMU's self-announce after a migration.
     """
 
     tag: str
     addressing: Addressing = field(default_factory=Addressing)
     bridge_ns: Netns = field(init=False)
     peer_ns: Netns = field(init=False)
-    nic_ports: dict[str, list[str]] = field(default_factory=dict, init=False)
+    taps: list[str] = field(default_factory=list, init=False)
 
     BRIDGE = "br0"
     PEER_IF = "peer0"
@@ -178,8 +166,15 @@ class TestNetwork:
 
     def _create(self) -> None:
         br, peer = self.bridge_ns.create(), self.peer_ns.create()
-        # Forward delay 0 (here and on the NIC ports): a port must forward at once.
-        br.run(["ip", "link", "add", self.BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"])
+        # Forward delay 0: a port must forward at once, the guest's path switch depends on it.
+        # Ageing 1 s (unit: 1/100 s): the bridge learns which tap the failover MAC is
+        # behind from what the guest sends. A guest that only receives (an iperf3
+        # sink) sends nothing on its primary after the fail-back, so with the default
+        # 300 s the bridge would keep feeding the standby, which net_failover ignores
+        # while a primary exists, for minutes; a NIC steers to a VF by its MAC instead.
+        # Ageing out after 1 s of silence floods, and the primary answers.
+        br.run(["ip", "link", "add", self.BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0",
+                "ageing_time", str(BRIDGE_AGEING_CS)])
         br.run(["ip", "link", "set", self.BRIDGE, "up"])
         br.run(["ip", "link", "add", self.UPLINK_IF, "type", "veth", "peer", "name", self.PEER_IF,
                 "address", self.addressing.peer_mac, "netns", peer.name])
@@ -189,33 +184,28 @@ class TestNetwork:
             peer.run(["ip", "addr", "add", f"{pair.peer_ip}/{pair.prefix_len}", "dev", self.PEER_IF])
         peer.run(["ip", "link", "set", self.PEER_IF, "up"])
 
-    def add_nic_port(self, vm: str, taps: list[str]) -> None:
-        """Create VM *vm*'s NIC port with *taps* on it (QEMU attaches to them with ``ifname=``)."""
-        hub, nic_side, wire = f"{vm}-nic", f"{vm}-pf", f"{vm}-wire"
-        self.nic_ports[vm] = list(taps)
-        commands = [f"link add {hub} type bridge forward_delay 0 stp_state 0", f"link set {hub} up",
-                    f"link add {wire} type veth peer name {nic_side}",
-                    f"link set {wire} master {self.BRIDGE} up", f"link set {nic_side} master {hub} up"]
-        for tap in taps:
-            commands += [f"tuntap add dev {tap} mode tap", f"link set {tap} master {hub} up",
-                         f"link set dev {tap} type bridge_slave learning off"]
-        self._ip_batch(commands)
+    def add_tap(self, name: str) -> str:
+        """Create tap *name* on the bridge and return it (QEMU attaches with ``ifname=``)."""
+        self.bridge_ns.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"])
+        self.taps.append(name)
+        self.bridge_ns.run(["ip", "link", "set", name, "master", self.BRIDGE, "up"])
+        return name
 
-    def remove_nic_port(self, vm: str) -> None:
-        """Delete *vm*'s NIC port (its QEMU is gone): a long ping-pong would otherwise pile them up."""
-        taps = self.nic_ports.pop(vm)
-        self._ip_batch([*(f"link del {tap}" for tap in taps), f"link del {vm}-wire", f"link del {vm}-nic"])
+    def remove_tap(self, name: str) -> None:
+        """Delete tap *name* (its QEMU is gone): a long ping-pong would otherwise pile up bridge ports."""
+        self.bridge_ns.run(["ip", "link", "del", name])
+        self.taps.remove(name)
 
-    def _ip_batch(self, commands: list[str]) -> None:
-        """Run ``ip`` *commands* in one process inside the switch namespace (a process each costs ms)."""
-        self.bridge_ns.run(["ip", "-batch", "-"], input="\n".join(commands) + "\n")
+    def forget_learned(self, tap: str) -> None:
+        """Flush what the bridge learned on *tap*: frames for those MACs are flooded until it learns anew."""
+        self.bridge_ns.run(["ip", "link", "set", "dev", tap, "type", "bridge_slave", "fdb_flush"])
 
     def peer_mac(self) -> str:
         out = self.peer_ns.run(["cat", f"/sys/class/net/{self.PEER_IF}/address"])
         return out.strip()
 
     def delete(self) -> None:
-        """Remove both namespaces; their taps, bridges and veths go with them."""
+        """Remove both namespaces; their taps, bridge and veth go with them."""
         self.bridge_ns.delete()
         self.peer_ns.delete()
-        self.nic_ports.clear()
+        self.taps.clear()

@@ -203,6 +203,9 @@ class FlatBed:
                 self.source = self._launch(replace(spec, incoming=True))
                 assert self.source.qmp is not None
                 set_capabilities(self.source)
+                # One self-announce, at once: QEMU's default five rounds over 1.25 s would
+                # point the bridge at the standby again after the harness settled it.
+                self.source.qmp.execute("migrate-set-parameters", {"announce-rounds": 1, "announce-initial": 1})
                 mark = self.source.qmp.mark()
                 self.source.qmp.execute("migrate-incoming", {"uri": f"file:{store.path(key)}"})
                 status = wait_migration_end(self.source, mark, BOOT_TIMEOUT_S)
@@ -216,20 +219,26 @@ class FlatBed:
         self.snapshot_restore_s = time.monotonic() - started
 
     def _settle_restored(self) -> None:
-        """Wait until the restored guest has its primary again, as the snapshot had it.
+        """Bring a restored source to where a booted one is: primary back, bridge steering to it.
 
-        QEMU re-plugs the primary after loading (``FAILOVER_NEGOTIATED``) and the
-        guest takes a second to enslave it; a case must not start inside that
-        re-plug, which a booted guest is long past.
+        QEMU re-plugs the primary after loading (``FAILOVER_NEGOTIATED``); until
+        the guest has enslaved it, the guest talks through its standby, and the
+        bridge learns the failover MAC there. Once the primary is registered,
+        net_failover drops what arrives on the standby, so the bridge would feed
+        a dead port until that entry ages out (a second with no reply at all,
+        which a booted guest never shows). The harness waits for the primary,
+        as the snapshot had it, and then makes the bridge forget the learned ports.
         """
         assert self.source.qmp is not None
         if not any(e.name == "FAILOVER_NEGOTIATED" for e in self.source.qmp.events):
             return  # a setup without failover: no primary comes back, the case will judge that
         if not self.guest.wait_primary_active(self.config.thresholds.primary_restore_deadline_s).primary_active:
             log.warning("bed %s: the restored guest's primary is not active yet", self.tag)
+        for netdev in self.source.spec.netdevs:
+            self.network.forget_learned(netdev.ifname)
 
     def _discard_vms(self) -> None:
-        """Shut down every VM started so far (and remove its NIC port), so that a cold boot can start afresh.
+        """Shut down every VM started so far (and remove its taps), so that a cold boot can start afresh.
 
         Their logs are kept as ``*.discarded`` (evidence, linked from a failed
         case's report) so that the cold-booted source's logs start clean and
@@ -240,8 +249,9 @@ class FlatBed:
             for log_path in (vm.paths.console_log, vm.paths.stderr_log, vm.paths.qmp_transcript):
                 if log_path.exists():
                     log_path.rename(log_path.with_name(log_path.name + ".discarded"))
-            if vm.spec.name in self.network.nic_ports:
-                self.network.remove_nic_port(vm.spec.name)
+            for netdev in vm.spec.netdevs:
+                if netdev.ifname in self.network.taps:
+                    self.network.remove_tap(netdev.ifname)
         self.vms.clear()
         if hasattr(self, "guest"):
             self.guest.channel.close()
@@ -271,7 +281,8 @@ class FlatBed:
             except HarnessError as e:
                 raise SnapshotError(f"saving the booted guest failed: {e}") from e
         vm.shutdown()
-        self.network.remove_nic_port(spec.name)
+        for netdev in spec.netdevs:
+            self.network.remove_tap(netdev.ifname)
 
     def resume(self) -> None:
         """Start a source built paused and wait for its guest agent."""
@@ -321,7 +332,8 @@ class FlatBed:
         )
 
     def _launch(self, spec: VMSpec) -> VM:
-        self.network.add_nic_port(spec.name, [netdev.ifname for netdev in spec.netdevs])
+        for netdev in spec.netdevs:
+            self.network.add_tap(netdev.ifname)
         vm = VM(spec, VMPaths.for_vm(spec.name, self.run_dir, self.artifacts_dir),
                 launcher_prefix=self.network.bridge_ns.exec_prefix())
         self.vms.append(vm)
@@ -364,7 +376,8 @@ class FlatBed:
             self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
             old, self.source = self.source, destination
             old.shutdown()
-            self.network.remove_nic_port(old.spec.name)
+            for netdev in old.spec.netdevs:
+                self.network.remove_tap(netdev.ifname)
         else:
             destination.shutdown()
         return result

@@ -1,11 +1,8 @@
-"""The data path on real namespaces, without QEMU: how the switch steers to a VM's NICs, and the probe recorder."""
+"""The probe recorder on a real bridge and veths (no QEMU): it stops on SIGTERM every time, with its record."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,30 +45,3 @@ def test_prober_stops_on_sigterm_with_its_record(network: netns.TestNetwork, tmp
         assert record.stats["sent"] == len(record.sent) > 0
         # Replies keep being recorded after the last probe: its own is there.
         assert record.sent[-1].seq in {reply.seq for reply in record.replies}, attempt
-
-
-def test_every_nic_of_the_vm_gets_the_guests_frames_and_no_other_vm_does(tmp_path: Path) -> None:
-    # Steering like an SR-IOV NIC: whichever tap the guest last sent from, frames for its MAC
-    # reach all of its NICs (net_failover picks the one in use); the switch learned the VM's
-    # wire, so another VM's port (a destination not yet running) gets none.
-    net = netns.TestNetwork("steer").create()
-    try:
-        net.add_nic_port("src", ["src-sby", "src-pri"])
-        net.add_nic_port("dst", ["dst-sby", "dst-pri"])
-        a = net.addressing
-        listener = subprocess.Popen(
-            [*net.bridge_ns.exec_prefix(), sys.executable, str(Path(__file__).with_name("tap_listen.py")),
-             "--mac", a.failover_mac, "--seconds", "2", "--send-from", "src-pri", "src-sby", "src-pri", "dst-sby"],
-            stdout=subprocess.PIPE, text=True)
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
-        prober = Prober(net.peer_ns.exec_prefix(), net.PEER_IF, a.peer_mac, a.peer_ip, a.guest_ip,
-                        a.failover_mac, 200, tmp_path / "probes.jsonl")
-        out, _ = listener.communicate(timeout=30)
-        prober.result()
-        counts = json.loads(out)
-        assert counts["src-sby"] > 0 and counts["src-pri"] > 0, counts
-        assert counts["dst-sby"] == 0, counts
-        net.remove_nic_port("dst")
-        assert "dst-wire" not in net.bridge_ns.run(["ip", "-o", "link"])
-    finally:
-        net.delete()
