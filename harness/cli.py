@@ -224,9 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     progress.set_sink(progress.sink_for(sys.stderr))
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return status
     except HarnessError as e:
         print(f"failover-harness: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader left (`failover-harness report | head`): nothing to say. Python would
+        # flush stdout again at exit and print a traceback; give it somewhere to write.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

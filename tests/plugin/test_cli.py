@@ -42,6 +42,20 @@ def test_report_summarises_the_last_run(tmp_path: Path) -> None:
     assert any(line.strip().startswith("FAIL logs_clean: ") for line in lines), done.stdout
 
 
+
+def test_report_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    # `failover-harness report | head -1`: the reader is gone before the last line.
+    shutil.copy(DATA / "results-small.json", tmp_path / "results.json")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([str(CLI), "report", "--reports", str(tmp_path)], cwd=REPO, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""  # no BrokenPipeError traceback
+
 @pytest.mark.parametrize(("args", "message"), [
     (("report",), "no results at"),
     (("report", "--open"), "no report at"),
