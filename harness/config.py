@@ -39,7 +39,7 @@ class Thresholds(BaseModel):
     )
     max_failback_ms: float = Field(8000.0, gt=0, description="destination RESUME to the first reply on the primary")
     min_throughput_after_resume_mbps: float = Field(
-        1.0, ge=0, description="iperf3 mean throughput from destination RESUME to the end of observation"
+        1.0, ge=0, description="iperf3 mean throughput from destination RESUME to the end of the stream"
     )
     wait_unplug_deadline_s: float = Field(
         30.0, gt=0, description="harness deadline for the source to leave wait-unplug (QEMU has none)"

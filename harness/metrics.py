@@ -73,6 +73,7 @@ class MigrationMetrics:
     throughput_min_mbps: float | None = None
     throughput_mean_mbps: float | None = None
     throughput_after_resume_mbps: float | None = None
+    throughput_stall_ms: float | None = None
     outages: list[dict[str, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -185,6 +186,34 @@ def throughput_mbps(intervals: list[ThroughputInterval], start: float, end: floa
     return min(inside), statistics.fmean(inside)
 
 
+def throughput_after_resume(intervals: list[ThroughputInterval], resume: float | None) -> float | None:
+    """Mean throughput in Mbit/s from *resume* to the end of the stream.
+
+    To the stream's end, not the observation window's: a TCP sender whose
+    segments were lost across the switch backs off (0.2, 0.4, 0.8, 1.6 s ...)
+    and may only retry after the primary is back. Only intervals that start
+    after *resume* count: one straddling it carries pre-migration throughput.
+    """
+    if resume is None or not intervals:
+        return None
+    return throughput_mbps(intervals, resume, max(i.end for i in intervals), whole=True)[1]
+
+
+def longest_stall_ms(intervals: list[ThroughputInterval]) -> float | None:
+    """Longest run of consecutive iperf3 intervals that carried no data (0 without a stall)."""
+    if not intervals:
+        return None
+    longest = 0.0
+    stall_start: float | None = None
+    for interval in sorted(intervals, key=lambda i: i.start):
+        if interval.bits_per_second > 0:
+            stall_start = None
+            continue
+        stall_start = interval.start if stall_start is None else stall_start
+        longest = max(longest, (interval.end - stall_start) * 1000.0)
+    return longest
+
+
 def _ms(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
@@ -247,8 +276,7 @@ def migration_metrics(timeline: Timeline) -> MigrationMetrics:
         final_path=final_path(timeline),
         throughput_min_mbps=tmin,
         throughput_mean_mbps=tmean,
-        # Only intervals that start after RESUME: one straddling it carries pre-migration throughput.
-        throughput_after_resume_mbps=(throughput_mbps(timeline.throughput, resume, timeline.window_end,
-                                                      whole=True)[1] if resume is not None else None),
+        throughput_after_resume_mbps=throughput_after_resume(timeline.throughput, resume),
+        throughput_stall_ms=longest_stall_ms(timeline.throughput),
         outages=[{"start": o.start, "end": o.end, "ms": o.ms} for o in stats.outages],
     )

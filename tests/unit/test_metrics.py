@@ -45,7 +45,18 @@ def test_recorded_iperf3_migration(data_dir: Path) -> None:
     assert m.probes_sent == 0 and m.max_gap_ms is None  # no probes in the iperf3 case: no gap claimed
     assert m.throughput_min_mbps == 0.0  # the stream stalled across the switch
     assert m.throughput_mean_mbps == pytest.approx(300.558, abs=0.01)
-    assert m.throughput_after_resume_mbps == pytest.approx(242.490, abs=0.01)
+    assert m.throughput_after_resume_mbps == pytest.approx(350.759, abs=0.01)  # RESUME to the end of the stream
+    assert m.throughput_stall_ms == pytest.approx(600.02, abs=0.01)
+
+
+def test_recorded_tcp_backoff_past_the_window(data_dir: Path) -> None:
+    # A CI run: the sender's segments were lost across the switch to the standby, TCP backed
+    # off (retransmits 0.1, 0.5, 1.4 s after UNPLUG_PRIMARY) and only its retry at +3.0 s got
+    # through, 0.3 s after the observation window ended (primary back + 0.5 s).
+    m = migration_metrics(_load(data_dir / "flat-iperf3-tcp-backoff-tcg.timeline.json.gz"))
+    assert m.throughput_mean_mbps == 0.0  # nothing inside the window
+    assert m.throughput_stall_ms == pytest.approx(3200.4, abs=0.5)
+    assert m.throughput_after_resume_mbps == pytest.approx(361.565, abs=0.01)  # the stream did resume
 
 
 def test_timeline_round_trips_through_json(probes_1khz: Timeline) -> None:
@@ -122,6 +133,11 @@ def test_throughput_after_resume() -> None:
     assert m.throughput_mean_mbps == pytest.approx(55.0)
     assert m.throughput_min_mbps == pytest.approx(10.0)
     assert m.throughput_after_resume_mbps == pytest.approx(10.0)  # the interval straddling RESUME does not count
+    assert m.throughput_stall_ms == 0.0
+    stalled = [ThroughputInterval(i.start, i.end, 0.0 if 15 <= n < 25 else i.bits_per_second)
+               for n, i in enumerate(intervals)]
+    assert migration_metrics(Timeline("src", "dst", 10.0, 14.0, events=events,
+                                      throughput=stalled)).throughput_stall_ms == pytest.approx(1000.0)
 
 
 def test_state_duration_needs_a_following_state() -> None:
