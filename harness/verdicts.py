@@ -32,6 +32,13 @@ def check_failover_ready(bed: FailoverBed, config: RunConfig, checks: CheckList)
     checks.check("primary_enslaved_before_migration", before.primary_active, before.describe())
 
 
+def check_unplug_primary_emitted(run: MeasuredMigration, checks: CheckList, primary_id: str = PRIMARY_ID) -> None:
+    """QEMU asked the guest to release *primary_id* (``UNPLUG_PRIMARY`` on the source), whatever came of it."""
+    unplugs = [e for e in run.timeline.events if e.vm == run.timeline.source and e.name == "UNPLUG_PRIMARY"]
+    checks.check("unplug_primary_emitted", any(e.data.get("device-id") == primary_id for e in unplugs),
+                 f"UNPLUG_PRIMARY on the source: {[e.data for e in unplugs] or 'none'}")
+
+
 def check_migration(run: MeasuredMigration, checks: CheckList, primary_id: str = PRIMARY_ID) -> None:
     """The QMP contract and the primary's return, common to every migration case."""
     result, m = run.result, run.metrics
@@ -42,9 +49,7 @@ def check_migration(run: MeasuredMigration, checks: CheckList, primary_id: str =
                  + (f", error {result.query.get('error-desc')}" if result.query.get("error-desc") else "")
                  + (f", cancelled by the harness: {result.cancel_reason}" if result.cancel_reason else "")
                  + ("" if completed or not run.destination_messages else destination_said))
-    unplugs = [e for e in run.timeline.events if e.vm == run.timeline.source and e.name == "UNPLUG_PRIMARY"]
-    checks.check("unplug_primary_emitted", any(e.data.get("device-id") == primary_id for e in unplugs),
-                 f"UNPLUG_PRIMARY on the source: {[e.data for e in unplugs] or 'none'}")
+    check_unplug_primary_emitted(run, checks, primary_id)
     checks.check("wait_unplug_entered", "wait-unplug" in result.states,
                  f"source states {result.states}; wait-unplug lasted "
                  + (f"{m.unplug_wait_ms:.0f} ms" if m.unplug_wait_ms is not None else "-"))

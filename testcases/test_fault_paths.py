@@ -28,6 +28,7 @@ from harness.verdicts import (
     check_failover_ready,
     check_migration,
     check_probes,
+    check_unplug_primary_emitted,
     measure_and_record,
 )
 from harness.vm import VM
@@ -75,15 +76,13 @@ FAULTS = {
 
 def check_recovered_on_source(run: MeasuredMigration, fault: Fault, state_at_fault: str, checks: CheckList) -> None:
     """After a failed attempt: the source runs on, its primary is re-plugged and carries the traffic again."""
-    result, m, source = run.result, run.metrics, run.timeline.source
+    result, m = run.result, run.metrics
     checks.check("migration_ended_as_expected", result.status == fault.expected_status,
                  f"{fault.what}: status {result.status} (expected {fault.expected_status}), states {result.states}"
                  + (f", error {result.query.get('error-desc')}" if result.query.get("error-desc") else ""))
     hit = state_at_fault in result.states and result.states.index(state_at_fault) < len(result.states) - 1
     checks.check("fault_hit_in_state", hit, f"source states {result.states}; the fault was meant for {state_at_fault}")
-    unplugs = [e for e in run.timeline.events if e.vm == source and e.name == "UNPLUG_PRIMARY"]
-    checks.check("unplug_primary_emitted", any(e.data.get("device-id") == PRIMARY_ID for e in unplugs),
-                 f"UNPLUG_PRIMARY on the source: {[e.data for e in unplugs] or 'none'}")
+    check_unplug_primary_emitted(run, checks)
     status = run.vm_status
     checks.check("source_kept_running", status == "running", f"source VM status after the attempt: {status}")
     view = run.restored
