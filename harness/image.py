@@ -1,8 +1,10 @@
 """The guest image: a Debian kernel and an initramfs built from Debian packages.
 
-Inputs are the recipe in ``images/guest/`` (package list, module list, init,
-agent) and the exact ``.deb`` files apt would fetch for it (by SHA-256), or a
-user's own kernel (``--guest-kernel``/``--guest-modules``). The built image is
+Inputs are a recipe directory (``images/guest/`` for the failover guest,
+``images/l1/`` for the nested topology's L1 hypervisors): ``packages.txt``,
+``modules.txt``, ``init`` and the scripts installed in ``/bin``; and the exact
+``.deb`` files apt would fetch for it (by SHA-256), or a user's own kernel
+(``--guest-kernel``/``--guest-modules``). The built image is
 stored under a hash of all inputs, so it is rebuilt only when one changes, and
 the build runs under a file lock, so parallel workers build it once.
 """
@@ -28,8 +30,10 @@ from harness.proc import run
 
 log = logging.getLogger(__name__)
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "images" / "guest"
-RECIPE_FILES = ("packages.txt", "modules.txt", "init", "harness-agent", "fo-state", "fo-up")
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+RECIPE_DIR = IMAGES_DIR / "guest"
+L1_RECIPE_DIR = IMAGES_DIR / "l1"
+RECIPE_LISTS = ("packages.txt", "modules.txt")
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # What apt's answer depends on: its package lists and its configuration (sources, pinning).
 APT_STATE = (Path("/var/lib/apt/lists"), Path("/etc/apt"))
@@ -112,10 +116,20 @@ def _tree_fingerprint(root: Path) -> str:
     return h.hexdigest()
 
 
+def recipe_files(recipe_dir: Path) -> list[str]:
+    """Every file of a recipe (symlinks to another recipe's scripts included)."""
+    return sorted(p.name for p in recipe_dir.iterdir() if p.is_file())
+
+
+def recipe_scripts(recipe_dir: Path) -> list[str]:
+    """The recipe's scripts other than ``init``: installed in the image's ``/bin``."""
+    return [name for name in recipe_files(recipe_dir) if name not in (*RECIPE_LISTS, "init")]
+
+
 def image_key(recipe_dir: Path, debs: list[DebFile], user_kernel: Path | None, user_modules: Path | None) -> str:
     """Content hash of every input of the image."""
     h = hashlib.sha256()
-    for name in RECIPE_FILES:
+    for name in recipe_files(recipe_dir):
         h.update(name.encode() + b"\0" + (recipe_dir / name).read_bytes() + b"\0")
     for deb in sorted(debs, key=lambda d: d.filename):
         h.update(f"{deb.filename} {deb.sha256}\n".encode())
@@ -296,8 +310,7 @@ class ImageBuilder:
     def _install_recipe(self, root: Path) -> None:
         (root / "bin").mkdir(exist_ok=True)
         (root / "etc" / "harness").mkdir(parents=True, exist_ok=True)
-        scripts = {"init": "init", "harness-agent": "bin/harness-agent", "fo-state": "bin/fo-state",
-                   "fo-up": "bin/fo-up"}
+        scripts = {"init": "init", **{name: f"bin/{name}" for name in recipe_scripts(self.recipe_dir)}}
         for name, dest in scripts.items():
             shutil.copy2(self.recipe_dir / name, root / dest)
             os.chmod(root / dest, 0o755)

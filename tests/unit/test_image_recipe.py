@@ -9,7 +9,16 @@ import pytest
 
 from harness import image
 from harness.capabilities import parse_qemu_version
-from harness.image import RECIPE_DIR, RECIPE_FILES, DebFile, image_key, module_closure, parse_print_uris
+from harness.image import (
+    L1_RECIPE_DIR,
+    RECIPE_DIR,
+    DebFile,
+    image_key,
+    module_closure,
+    parse_print_uris,
+    recipe_files,
+    recipe_scripts,
+)
 
 PRINT_URIS = """\
 'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:{a}
@@ -49,7 +58,7 @@ def test_image_key_changes_with_each_input(tmp_path: Path) -> None:
     key = image_key(recipe, debs, None, None)
     assert key == image_key(recipe, debs, None, None)
     assert key != image_key(recipe, [DebFile("iperf3", "iperf3_2_amd64.deb", "u", "2" * 64)], None, None)
-    for name in RECIPE_FILES:
+    for name in recipe_files(recipe):
         (recipe / name).write_text((recipe / name).read_text() + "\n# changed\n")
         changed = image_key(recipe, debs, None, None)
         assert changed != key, name
@@ -84,3 +93,10 @@ def test_apt_is_asked_again_only_when_its_state_changes(tmp_path: Path, monkeypa
     (lists / "Packages").write_text("after apt-get update")
     assert builder._resolve() == first and len(asked) == 2
     assert asked[0][-1] == "linux-image-6.1.0-56-amd64"
+
+
+def test_recipes_install_their_scripts() -> None:
+    assert recipe_scripts(RECIPE_DIR) == ["fo-state", "fo-up", "harness-agent"]
+    # The L1 hypervisor shares the guest's agent (a symlink), so the two never drift apart.
+    assert recipe_scripts(L1_RECIPE_DIR) == ["harness-agent"]
+    assert (L1_RECIPE_DIR / "harness-agent").read_bytes() == (RECIPE_DIR / "harness-agent").read_bytes()
