@@ -76,6 +76,8 @@ class VMSpec:
     initrd: Path
     append: str
     memory_mib: int = 512
+    machine: str = "q35"  # with options, e.g. an L1 hypervisor's "q35,kernel-irqchip=split"
+    cpus: int = 1
     netdevs: tuple[TapNetdev, ...] = ()
     devices: tuple[Device, ...] = ()
     incoming: bool = False
@@ -96,6 +98,18 @@ class VMPaths:
     console_log: Path
     stderr_log: Path
     qmp_transcript: Path
+
+    # The chardev backends QEMU's argv gets; a QEMU that runs elsewhere (the nested
+    # topology's L2, inside an L1) reaches the same sockets another way.
+    def qmp_chardev(self) -> str:
+        """QEMU connects to the harness's QMP listener (events from its first instant on)."""
+        return f"socket,id=qmp,path={self.qmp_socket},server=off"
+
+    def console_chardev(self) -> str:
+        return f"file,id=console,path={self.console_log}"
+
+    def control_chardev(self) -> str:
+        return f"socket,id=control,path={self.control_socket},server=on,wait=off"
 
     @classmethod
     def for_vm(cls, name: str, run_dir: Path, artifacts_dir: Path) -> VMPaths:
@@ -118,21 +132,22 @@ def build_argv(spec: VMSpec, paths: VMPaths) -> list[str]:
     argv = [
         spec.qemu_binary,
         "-name", spec.name,
-        "-M", "q35",
+        "-M", spec.machine,
         "-accel", spec.accel,
         "-cpu", cpu_model(spec.accel),
+        "-smp", str(spec.cpus),
         "-m", str(spec.memory_mib),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", spec.append,
-        "-chardev", f"socket,id=qmp,path={paths.qmp_socket},server=off",
+        "-chardev", paths.qmp_chardev(),
         "-mon", "chardev=qmp,mode=control",
-        "-chardev", f"file,id=console,path={paths.console_log}",
+        "-chardev", paths.console_chardev(),
         "-serial", "chardev:console",
         # The control channel is a second serial port: it migrates with the
         # guest and never shares the data path under test.
-        "-chardev", f"socket,id=control,path={paths.control_socket},server=on,wait=off",
+        "-chardev", paths.control_chardev(),
         "-serial", "chardev:control",
     ]
     for netdev in spec.netdevs:
