@@ -147,8 +147,10 @@ class TestNetwork:
     bridge_ns: Netns = field(init=False)
     peer_ns: Netns = field(init=False)
     taps: list[str] = field(default_factory=list, init=False)
+    _extra_bridges: list[str] = field(default_factory=list, init=False)
 
     BRIDGE = "br0"
+    MGMT_BRIDGE = "mgmt0"
     PEER_IF = "peer0"
     UPLINK_IF = "uplink0"
 
@@ -184,11 +186,20 @@ class TestNetwork:
             peer.run(["ip", "addr", "add", f"{pair.peer_ip}/{pair.prefix_len}", "dev", self.PEER_IF])
         peer.run(["ip", "link", "set", self.PEER_IF, "up"])
 
-    def add_tap(self, name: str) -> str:
-        """Create tap *name* on the bridge and return it (QEMU attaches with ``ifname=``)."""
+    def add_tap(self, name: str, bridge: str = BRIDGE) -> str:
+        """Create tap *name* on *bridge* and return it (QEMU attaches with ``ifname=``).
+
+        A bridge other than the data bridge (the nested topology's management
+        link, :attr:`MGMT_BRIDGE`) is created on first use; it has no peer.
+        """
+        if bridge != self.BRIDGE and bridge not in self._extra_bridges:
+            self.bridge_ns.run(["ip", "link", "add", bridge, "type", "bridge", "forward_delay", "0",
+                                "stp_state", "0"])
+            self.bridge_ns.run(["ip", "link", "set", bridge, "up"])
+            self._extra_bridges.append(bridge)
         self.bridge_ns.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"])
         self.taps.append(name)
-        self.bridge_ns.run(["ip", "link", "set", name, "master", self.BRIDGE, "up"])
+        self.bridge_ns.run(["ip", "link", "set", name, "master", bridge, "up"])
         return name
 
     def remove_tap(self, name: str) -> None:
@@ -209,3 +220,4 @@ class TestNetwork:
         self.bridge_ns.delete()
         self.peer_ns.delete()
         self.taps.clear()
+        self._extra_bridges.clear()

@@ -1,0 +1,226 @@
+"""L1 hypervisors of the nested topology, and the SR-IOV VFs they pass through.
+
+An L1 is a q35 VM with a vIOMMU (``intel-iommu``) and an emulated ``igb``
+(82576, an SR-IOV PF) whose backend is a tap on the test bridge. Its
+initramfs (``images/l1/``) mounts the host's root read-only under ``/host``,
+so L1 runs the host's own QEMU, iproute2 and Python there
+(:meth:`L1Host.host_run`), as virtme-ng does. The VFs it creates are what a
+real SR-IOV NIC offers a hypervisor: a PCI function bound to ``vfio-pci``
+whose MAC the PF driver sets.
+
+:func:`l1_spec` is pure; :class:`L1Host` drives one booted L1 over its
+control agent. Everything it changes in L1 (VF count, driver bindings, VF
+MACs) it records, and :meth:`L1Host.restore_sriov` puts back.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import CapabilityMissing, GuestError, HarnessError
+from harness.guest import CommandResult, ControlChannel
+from harness.image import GuestImage
+from harness.netns import TestNetwork
+from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
+
+log = logging.getLogger(__name__)
+
+# intel-iommu's interrupt remapping (intremap) needs the split irqchip; caching-mode
+# lets L1's vfio-pci map guest memory through the vIOMMU.
+L1_MACHINE = "q35,kernel-irqchip=split"
+HOST_ROOT_TAG = "hostroot"
+PF_ID = "pf0"
+MGMT_ID = "mgmt0"
+PF_NETDEV = "pf"  # netdev ids: boot_l1 puts the "pf" tap on the data bridge, "mgmt" on the management one
+MGMT_NETDEV = "mgmt"
+L1_BOOT_TIMEOUT_S = 120.0
+# Creating VFs makes the PF driver reset and probe each one: seconds under TCG.
+SRIOV_TIMEOUT_S = 60.0
+
+
+def l1_spec(name: str, qemu_binary: str, accel: Accel, image: GuestImage, *, pf_mac: str, mgmt_mac: str,
+            mgmt_addr: str, memory_mib: int = 2048) -> VMSpec:
+    """The QEMU spec of one L1 hypervisor (taps ``<name>-pf`` and ``<name>-mg``). Pure."""
+    pf_tap, mgmt_tap = TapNetdev(PF_NETDEV, f"{name}-pf"), TapNetdev(MGMT_NETDEV, f"{name}-mg")
+    devices = (
+        # The vIOMMU must exist before any device it translates for.
+        Device("intel-iommu", None, (("intremap", "on"), ("caching-mode", True))),
+        Device.of("pcie-root-port", "l1rp0", bus="pcie.0", chassis=1, addr="0x2"),
+        Device.of("pcie-root-port", "l1rp1", bus="pcie.0", chassis=2, addr="0x3"),
+        Device.of("igb", PF_ID, netdev=pf_tap.id, mac=pf_mac, bus="l1rp0"),
+        Device.of("virtio-net-pci", MGMT_ID, netdev=mgmt_tap.id, mac=mgmt_mac, bus="l1rp1"),
+        Device("virtio-9p-pci", None, (("fsdev", HOST_ROOT_TAG), ("mount_tag", HOST_ROOT_TAG))),
+    )
+    append = (f"console=ttyS0 panic=-1 ipv6.disable=1 intel_iommu=on "
+              f"harness.mgmt_mac={mgmt_mac} harness.mgmt_addr={mgmt_addr}")
+    return VMSpec(
+        name=name, qemu_binary=qemu_binary, accel=accel, kernel=image.kernel, initrd=image.initrd,
+        append=append, memory_mib=memory_mib, machine=L1_MACHINE, cpus=2,
+        netdevs=(pf_tap, mgmt_tap), devices=devices,
+        extra_args=("-fsdev", f"local,id={HOST_ROOT_TAG},path=/,security_model=none,readonly=on"),
+    )
+
+
+@dataclass(frozen=True)
+class VirtualFunction:
+    """One VF of the L1's PF: its index, PCI address and (once set) MAC."""
+
+    index: int
+    address: str
+    mac: str | None = None
+
+
+def parse_vf_macs(ip_link_show: str) -> dict[int, str]:
+    """VF index → MAC from iproute2's ``ip link show <pf>`` (``vf 0 link/ether <mac> ...``)."""
+    return {int(m.group(1)): m.group(2).lower()
+            for m in re.finditer(r"^\s*vf (\d+)\s+(?:link/ether\s+|MAC\s+)([0-9a-fA-F:]{17})", ip_link_show, re.M)}
+
+
+def boot_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path) -> L1Host:
+    """Start the L1 of *spec* inside *network* (its taps on the bridges named by the netdev ids
+    ``pf``: data bridge, ``mgmt``: management bridge) and wait for its agent; on failure nothing runs."""
+    for netdev in spec.netdevs:
+        network.add_tap(netdev.ifname, network.MGMT_BRIDGE if netdev.id == MGMT_NETDEV else network.BRIDGE)
+    vm = VM(spec, VMPaths.for_vm(spec.name, run_dir, artifacts_dir), launcher_prefix=network.bridge_ns.exec_prefix())
+    host = L1Host(vm, ControlChannel(vm.paths.control_socket, artifacts_dir / f"{spec.name}-control.log",
+                                     qemu_running=vm.is_running))
+    try:
+        vm.launch()
+        host.wait_ready()
+    except BaseException:
+        host.shutdown()
+        raise
+    return host
+
+
+@dataclass
+class L1Host:
+    """One booted L1 hypervisor: its QEMU (in L0) and its control agent."""
+
+    vm: VM
+    channel: ControlChannel
+    pf_address: str | None = field(default=None, init=False)
+    pf_ifname: str | None = field(default=None, init=False)
+    _vfs_created: bool = field(default=False, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+    def wait_ready(self, timeout: float = L1_BOOT_TIMEOUT_S) -> None:
+        self.channel.wait_ready(timeout)
+
+    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+        """Run *command* with L1's busybox ``sh`` (its initramfs)."""
+        return self.channel.run(command, timeout=timeout)
+
+    def check(self, command: str, what: str, timeout: float = 30.0) -> str:
+        """Run *command*; a non-zero status raises :class:`GuestError` saying *what* failed."""
+        result = self.run(command, timeout)
+        if result.rc != 0:
+            raise GuestError(f"{self.name}: {what}: {command!r} exited {result.rc}: {result.output.strip()[-500:]}")
+        return result.output
+
+    def host_run(self, argv: list[str], timeout: float = 30.0) -> CommandResult:
+        """Run a program of the host's userspace (under ``/host``) in L1; *argv* is quoted, never a shell line."""
+        return self.run("chroot /host " + shlex.join(argv), timeout)
+
+    def spawn(self, argv: list[str], log_path: str) -> int:
+        """Start a host program (an L2 QEMU) in L1 in the background; return its pid in L1."""
+        out = self.check(f"chroot /host {shlex.join(argv)} > {shlex.quote(log_path)} 2>&1 & echo $!",
+                         f"starting {argv[0]}")
+        return int(out.split()[-1])
+
+    def running(self, pid: int) -> bool:
+        return self.run(f"kill -0 {pid}").rc == 0
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL *pid* in L1 (no-op if it is gone)."""
+        self.run(f"kill -9 {pid} 2>/dev/null; true")
+
+    # -- SR-IOV -------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Check what the nested topology needs of L1; each failure names the fix."""
+        if self.run("test -d /host/usr/bin").rc != 0:
+            raise CapabilityMissing(f"{self.name}: the host's root is not mounted under /host (9p share "
+                                    f"'{HOST_ROOT_TAG}'): the host QEMU needs virtio-9p (-fsdev local)")
+        if self.run("ls /sys/kernel/iommu_groups/ | grep -q .").rc != 0:
+            raise CapabilityMissing(f"{self.name}: L1's kernel has no IOMMU groups: it needs intel_iommu=on and "
+                                    "a vIOMMU (-device intel-iommu,intremap=on,caching-mode=on with "
+                                    "-M q35,kernel-irqchip=split)")
+        if self.run("test -d /sys/bus/pci/drivers/vfio-pci").rc != 0:
+            raise CapabilityMissing(f"{self.name}: L1's kernel has no vfio-pci driver: add vfio_pci to "
+                                    "images/l1/modules.txt (and a kernel that builds it)")
+        self.pf_address = self.check(
+            "for d in /sys/bus/pci/devices/*; do [ -e $d/sriov_totalvfs ] && "
+            "[ \"$(cat $d/sriov_totalvfs)\" -gt 0 ] && echo ${d##*/} && break; done; true",
+            "looking for an SR-IOV PF").strip() or None
+        if self.pf_address is None:
+            raise CapabilityMissing(f"{self.name}: no PCI device offers SR-IOV VFs (sriov_totalvfs): L1 needs an "
+                                    "emulated igb (QEMU >= 8.0) bound to the igb driver")
+        self.pf_ifname = self.check(f"ls /sys/bus/pci/devices/{self.pf_address}/net/",
+                                    "finding the PF's interface").split()[0]
+
+    def create_vfs(self, count: int) -> list[VirtualFunction]:
+        """Create *count* VFs on the PF (none may exist yet) and return them."""
+        assert self.pf_address is not None, "preflight() first"
+        pf = f"/sys/bus/pci/devices/{self.pf_address}"
+        result = self.run(f"echo {count} > {pf}/sriov_numvfs", timeout=SRIOV_TIMEOUT_S)
+        self._vfs_created = True
+        if result.rc != 0:
+            total = self.run(f"cat {pf}/sriov_totalvfs").output.strip()
+            raise CapabilityMissing(f"{self.name}: cannot create {count} VFs on {self.pf_address} "
+                                    f"(sriov_totalvfs {total}): {result.output.strip()}")
+        addresses = self.check(f"for i in $(seq 0 {count - 1}); do basename $(readlink {pf}/virtfn$i); done",
+                               "listing the VFs").split()
+        return [VirtualFunction(i, address) for i, address in enumerate(addresses)]
+
+    def set_vf_mac(self, vf: VirtualFunction, mac: str) -> VirtualFunction:
+        """Give *vf* the failover MAC from the PF, as an SR-IOV hypervisor does, and read it back."""
+        assert self.pf_ifname is not None, "preflight() first"
+        result = self.host_run(["/usr/bin/ip", "link", "set", self.pf_ifname, "vf", str(vf.index), "mac", mac])
+        shown = parse_vf_macs(self.host_run(["/usr/bin/ip", "link", "show", self.pf_ifname]).output)
+        if result.rc != 0 or shown.get(vf.index) != mac.lower():
+            raise CapabilityMissing(f"{self.name}: cannot set VF {vf.index}'s MAC to {mac} from the PF "
+                                    f"{self.pf_ifname} (iproute2 says: {result.output.strip() or 'nothing'}; "
+                                    f"VF MACs now {shown}): the PF driver must support ndo_set_vf_mac")
+        return VirtualFunction(vf.index, vf.address, mac.lower())
+
+    def bind_vfio(self, vf: VirtualFunction) -> None:
+        """Bind *vf* to vfio-pci (``driver_override``), so L1's QEMU can pass it through."""
+        dev = f"/sys/bus/pci/devices/{vf.address}"
+        self.check(f"echo vfio-pci > {dev}/driver_override && "
+                   f"{{ [ ! -e {dev}/driver ] || echo {vf.address} > {dev}/driver/unbind; }} && "
+                   f"echo {vf.address} > /sys/bus/pci/drivers_probe", f"binding VF {vf.address} to vfio-pci")
+        driver = self.run(f"basename $(readlink {dev}/driver)").output.strip()
+        group = self.run(f"basename $(readlink {dev}/iommu_group)").output.strip()
+        if driver != "vfio-pci" or self.run(f"test -c /dev/vfio/{group}").rc != 0:
+            raise CapabilityMissing(f"{self.name}: VF {vf.address} is bound to {driver or 'no driver'} "
+                                    f"(IOMMU group {group or 'none'}), not usable through vfio-pci: "
+                                    "L1 needs vfio_pci and an IOMMU group per VF")
+
+    def shutdown(self) -> None:
+        """Put L1's SR-IOV state back if L1 still answers, then stop its QEMU. Idempotent."""
+        if self.vm.is_running():
+            try:
+                self.restore_sriov()
+            except HarnessError as e:  # L1 is going away anyway; its QEMU must not stay behind
+                log.warning("%s: %s", self.name, e)
+        self.channel.close()
+        self.vm.shutdown()
+
+    def restore_sriov(self) -> None:
+        """Remove the VFs this object created (their bindings and MACs go with them). Idempotent."""
+        if not self._vfs_created or self.pf_address is None:
+            return
+        result = self.run(f"echo 0 > /sys/bus/pci/devices/{self.pf_address}/sriov_numvfs",
+                          timeout=SRIOV_TIMEOUT_S)
+        if result.rc != 0:
+            log.warning("%s: removing the VFs failed: %s", self.name, result.output.strip())
+        self._vfs_created = False
+

@@ -1,0 +1,91 @@
+"""The nested topology's L1 hypervisor, booted for real: SR-IOV VFs created, given the
+failover MAC, bound to vfio-pci and removed again; a missing vIOMMU or PF is refused
+with the fix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness import netns
+from harness.accel import AccelChoice
+from harness.config import RunConfig
+from harness.errors import CapabilityMissing
+from harness.hypervisor import PF_ID, L1Host, boot_l1, l1_spec
+from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder
+from harness.vm import Device, VMSpec
+
+FAILOVER_MAC = "52:54:00:fa:00:01"
+
+
+@pytest.fixture(scope="module")
+def l1_image(harness_config: RunConfig, host_ready: None) -> GuestImage:
+    return ImageBuilder(harness_config.cache_dir, L1_RECIPE_DIR).get()
+
+
+@pytest.fixture
+def network() -> Iterator[netns.TestNetwork]:
+    net = netns.TestNetwork(f"l1t-{os.getpid() % 10000}").create()
+    yield net
+    net.delete()
+
+
+def _spec(harness_config: RunConfig, accel: AccelChoice, image: GuestImage) -> VMSpec:
+    return l1_spec("l1src", harness_config.qemu_binary, accel.accel, image, pf_mac="52:54:00:aa:00:01",
+                   mgmt_mac="52:54:00:ab:00:01", mgmt_addr="198.19.255.1/24")
+
+
+def _booted(spec: VMSpec, network: netns.TestNetwork, tmp_path: Path) -> L1Host:
+    return boot_l1(spec, network, tmp_path / "run", tmp_path / "artifacts")
+
+
+def test_vfs_are_created_bound_to_vfio_and_removed(harness_config: RunConfig, accel: AccelChoice,
+                                                   l1_image: GuestImage, network: netns.TestNetwork,
+                                                   tmp_path: Path) -> None:
+    host = _booted(_spec(harness_config, accel, l1_image), network, tmp_path)
+    try:
+        assert "198.19.255.1/24" in host.check("ip addr show mgmt0", "management link")
+        host.preflight()
+        vfs = host.create_vfs(2)
+        assert len({vf.address for vf in vfs}) == 2
+        vf = host.set_vf_mac(vfs[0], FAILOVER_MAC)
+        assert vf.mac == FAILOVER_MAC
+        host.bind_vfio(vf)
+        assert host.check(f"basename $(readlink /sys/bus/pci/devices/{vf.address}/driver)", "driver") == "vfio-pci"
+        host.restore_sriov()
+        assert host.check(f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs", "VF count") == "0"
+    finally:
+        host.shutdown()
+    assert not host.vm.is_running()
+
+
+def test_an_l1_without_a_viommu_is_refused_with_the_fix(harness_config: RunConfig, accel: AccelChoice,
+                                                        l1_image: GuestImage, network: netns.TestNetwork,
+                                                        tmp_path: Path) -> None:
+    spec = _spec(harness_config, accel, l1_image)
+    spec = replace(spec, devices=tuple(d for d in spec.devices if d.driver != "intel-iommu"),
+                   append=spec.append.replace("intel_iommu=on", ""))
+    host = _booted(spec, network, tmp_path)
+    try:
+        with pytest.raises(CapabilityMissing, match="no IOMMU groups: it needs intel_iommu=on and a vIOMMU"):
+            host.preflight()
+    finally:
+        host.shutdown()
+
+
+def test_an_l1_without_an_sriov_nic_is_refused_with_the_fix(harness_config: RunConfig, accel: AccelChoice,
+                                                            l1_image: GuestImage, network: netns.TestNetwork,
+                                                            tmp_path: Path) -> None:
+    spec = _spec(harness_config, accel, l1_image)
+    spec = replace(spec, devices=tuple(Device.of("e1000e", PF_ID, **dict(d.props)) if d.id == PF_ID else d
+                                       for d in spec.devices))
+    host = _booted(spec, network, tmp_path)
+    try:
+        with pytest.raises(CapabilityMissing, match="no PCI device offers SR-IOV VFs .* needs an emulated igb"):
+            host.preflight()
+    finally:
+        host.shutdown()
