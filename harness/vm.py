@@ -7,14 +7,16 @@ always leaves no process behind, whatever state QEMU is in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 from harness.errors import HarnessError, VMError
 from harness.proc import die_with_parent
@@ -162,6 +164,52 @@ def build_argv(spec: VMSpec, paths: VMPaths) -> list[str]:
     return argv
 
 
+class QemuProcess(Protocol):
+    """A running QEMU as :class:`VM` drives it: here (:class:`LocalProcess`) or inside an L1."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status; raises :class:`subprocess.TimeoutExpired` after *timeout*."""
+        ...
+
+    def kill(self) -> None: ...
+
+    def peak_rss_mib(self) -> float | None: ...
+
+
+class LocalProcess:
+    """A QEMU started on this host, in its own session (a Ctrl-C at the terminal must reach
+    pytest, which then tears QEMU down in order, not QEMU directly)."""
+
+    def __init__(self, argv: list[str], output: BinaryIO) -> None:
+        self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=die_with_parent)
+        self.pid = self._popen.pid
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._popen.wait(timeout)
+
+    def kill(self) -> None:
+        # The group: the launcher prefix (ip netns exec) execs QEMU, but be sure.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._popen.wait()
+
+    def peak_rss_mib(self) -> float | None:
+        """Peak resident memory (VmHWM) while the process is there to ask."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), None)
+
+
 @dataclass
 class VM:
     """One QEMU process with its QMP session. Use as a context manager or call :meth:`shutdown`."""
@@ -170,7 +218,9 @@ class VM:
     paths: VMPaths
     launcher_prefix: list[str] = field(default_factory=list)  # e.g. ``ip netns exec <ns>``
     qmp: QMPSession | None = field(default=None, init=False)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    # How QEMU is started: here by default; the nested topology starts L2s inside an L1.
+    spawn: Callable[[list[str], BinaryIO], QemuProcess] = LocalProcess
+    _proc: QemuProcess | None = field(default=None, init=False)
     _stderr: Any = field(default=None, init=False)
     # QEMU's peak resident memory, noted at shutdown (None: it was gone before).
     peak_rss_mib: float | None = field(default=None, init=False)
@@ -208,12 +258,7 @@ class VM:
         self._stderr.flush()
         log.info("%s: launching QEMU", self.name)
         log.debug("%s: argv %s", self.name, argv)
-        # Own session: a Ctrl-C at the terminal must reach pytest, which then
-        # tears QEMU down in order, not QEMU directly.
-        self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        self._proc = self.spawn(argv, self._stderr)
         self.qmp.accept(connect_timeout, exit_status=self.exit_status)
 
     def is_running(self) -> bool:
@@ -245,8 +290,7 @@ class VM:
         """SIGKILL QEMU at once (fault injection: a destination dying mid-stream)."""
         if self.is_running():
             assert self._proc is not None
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(10)
+            self._proc.kill()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Ask QEMU to quit, kill it if it does not; close QMP and logs. Idempotent."""
@@ -265,8 +309,7 @@ class VM:
                     self.kill()
         finally:
             if self._proc is not None and self._proc.poll() is None:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
+                self._proc.kill()
             if self.qmp is not None:
                 self.qmp.close()
             if self._stderr is not None:
@@ -279,13 +322,8 @@ class VM:
         """Keep QEMU's peak resident memory (VmHWM) while the process is still there to ask."""
         if self._proc is None or self._proc.poll() is not None:
             return
-        try:
-            status = Path(f"/proc/{self._proc.pid}/status").read_text()
-        except OSError:
-            return
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                self.peak_rss_mib = int(line.split()[1]) / 1024
+        if (peak := self._proc.peak_rss_mib()) is not None:
+            self.peak_rss_mib = peak
 
     def __enter__(self) -> VM:
         return self.launch()
