@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _RESULT_RE = re.compile(rb"^@@R (\d+) (\d+)$")
 _END_RE = re.compile(rb"^@@E (\d+)$")
+_READY = b"@@READY"  # the agent's first line
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class ControlChannel:
 
     def run(self, command: str, timeout: float = 20.0) -> CommandResult:
         """Run *command* with the guest's ``sh``; return its status and output."""
+        req_id = self._send(command)
+        answer = self._answer({req_id}, time.monotonic() + timeout, command, timeout)
+        assert answer is not None
+        return answer
+
+    def _send(self, command: str) -> int:
         req_id = next(self._ids)
         self._log(f"> {req_id} {command}")
         payload = base64.b64encode(command.encode()).decode()
@@ -104,18 +111,26 @@ class ControlChannel:
         except OSError as e:  # QEMU gone, or its socket not there (yet)
             self.close()
             raise self._lost(str(e)) from e
-        deadline = time.monotonic() + timeout
-        rc: int | None = None
+        return req_id
+
+    def _answer(self, ids: set[int], deadline: float, command: str, timeout: float, *,
+                until_ready: bool = False) -> CommandResult | None:
+        """Read until the answer to one of *ids* is complete (None: the agent announced
+        itself first, with *until_ready*). Other lines are echoes or stale answers."""
+        req_id: int | None = None
+        rc = 0
         body: list[bytes] = []
         while True:
             line = self._readline(deadline)
             if line is None:
                 raise DeadlineExceeded(f"guest did not answer {command!r} within {timeout:.0f} s")
-            if rc is None:
+            if req_id is None:
+                if until_ready and line == _READY:
+                    return None
                 m = _RESULT_RE.match(line)
-                if m and int(m.group(1)) == req_id:
-                    rc = int(m.group(2))
-                continue  # echo of a request sent before the agent ran, or a stale answer
+                if m and int(m.group(1)) in ids:
+                    req_id, rc = int(m.group(1)), int(m.group(2))
+                continue
             m = _END_RE.match(line)
             if m and int(m.group(1)) == req_id:
                 break
@@ -125,19 +140,35 @@ class ControlChannel:
         return CommandResult(rc, output)
 
     def wait_ready(self, timeout: float) -> None:
-        """Wait until the agent answers; the guest may still be booting."""
+        """Wait until the agent answers; the guest may still be booting.
+
+        Probes do not pile up: what is sent before the agent runs waits in the
+        serial line, and a slow guest (nested TCG: about a second a command)
+        would answer a probe a second for minutes. A probe goes out on each
+        connection and again when the agent announces itself (``@@READY``),
+        since the tty may drop what arrived before the agent opened it; an
+        answer to any of them will do.
+        """
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
-            if not self.qemu_running():
-                raise GuestBootFailed(f"QEMU exited while the guest booted ({last_error or 'no answer yet'})")
             try:
                 if self._sock is None:
                     self.connect()
-                if self.run("echo ok", timeout=min(1.0, max(0.1, deadline - time.monotonic()))).output == "ok":
-                    return
-            except DeadlineExceeded as e:
-                last_error = e  # agent not running yet: ask again
+                probes = {self._send("echo ok")}
+                while time.monotonic() < deadline:
+                    if not self.qemu_running():
+                        raise GuestBootFailed(f"QEMU exited while the guest booted ({last_error or 'no answer yet'})")
+                    try:  # a second at a time: notice a QEMU that died
+                        answer = self._answer(probes, min(deadline, time.monotonic() + 1.0), "echo ok", 1.0,
+                                              until_ready=True)
+                    except DeadlineExceeded as e:
+                        last_error = e
+                        continue
+                    if answer is None:
+                        probes.add(self._send("echo ok"))
+                    elif answer.output == "ok":
+                        return
             except (OSError, GuestError) as e:
                 last_error = e
                 self.close()
