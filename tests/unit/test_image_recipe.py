@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import shutil
 from pathlib import Path
 
@@ -9,10 +10,12 @@ import pytest
 
 from harness import image
 from harness.capabilities import parse_qemu_version
+from harness.errors import CapabilityMissing
 from harness.image import (
     L1_RECIPE_DIR,
     RECIPE_DIR,
     DebFile,
+    extract_vmlinux,
     image_key,
     module_closure,
     parse_print_uris,
@@ -100,3 +103,13 @@ def test_recipes_install_their_scripts() -> None:
     # The L1 hypervisor shares the guest's agent (a symlink), so the two never drift apart.
     assert recipe_scripts(L1_RECIPE_DIR) == ["harness-agent"]
     assert (L1_RECIPE_DIR / "harness-agent").read_bytes() == (RECIPE_DIR / "harness-agent").read_bytes()
+
+
+def test_extract_vmlinux_from_an_xz_bzimage() -> None:
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    bzimage = b"MZ setup code \x00" * 100 + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"\x00" * 32
+    assert extract_vmlinux(bzimage) == elf
+    with pytest.raises(CapabilityMissing, match="not an xz-compressed bzImage"):
+        extract_vmlinux(b"MZ" + elf)
+    with pytest.raises(CapabilityMissing, match="not an ELF kernel"):
+        extract_vmlinux(b"MZ" + lzma.compress(b"gzip?", format=lzma.FORMAT_XZ))
