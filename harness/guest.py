@@ -76,15 +76,18 @@ class ControlChannel:
             with self._transcript.open("a", encoding="utf-8") as f:
                 f.write(f"{time.time():.6f} {text}\n")
 
-    def _readline(self, deadline: float) -> bytes | None:
+    def _readline(self, deadline: float, on_idle: Callable[[], None] | None = None) -> bytes | None:
+        """The next line, or None at *deadline*; *on_idle* runs after each silent second."""
         assert self._sock is not None
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, _, _ = select.select([self._sock], [], [], left)
+            ready, _, _ = select.select([self._sock], [], [], left if on_idle is None else min(left, 1.0))
             if not ready:
-                return None
+                if on_idle is not None:
+                    on_idle()
+                continue
             chunk = self._sock.recv(65536)
             if not chunk:
                 raise self._lost("closed by QEMU")
@@ -114,14 +117,14 @@ class ControlChannel:
         return req_id
 
     def _answer(self, ids: set[int], deadline: float, command: str, timeout: float, *,
-                until_ready: bool = False) -> CommandResult | None:
+                until_ready: bool = False, on_idle: Callable[[], None] | None = None) -> CommandResult | None:
         """Read until the answer to one of *ids* is complete (None: the agent announced
         itself first, with *until_ready*). Other lines are echoes or stale answers."""
         req_id: int | None = None
         rc = 0
         body: list[bytes] = []
         while True:
-            line = self._readline(deadline)
+            line = self._readline(deadline, on_idle)
             if line is None:
                 raise DeadlineExceeded(f"guest did not answer {command!r} within {timeout:.0f} s")
             if req_id is None:
@@ -143,32 +146,33 @@ class ControlChannel:
         """Wait until the agent answers; the guest may still be booting.
 
         Probes do not pile up: what is sent before the agent runs waits in the
-        serial line, and a slow guest (nested TCG: about a second a command)
-        would answer a probe a second for minutes. A probe goes out on each
+        serial line, and a slow guest (nested TCG: seconds a command) would
+        answer a probe a second for minutes. A probe goes out on each
         connection and again when the agent announces itself (``@@READY``),
         since the tty may drop what arrived before the agent opened it; an
         answer to any of them will do.
         """
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
+
+        def still_booting() -> None:
+            if not self.qemu_running():
+                raise GuestBootFailed(f"QEMU exited while the guest booted ({last_error or 'no answer yet'})")
+
         while time.monotonic() < deadline:
+            still_booting()
             try:
                 if self._sock is None:
                     self.connect()
                 probes = {self._send("echo ok")}
-                while time.monotonic() < deadline:
-                    if not self.qemu_running():
-                        raise GuestBootFailed(f"QEMU exited while the guest booted ({last_error or 'no answer yet'})")
-                    try:  # a second at a time: notice a QEMU that died
-                        answer = self._answer(probes, min(deadline, time.monotonic() + 1.0), "echo ok", 1.0,
-                                              until_ready=True)
-                    except DeadlineExceeded as e:
-                        last_error = e
-                        continue
-                    if answer is None:
-                        probes.add(self._send("echo ok"))
-                    elif answer.output == "ok":
+                while True:
+                    answer = self._answer(probes, deadline, "echo ok", timeout, until_ready=True,
+                                          on_idle=still_booting)
+                    if answer is not None and answer.output == "ok":
                         return
+                    probes.add(self._send("echo ok"))
+            except DeadlineExceeded as e:
+                last_error = e
             except (OSError, GuestError) as e:
                 last_error = e
                 self.close()
