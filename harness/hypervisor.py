@@ -18,8 +18,11 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from harness.errors import CapabilityMissing, GuestError, HarnessError
 from harness.guest import CommandResult, ControlChannel
@@ -129,19 +132,6 @@ class L1Host:
         """Run a program of the host's userspace (under ``/host``) in L1; *argv* is quoted, never a shell line."""
         return self.run("chroot /host " + shlex.join(argv), timeout)
 
-    def spawn(self, argv: list[str], log_path: str) -> int:
-        """Start a host program (an L2 QEMU) in L1 in the background; return its pid in L1."""
-        out = self.check(f"chroot /host {shlex.join(argv)} > {shlex.quote(log_path)} 2>&1 & echo $!",
-                         f"starting {argv[0]}")
-        return int(out.split()[-1])
-
-    def running(self, pid: int) -> bool:
-        return self.run(f"kill -0 {pid}").rc == 0
-
-    def kill(self, pid: int) -> None:
-        """SIGKILL *pid* in L1 (no-op if it is gone)."""
-        self.run(f"kill -9 {pid} 2>/dev/null; true")
-
     # -- SR-IOV -------------------------------------------------------------
 
     def preflight(self) -> None:
@@ -224,3 +214,76 @@ class L1Host:
             log.warning("%s: removing the VFs failed: %s", self.name, result.output.strip())
         self._vfs_created = False
 
+
+
+class L1Process:
+    """A QEMU started inside an L1 through its agent: what :class:`~harness.vm.VM` needs of a process.
+
+    QEMU writes its pid and output to L1's tmpfs; its exit status is written
+    next to them when it ends. Its output is appended to *output* (the L0 log
+    VM reads) once it has ended, so QEMU's messages reach the report.
+    """
+
+    def __init__(self, host: L1Host, name: str, argv: list[str], output: BinaryIO) -> None:
+        self.host, self._output = host, output
+        self._files = f"/tmp/{name}"  # in L1's view of the host root; QEMU sees /tmp/<name>.*
+        host.check(f"rm -f /host{self._files}.*", "clearing old QEMU files")
+        started = host.check(
+            f"(chroot /host {shlex.join([*argv, '-pidfile', self._files + '.pid'])} > /host{self._files}.log 2>&1;"
+            f" echo $? > /host{self._files}.rc) > /dev/null 2>&1 & "
+            f"for i in $(seq 100); do [ -s /host{self._files}.pid ] || [ -e /host{self._files}.rc ] && break;"
+            f" sleep 0.1; done; cat /host{self._files}.pid 2>/dev/null; true", f"starting {argv[0]} in L1")
+        self.pid = int(started.split()[-1]) if started.strip() else -1
+        self._status: int | None = None
+
+    def poll(self) -> int | None:
+        if self._status is None:
+            rc = self.host.run(f"cat /host{self._files}.rc 2>/dev/null")
+            if rc.rc == 0 and rc.output.strip():
+                self._status = int(rc.output.strip())
+                self._output.write(self.host.run(f"cat /host{self._files}.log").output.encode())
+                self._output.flush()
+        return self._status
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"{self._files} in {self.host.name}", timeout or 0.0)
+            time.sleep(0.2)
+        return status
+
+    def kill(self) -> None:
+        if self.pid > 0:
+            self.host.run(f"kill -9 {self.pid} 2>/dev/null; true")
+        self.wait(10)
+
+    def peak_rss_mib(self) -> float | None:
+        out = self.host.run(f"grep VmHWM /proc/{self.pid}/status").output.split()
+        return int(out[1]) / 1024 if len(out) > 1 and out[1].isdigit() else None
+
+
+@dataclass(frozen=True)
+class L2Paths(VMPaths):
+    """An L2 QEMU's endpoints: it runs in an L1 and reaches the harness over the management link.
+
+    Its QMP connects to a relay listening in the test's bridge namespace
+    (*qmp_relay*, onwards to :attr:`qmp_socket`); its agent's chardev listens
+    on L1's management address (*control_listen*, reached through a relay
+    listening at :attr:`control_socket`); its console is a file in L1.
+    """
+
+    qmp_relay: str = ""
+    control_listen: str = ""
+    l1_console: str = ""
+
+    def qmp_chardev(self) -> str:
+        host, port = self.qmp_relay.rsplit(":", 1)
+        return f"socket,id=qmp,host={host},port={port},server=off"
+
+    def console_chardev(self) -> str:
+        return f"file,id=console,path={self.l1_console}"
+
+    def control_chardev(self) -> str:
+        host, port = self.control_listen.rsplit(":", 1)
+        return f"socket,id=control,host={host},port={port},server=on,wait=off"
