@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 _RESULT_RE = re.compile(rb"^@@R (\d+) (\d+)$")
 _END_RE = re.compile(rb"^@@E (\d+)$")
 _READY = b"@@READY"  # the agent's first line
+# wait_ready's probes: again after this much silence, doubling up to the maximum.
+PROBE_INTERVAL_S = 1.0
+MAX_PROBE_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class ControlChannel:
             if line is None:
                 raise DeadlineExceeded(f"guest did not answer {command!r} within {timeout:.0f} s")
             if req_id is None:
-                if until_ready and line == _READY:
+                if until_ready and line.endswith(_READY):  # maybe after the tty's echo of a probe
                     return None
                 m = _RESULT_RE.match(line)
                 if m and int(m.group(1)) in ids:
@@ -147,30 +150,43 @@ class ControlChannel:
 
         Probes do not pile up: what is sent before the agent runs waits in the
         serial line, and a slow guest (nested TCG: seconds a command) would
-        answer a probe a second for minutes. A probe goes out on each
-        connection and again when the agent announces itself (``@@READY``),
-        since the tty may drop what arrived before the agent opened it; an
-        answer to any of them will do.
+        answer a probe a second for minutes. The tty may garble or drop what
+        arrives while the agent opens it, so a probe goes out on each
+        connection, again when the agent announces itself (``@@READY``), and
+        again after 1, 2, 4 ... s of silence; an answer to any of them will do.
         """
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
+        probes: set[int] = set()
+        interval, next_probe = PROBE_INTERVAL_S, 0.0
 
-        def still_booting() -> None:
+        def probe() -> None:
+            nonlocal interval, next_probe
+            probes.add(self._send("echo ok"))
+            next_probe = time.monotonic() + interval
+            interval = min(2 * interval, MAX_PROBE_INTERVAL_S)
+
+        def check_qemu() -> None:
             if not self.qemu_running():
                 raise GuestBootFailed(f"QEMU exited while the guest booted ({last_error or 'no answer yet'})")
 
+        def still_booting() -> None:
+            check_qemu()
+            if time.monotonic() >= next_probe:
+                probe()
+
         while time.monotonic() < deadline:
-            still_booting()
+            check_qemu()
             try:
                 if self._sock is None:
                     self.connect()
-                probes = {self._send("echo ok")}
+                probe()
                 while True:
                     answer = self._answer(probes, deadline, "echo ok", timeout, until_ready=True,
                                           on_idle=still_booting)
                     if answer is not None and answer.output == "ok":
                         return
-                    probes.add(self._send("echo ok"))
+                    probe()
             except DeadlineExceeded as e:
                 last_error = e
             except (OSError, GuestError) as e:
