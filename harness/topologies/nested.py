@@ -85,10 +85,11 @@ def address_mgmt_bridge(network: TestNetwork) -> None:
 
 
 def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path,
-              l1_mgmt_ip: str) -> tuple[VM, list[Relay]]:
-    """Start *spec*'s QEMU in *host* with its QMP and agent relayed to unix sockets in *run_dir*."""
+              l1_mgmt_ip: str, qmp_port: int = QMP_RELAY_PORT) -> tuple[VM, list[Relay]]:
+    """Start *spec*'s QEMU in *host* with its QMP and agent relayed to unix sockets in *run_dir*
+    (each L2 of a bed needs its own *qmp_port*: the relays all listen in the bridge namespace)."""
     base = VMPaths.for_vm(spec.name, run_dir, artifacts_dir)
-    paths = L2Paths(**vars(base), qmp_relay=f"{L0_MGMT_IP}:{QMP_RELAY_PORT}",
+    paths = L2Paths(**vars(base), qmp_relay=f"{L0_MGMT_IP}:{qmp_port}",
                     control_listen=f"{l1_mgmt_ip}:{L2_CONTROL_PORT}", l1_console=f"/tmp/{spec.name}-console.log")
     prefix = network.bridge_ns.exec_prefix()
     relays = [Relay(prefix, "tcp-to-unix", paths.qmp_relay, str(paths.qmp_socket),
