@@ -70,9 +70,11 @@ class QMPSession:
     between QEMU creating its socket and the harness polling for it.
     """
 
-    def __init__(self, vm_name: str, socket_path: Path, transcript_path: Path) -> None:
+    def __init__(self, vm_name: str, socket_path: Path, transcript_path: Path, clock_offset_s: float = 0.0) -> None:
         self.vm_name = vm_name
         self.socket_path = socket_path
+        # QEMU's clock minus the harness's: a QEMU inside an L1 VM stamps events with L1's clock.
+        self.clock_offset_s = clock_offset_s
         self._client = QMPClient(vm_name)
         self._listener = EventListener()
         self._client.register_listener(self._listener)
@@ -134,9 +136,10 @@ class QMPSession:
                 vm=self.vm_name,
                 name=str(msg["event"]),
                 data=dict(msg.get("data", {})),
-                ts=ts["seconds"] + ts["microseconds"] / 1e6,
+                ts=ts["seconds"] + ts["microseconds"] / 1e6 - self.clock_offset_s,
             )
-            self._write({"event": event.name, "data": event.data, "ts": event.ts})
+            self._write({"event": event.name, "data": event.data, "ts": event.ts}
+                        | ({"qemu_ts": event.ts + self.clock_offset_s} if self.clock_offset_s else {}))
             with self._cond:
                 self._events.append(event)
                 self._cond.notify_all()

@@ -220,6 +220,8 @@ class VM:
     qmp: QMPSession | None = field(default=None, init=False)
     # How QEMU is started: here by default; the nested topology starts L2s inside an L1.
     spawn: Callable[[list[str], BinaryIO], QemuProcess] = LocalProcess
+    # QEMU's clock minus the harness's (an L2's QEMU stamps QMP events with its L1's clock).
+    clock_offset_s: float = 0.0
     _proc: QemuProcess | None = field(default=None, init=False)
     _stderr: Any = field(default=None, init=False)
     # QEMU's peak resident memory, noted at shutdown (None: it was gone before).
@@ -250,7 +252,7 @@ class VM:
     def _launch(self, connect_timeout: float) -> None:
         self.paths.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
         self.paths.console_log.parent.mkdir(parents=True, exist_ok=True)
-        self.qmp = QMPSession(self.name, self.paths.qmp_socket, self.paths.qmp_transcript)
+        self.qmp = QMPSession(self.name, self.paths.qmp_socket, self.paths.qmp_transcript, self.clock_offset_s)
         self.qmp.listen()
         argv = self.argv()
         self._stderr = self.paths.stderr_log.open("ab")

@@ -30,7 +30,7 @@ def build_template(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str) -> byte
     return bytearray(bytes(frame))
 
 
-def _checksum(data: bytes | bytearray) -> int:
+def internet_checksum(data: bytes | bytearray) -> int:
     if len(data) % 2:
         data = bytes(data) + b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -49,7 +49,7 @@ def stamp(template: bytearray, seq: int) -> bytes:
     struct.pack_into("!H", template, off + 2, 0)  # checksum, recomputed below
     struct.pack_into("!H", template, off + 6, seq & 0xFFFF)
     struct.pack_into("!Q", template, off + 8 + len(MAGIC), seq)
-    struct.pack_into("!H", template, off + 2, _checksum(template[off:]))
+    struct.pack_into("!H", template, off + 2, internet_checksum(template[off:]))
     return bytes(template)
 
 
