@@ -30,6 +30,8 @@ _READY = b"@@READY"  # the agent's first line
 # wait_ready's probes: again after this much silence, doubling up to the maximum.
 PROBE_INTERVAL_S = 1.0
 MAX_PROBE_INTERVAL_S = 30.0
+# How long a guest command may take unless its caller says otherwise.
+COMMAND_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class ControlChannel:
         line, _, self._buf = self._buf.partition(b"\n")
         return line.rstrip(b"\r")
 
-    def run(self, command: str, timeout: float = 20.0) -> CommandResult:
+    def run(self, command: str, timeout: float = COMMAND_TIMEOUT_S) -> CommandResult:
         """Run *command* with the guest's ``sh``; return its status and output."""
         req_id = self._send(command)
         answer = self._answer({req_id}, time.monotonic() + timeout, command, timeout)
@@ -278,26 +280,30 @@ class Guest:
         self.channel = channel
         self.failover_mac = failover_mac
 
-    def links(self) -> list[GuestLink]:
+    def links(self, timeout: float = COMMAND_TIMEOUT_S) -> list[GuestLink]:
         """Every network interface of the guest."""
-        result = self.channel.run("fo-state")
+        result = self.channel.run("fo-state", timeout=timeout)
         if result.rc != 0:
             raise GuestError(f"fo-state failed ({result.rc}): {result.output}")
         return parse_link_state(result.output)
 
-    def failover(self) -> FailoverView:
-        return failover_view(self.links(), self.failover_mac)
+    def failover(self, timeout: float = COMMAND_TIMEOUT_S) -> FailoverView:
+        return failover_view(self.links(timeout), self.failover_mac)
 
     def wait_primary_active(self, timeout: float) -> FailoverView:
-        """Poll until the primary is enslaved and up; return the last view either way."""
+        """Poll until the primary is enslaved and up; return the last view either way.
+
+        A guest busy plugging its primary may answer slowly (seconds under
+        nested TCG): each poll may take what is left of *timeout*.
+        """
         deadline = time.monotonic() + timeout
-        view = self.failover()
-        while not view.primary_active and time.monotonic() < deadline:
+        view = self.failover(max(timeout, COMMAND_TIMEOUT_S))
+        while not view.primary_active and (left := deadline - time.monotonic()) > 0:
             time.sleep(0.1)
-            view = self.failover()
+            view = self.failover(max(left, COMMAND_TIMEOUT_S))
         return view
 
-    def dmesg(self, timeout: float = 20.0) -> str:
+    def dmesg(self, timeout: float = COMMAND_TIMEOUT_S) -> str:
         return self.channel.run("dmesg", timeout=timeout).output
 
     def clock_sync(self, samples: int = 3) -> tuple[ClockSync, str]:
