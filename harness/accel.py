@@ -64,3 +64,21 @@ def choose_accel(requested: str, qemu_binary: str, kernel: Path) -> AccelChoice:
     if usable:
         return AccelChoice("kvm", why)
     return AccelChoice("tcg", f"KVM unusable: {why}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.accel QEMU KERNEL``: exit 0 if a guest really boots under KVM here
+    (how the nested topology asks an L1 whether its L2 can use KVM)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.accel")
+    parser.add_argument("qemu_binary")
+    parser.add_argument("kernel", type=Path)
+    args = parser.parse_args(argv)
+    usable, why = probe_kvm(args.qemu_binary, args.kernel)
+    print(f"kvm {'usable' if usable else 'unusable'}: {why}")
+    return 0 if usable else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

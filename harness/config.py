@@ -57,7 +57,7 @@ class RunConfig(BaseModel):
 
     qemu_binary: str = "qemu-system-x86_64"
     accel: Literal["auto", "kvm", "tcg"] = "auto"
-    topology: Literal["flat"] = "flat"
+    topology: Literal["flat", "nested"] = "flat"
     guest_kernel: Path | None = None
     guest_modules: Path | None = None
     guest_memory_mib: int = Field(512, ge=128, le=16384)

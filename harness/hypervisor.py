@@ -60,6 +60,8 @@ def l1_spec(name: str, qemu_binary: str, accel: Accel, image: GuestImage, *, pf_
     )
     append = (f"console=ttyS0 panic=-1 ipv6.disable=1 intel_iommu=on "
               f"harness.mgmt_mac={mgmt_mac} harness.mgmt_addr={mgmt_addr}")
+    if accel == "kvm":  # L1 loads KVM, so that its L2 may use it (nested virtualization)
+        append += " harness.kvm=1"
     return VMSpec(
         name=name, qemu_binary=qemu_binary, accel=accel, kernel=image.kernel, initrd=image.initrd,
         append=append, memory_mib=memory_mib, machine=L1_MACHINE, cpus=2,
@@ -83,9 +85,10 @@ def parse_vf_macs(ip_link_show: str) -> dict[int, str]:
             for m in re.finditer(r"^\s*vf (\d+)\s+(?:link/ether\s+|MAC\s+)([0-9a-fA-F:]{17})", ip_link_show, re.M)}
 
 
-def boot_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path) -> L1Host:
+def start_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path) -> L1Host:
     """Start the L1 of *spec* inside *network* (its taps on the bridges named by the netdev ids
-    ``pf``: data bridge, ``mgmt``: management bridge) and wait for its agent; on failure nothing runs."""
+    ``pf``: data bridge, ``mgmt``: management bridge); :meth:`L1Host.wait_ready` before using it.
+    On failure nothing runs."""
     for netdev in spec.netdevs:
         network.add_tap(netdev.ifname, network.MGMT_BRIDGE if netdev.id == MGMT_NETDEV else network.BRIDGE)
     vm = VM(spec, VMPaths.for_vm(spec.name, run_dir, artifacts_dir), launcher_prefix=network.bridge_ns.exec_prefix())
@@ -93,6 +96,16 @@ def boot_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Pa
                                      qemu_running=vm.is_running))
     try:
         vm.launch()
+    except BaseException:
+        host.shutdown()
+        raise
+    return host
+
+
+def boot_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path) -> L1Host:
+    """:func:`start_l1` and wait for its agent; on failure nothing runs."""
+    host = start_l1(spec, network, run_dir, artifacts_dir)
+    try:
         host.wait_ready()
     except BaseException:
         host.shutdown()
@@ -221,11 +234,14 @@ class L1Process:
 
     QEMU writes its pid and output to L1's tmpfs; its exit status is written
     next to them when it ends. Its output is appended to *output* (the L0 log
-    VM reads) once it has ended, so QEMU's messages reach the report.
+    VM reads) once it has ended, so QEMU's messages reach the report, and the
+    files *collect* names (L1 path → L0 path, e.g. the guest's console) are
+    copied out then.
     """
 
-    def __init__(self, host: L1Host, name: str, argv: list[str], output: BinaryIO) -> None:
-        self.host, self._output = host, output
+    def __init__(self, host: L1Host, name: str, argv: list[str], output: BinaryIO,
+                 collect: dict[str, Path] | None = None) -> None:
+        self.host, self._output, self._collect = host, output, dict(collect or {})
         self._files = f"/tmp/{name}"  # in L1's view of the host root; QEMU sees /tmp/<name>.*
         host.check(f"rm -f /host{self._files}.*", "clearing old QEMU files")
         started = host.check(
@@ -243,6 +259,9 @@ class L1Process:
                 self._status = int(rc.output.strip())
                 self._output.write(self.host.run(f"cat /host{self._files}.log").output.encode())
                 self._output.flush()
+                for l1_path, l0_path in self._collect.items():
+                    copied = self.host.run(f"cat /host{l1_path}", timeout=60.0)
+                    l0_path.write_text(copied.output if copied.rc == 0 else f"(not copied from L1: {copied.output})")
         return self._status
 
     def wait(self, timeout: float | None = None) -> int:

@@ -41,6 +41,7 @@ from harness.report import ResultsJson, properties_table
 from harness.snapshot import SnapshotStore
 from harness.sweep import run_dir, sweep_leftovers
 from harness.topologies.flat import FlatBed
+from harness.topologies.nested import NestedBed
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ BED_ALLOWS_KEY = pytest.StashKey[list[str]]()
 SNAPSHOTS_KEY = pytest.StashKey[SnapshotStore]()
 
 _bed_counter = itertools.count(1)
-_live_beds: set[FlatBed] = set()
+_live_beds: set[FlatBed | NestedBed] = set()
+BED_CLASSES: dict[str, type[FlatBed] | type[NestedBed]] = {"flat": FlatBed, "nested": NestedBed}
 
 
 # -- options and configuration ------------------------------------------------
@@ -64,6 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="QEMU to test (default: qemu-system-x86_64 on PATH)")
     group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=None,
                     help="accelerator; auto (default) uses KVM only if a kernel really boots under it")
+    group.addoption("--topology", choices=("flat", "nested"), default=None,
+                    help="flat (default): one host, emulated primary; nested: the guest in an L1 hypervisor, "
+                         "an igb VF passed through with VFIO as its primary, migrated between two L1s")
     group.addoption("--guest-kernel", metavar="BZIMAGE", default=None, help="boot this kernel in the guest")
     group.addoption("--guest-modules", metavar="DIR", default=None,
                     help="INSTALL_MOD_PATH of --guest-kernel's modules (make modules_install)")
@@ -108,6 +113,7 @@ def config_from_options(config: pytest.Config) -> RunConfig:
     overrides: dict[str, Any] = {
         "qemu_binary": opt.qemu_binary,
         "accel": opt.accel,
+        "topology": opt.topology,
         "guest_kernel": opt.guest_kernel,
         "guest_modules": opt.guest_modules,
         "guest_memory_mib": opt.guest_memory_mib,
@@ -255,9 +261,9 @@ def accel(harness_config: RunConfig, guest_image: GuestImage, request: pytest.Fi
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip a case that needs what the topology cannot provide, before any fixture costs time."""
     needed = {c for marker in item.iter_markers("bed_needs") for c in marker.args}
-    missing = sorted(needed - FlatBed.capabilities)
+    topology = item.config.stash[CONFIG_KEY].topology
+    missing = sorted(needed - BED_CLASSES[topology].capabilities)
     if missing:
-        topology = item.config.stash[CONFIG_KEY].topology
         pytest.skip(f"the {topology} topology cannot provide: {', '.join(missing)}")
 
 
@@ -374,7 +380,7 @@ atexit.register(_teardown_live_beds)
 
 @pytest.fixture
 def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, guest_image: GuestImage,
-                 accel: AccelChoice, test_artifacts: Path, record_property: Any) -> Iterator[FlatBed]:
+                 accel: AccelChoice, test_artifacts: Path, record_property: Any) -> Iterator[FlatBed | NestedBed]:
     """A running source guest with failover negotiated, on the configured topology.
 
     Options by indirect parametrization, e.g.
@@ -384,16 +390,21 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     options: dict[str, Any] = dict(getattr(request, "param", {}))
     build = options.pop("build", True)
     needed = {c for marker in request.node.iter_markers("bed_needs") for c in marker.args}
-    missing = sorted(needed - FlatBed.capabilities)
+    missing = sorted(needed - BED_CLASSES[harness_config.topology].capabilities)
     if missing:
         pytest.skip(f"the {harness_config.topology} topology cannot provide: {', '.join(missing)}")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "m")
     tag = f"{worker}-{next(_bed_counter)}"
     record_property("run.accel", accel.accel)
     record_property("run.accel_reason", accel.reason)
-    snapshots = request.config.stash.get(SNAPSHOTS_KEY, None) if harness_config.snapshots else None
-    bed = FlatBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
-                  artifacts_dir=test_artifacts, snapshots=snapshots, **options)
+    bed: FlatBed | NestedBed
+    if harness_config.topology == "nested":
+        bed = NestedBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
+                        artifacts_dir=test_artifacts, **options)
+    else:
+        snapshots = request.config.stash.get(SNAPSHOTS_KEY, None) if harness_config.snapshots else None
+        bed = FlatBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
+                      artifacts_dir=test_artifacts, snapshots=snapshots, **options)
     _live_beds.add(bed)
     request.node.stash[BED_ALLOWS_KEY] = bed.expected_log_lines()
     timing = request.node.get_closest_marker("timing") is not None
@@ -403,12 +414,9 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
             record_property("run.isolation", how)
             if build:
                 bed.build()
-            if bed.boot_s is not None:  # a paused bed boots later, in the test
-                record_property("run.boot_s", round(bed.boot_s, 2))
-            if bed.snapshot_restore_s is not None:
-                record_property("run.snapshot_restore_s", round(bed.snapshot_restore_s, 2))
-            if bed.snapshot_error is not None:
-                record_property("run.snapshot_error", bed.snapshot_error)
+            for name, value in bed.facts().items():  # a paused bed boots later, in the test
+                if value is not None:
+                    record_property(name, round(value, 2) if isinstance(value, float) else value)
             yield bed
             if _failed_so_far(request.node):
                 bed.save_guest_log(test_artifacts / "guest-dmesg.log")

@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol
 from harness.guest import Guest
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing
-from harness.traffic.probe import PathCapture
+from harness.traffic.probe import PathRecorder
 from harness.vm import VM, Device
 
 # What a case may need beyond "migrate a failover guest" (marker ``bed_needs``);
@@ -39,6 +39,10 @@ class FailoverBed(Protocol):
 
     def resume(self) -> None:
         """Start a source built paused (bed option ``paused``) and wait for its guest."""
+        ...
+
+    def facts(self) -> dict[str, object]:
+        """What the bed measured or decided while building (``run.*`` properties; None: not known)."""
         ...
 
     def devices(self) -> tuple[Device, ...]:
@@ -69,7 +73,7 @@ class FailoverBed(Protocol):
         """Guest address and failover MAC of failover pair *pair* (1, or 2 where the bed has two)."""
         ...
 
-    def path_capture(self, log_path: Path, pair: int = 1) -> PathCapture:
+    def path_capture(self, log_path: Path, pair: int = 1) -> PathRecorder:
         """Start recording which data path (``primary``/``standby``) carries each probe reply of *pair*.
 
         The capture is starting when this returns: :meth:`PathCapture.wait_ready` before relying on it.

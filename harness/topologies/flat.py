@@ -32,7 +32,6 @@ from harness.migration import (
     DestinationPrimary,
     MigrationPlan,
     MigrationResult,
-    migrate,
     set_capabilities,
     wait_migration_end,
 )
@@ -40,6 +39,7 @@ from harness.netns import Addressing, TestNetwork
 from harness.pairing import explain_qemu_messages, pairing_problems
 from harness.snapshot import SnapshotError, SnapshotStore, snapshot_key
 from harness.topologies import ALL_CAPABILITIES
+from harness.topologies.common import PRIMARY_ID, STANDBY_ID, BedCommon
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 # q35 hot-plugs through ACPI by default (since QEMU 6.1); this selects native PCIe
 # hotplug (the guest's pciehp, with its ~5 s attention-button delay) instead.
 NATIVE_HOTPLUG_ARGS = ("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
-STANDBY_ID = "standby0"
-PRIMARY_ID = "primary0"
 # The second failover pair (bed option ``pairs=2``).
 STANDBY2_ID = "standby1"
 PRIMARY2_ID = "primary1"
@@ -117,10 +115,11 @@ def kernel_append(addressing: Addressing, second: Addressing | None = None) -> s
 
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
-class FlatBed:
+class FlatBed(BedCommon):
     """A failover bed on the flat topology; :meth:`teardown` removes all of it (idempotent)."""
 
     capabilities: ClassVar[frozenset[str]] = ALL_CAPABILITIES
+    boot_timeout_s: ClassVar[float] = BOOT_TIMEOUT_S
 
     config: RunConfig
     image: GuestImage
@@ -284,18 +283,9 @@ class FlatBed:
         for netdev in spec.netdevs:
             self.network.remove_tap(netdev.ifname)
 
-    def resume(self) -> None:
-        """Start a source built paused and wait for its guest agent."""
-        assert self.source.qmp is not None
-        started = time.monotonic()
-        self.source.qmp.execute("cont")
-        self._wait_booted(started)
-
-    def _wait_booted(self, started: float) -> None:
-        """Wait for the guest agent; :attr:`boot_s` counts from *started* (QEMU launch, or ``cont``)."""
-        with progress.step(f"bed {self.tag}: booting the guest ({self.accel})"):
-            self.guest.channel.wait_ready(BOOT_TIMEOUT_S)
-        self.boot_s = time.monotonic() - started
+    def facts(self) -> dict[str, object]:
+        return {"run.boot_s": self.boot_s, "run.snapshot_restore_s": self.snapshot_restore_s,
+                "run.snapshot_error": self.snapshot_error}
 
     def devices(self) -> tuple[Device, ...]:
         """The source's failover devices, as given to QEMU."""
@@ -364,14 +354,7 @@ class FlatBed:
         stay readable); after a failure the destination is shut down instead
         and the guest carries on where it was.
         """
-        uri = f"unix:{self.run_dir / f'{destination.name}.mig'}"
-        limits = self.config.thresholds
-        with progress.step(f"bed {self.tag}: migrating {self.source.name} to {destination.name}") as step:
-            result = migrate(self.source, destination, uri, deadline_s=limits.migration_deadline_s,
-                             wait_unplug_deadline_s=plan.wait_unplug_deadline_s or limits.wait_unplug_deadline_s,
-                             on_status=plan.on_status, max_bandwidth=plan.max_bandwidth,
-                             capabilities=plan.capabilities)
-            step.result = result.status
+        result = self._drive_migration(destination, f"unix:{self.run_dir / f'{destination.name}.mig'}", plan)
         if result.status == "completed":
             self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
             old, self.source = self.source, destination
@@ -396,27 +379,7 @@ class FlatBed:
         """Errors and warnings of every QEMU this bed started, in start order."""
         return [line for vm in self.vms for line in vm.messages()]
 
-    # -- the primary, by hand ------------------------------------------------
-
-    def unplug_primary(self, timeout: float = 30.0) -> None:
-        """``device_del`` the source's primary and wait until the guest ejected it (``DEVICE_DELETED``)."""
-        qmp = self.source.qmp
-        assert qmp is not None
-        mark = qmp.mark()
-        qmp.execute("device_del", {"id": PRIMARY_ID})
-        qmp.next_event("DEVICE_DELETED", timeout, after=mark, match=lambda e: e.data.get("device") == PRIMARY_ID)
-
-    def plug_primary(self) -> None:
-        """``device_add`` the source's primary again, as it was given on the command line."""
-        assert self.source.qmp is not None
-        (primary,) = (d for d in self.source.spec.devices if d.id == PRIMARY_ID)
-        self.source.qmp.execute("device_add", primary.qmp_arguments())
-
     # -- the traffic peer and the data paths ---------------------------------
-
-    def pair_addressing(self, pair: int) -> Addressing:
-        """Guest address and failover MAC of failover pair *pair* (1, or 2 with ``pairs=2``)."""
-        return self.addressing if pair == 1 else self.addressing.second_pair()
 
     def path_capture(self, log_path: Path, pair: int = 1) -> PathCapture:
         """Attribute replies to a path by the tap they left the guest through (any VM's taps)."""
@@ -424,29 +387,7 @@ class FlatBed:
         return PathCapture(self.network.bridge_ns.exec_prefix(), self.pair_addressing(pair).guest_ip,
                            {f"*-pri{suffix}": PRIMARY, f"*-sby{suffix}": STANDBY}, log_path)
 
-    def peer_exec_prefix(self) -> list[str]:
-        return self.network.peer_ns.exec_prefix()
-
-    def peer_interface(self) -> str:
-        return TestNetwork.PEER_IF
-
-    def peer_mac(self) -> str:
-        return self.network.peer_mac()
-
     # -- teardown ---------------------------------------------------------
-
-    def peak_rss_mib(self) -> float | None:
-        """The largest peak resident memory of this bed's QEMUs (known once they are shut down)."""
-        peaks = [vm.peak_rss_mib for vm in self.vms if vm.peak_rss_mib is not None]
-        return max(peaks) if peaks else None
-
-    def save_guest_log(self, path: Path) -> None:
-        """Evidence of a failed case: the guest's whole kernel log, or why it could not be read."""
-        try:
-            text = self.guest.dmesg(timeout=5.0)
-        except (HarnessError, AttributeError) as e:  # AttributeError: the guest never got that far
-            text = f"(the guest's kernel log could not be read: {e})\n"
-        path.write_text(text)
 
     def teardown(self) -> None:
         """Stop every VM, remove namespaces, taps and sockets. Safe to call twice."""

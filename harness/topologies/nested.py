@@ -3,31 +3,51 @@ its primary is an emulated igb's SR-IOV VF passed through with VFIO.
 
 ::
 
-    peer ns: peer0 ──veth── bridge ns: br0 ─┬─ l1src-pf ── L1 source: igb PF ─┬─ VF (vfio-pci) ── L2 primary
-                                            │                         br0: PF ─┴─ l2sby ── L2 standby
-                                            └─ l1dst-pf ── L1 destination (the same)
-                            bridge ns: mgmt0 (198.19.255.254) ─┬─ l1src-mg (198.19.255.1)
-                                                               └─ l1dst-mg (198.19.255.2)
+    peer ns: peer0 ──veth── bridge ns: br0 ─┬─ l1a-pf ── L1 a: igb PF ─┬─ VF (vfio-pci) ── L2 primary
+                                            │                   br0: PF ─┴─ l2sby ── L2 standby
+                                            └─ l1b-pf ── L1 b (the same)
+                            bridge ns: mgmt0 (198.19.255.254) ─┬─ l1a-mg (198.19.255.1)
+                                                               └─ l1b-mg (198.19.255.2)
 
 The L2 QEMU is the host's own, run inside L1 (see :mod:`harness.hypervisor`);
 its QMP and agent reach the harness over the management bridge through
 relays (:mod:`harness.relay`), so the harness drives it like any other VM.
-This module builds one L1 with its L2 so far; the bed that migrates between
-two L1s is not written yet.
+:class:`NestedBed` migrates the L2 between the two L1s over the management
+link; each L1 passes its own VF, with the failover MAC, to the L2 it hosts.
+
+Both data paths leave through the same igb tap in L0, so a reply's path is
+told on the L1 side: a reply the source L1 saw arrive from ``l2sby`` came by
+the standby; one seen only in L0 came by the VF (:class:`NestedPathCapture`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from harness.errors import GuestError
-from harness.hypervisor import L1Host, L1Process, L2Paths, VirtualFunction
-from harness.image import GuestImage, uncompressed_kernel
+from harness import progress
+from harness.config import RunConfig
+from harness.errors import ConfigError, GuestError, HarnessError
+from harness.guest import ControlChannel, Guest
+from harness.hypervisor import L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
+from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
+from harness.metrics import PRIMARY, STANDBY
+from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, TestNetwork
 from harness.relay import Relay
-from harness.topologies.flat import PRIMARY_ID, STANDBY_ID, failover_devices, kernel_append
-from harness.vm import VM, Device, TapNetdev, VMPaths, VMSpec
+from harness.timeline import PathSeen
+from harness.topologies import HOTPLUG_STYLE
+from harness.topologies.common import PRIMARY_ID, STANDBY_ID, BedCommon
+from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append
+from harness.traffic.probe import PathCapture
+from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +67,15 @@ QBOOT = "/usr/share/qemu/qboot.rom"
 # The drivers the L2 guest needs: failover and the VF (the image carries more).
 L2_MODULES = "virtio_pci,failover,net_failover,virtio_net,igbvf"
 L2_BOOT_TIMEOUT_S = 900.0
+L1_NAMES = ("l1a", "l1b")
+MIGRATION_PORT = 4600
+# How long a destination L2 may go on loading after the source reports completed.
+L2_RESUME_TIMEOUT_S = 120.0
 
 
-def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressing, vf: VirtualFunction,
-            memory_mib: int = 512) -> VMSpec:
+def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressing, vf: VirtualFunction, *,
+            accel: Accel = "tcg", memory_mib: int = 512, paused: bool = False,
+            extra_args: tuple[str, ...] = ()) -> VMSpec:
     """The failover guest's QEMU spec inside an L1: virtio-net standby, the VF as primary. Pure but
     for the uncompressed kernel it names (extracted once)."""
     devices = tuple(
@@ -58,11 +83,17 @@ def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressi
                   failover_pair_id=STANDBY_ID) if d.id == PRIMARY_ID else d
         for d in failover_devices(addressing.failover_mac))
     return VMSpec(
-        name=name, qemu_binary=qemu_binary, accel="tcg", kernel=uncompressed_kernel(image), initrd=image.initrd,
+        name=name, qemu_binary=qemu_binary, accel=accel, kernel=uncompressed_kernel(image), initrd=image.initrd,
         append=f"{kernel_append(addressing)} {L2_FAST_BOOT_ARGS} harness.modules={L2_MODULES}",
-        memory_mib=memory_mib, netdevs=(TapNetdev("hn0", L2_STANDBY_TAP),), devices=devices,
-        extra_args=("-bios", QBOOT),
+        memory_mib=memory_mib, netdevs=(TapNetdev("hn0", L2_STANDBY_TAP),), devices=devices, paused=paused,
+        extra_args=("-bios", QBOOT, *extra_args),
     )
+
+
+def with_vf(spec: VMSpec, vf: VirtualFunction) -> VMSpec:
+    """*spec* with *vf* as its primary (a destination in another L1 passes that L1's VF)."""
+    return replace(spec, devices=tuple(d.with_props(host=vf.address) if d.id == PRIMARY_ID else d
+                                       for d in spec.devices))
 
 
 def connect_standby_to_pf(host: L1Host) -> None:
@@ -84,23 +115,288 @@ def address_mgmt_bridge(network: TestNetwork) -> None:
     network.bridge_ns.run(["ip", "addr", "add", f"{L0_MGMT_IP}/{MGMT_PREFIX_LEN}", "dev", network.MGMT_BRIDGE])
 
 
+def l1_clock_offset(network: TestNetwork, l1_mgmt_ip: str) -> tuple[float, float]:
+    """(offset, uncertainty) in seconds of an L1's clock against the harness's, measured over the
+    management link (:mod:`harness.traffic.clock_offset`)."""
+    out = network.bridge_ns.run([sys.executable, "-m", "harness.traffic.clock_offset", l1_mgmt_ip])
+    measured = json.loads(out.strip().splitlines()[-1])
+    return float(measured["offset_s"]), float(measured["uncertainty_s"])
+
+
 def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path,
-              l1_mgmt_ip: str, qmp_port: int = QMP_RELAY_PORT) -> tuple[VM, list[Relay]]:
+              l1_mgmt_ip: str, qmp_port: int = QMP_RELAY_PORT,
+              control_port: int = L2_CONTROL_PORT, clock_offset_s: float = 0.0) -> tuple[VM, list[Relay]]:
     """Start *spec*'s QEMU in *host* with its QMP and agent relayed to unix sockets in *run_dir*
-    (each L2 of a bed needs its own *qmp_port*: the relays all listen in the bridge namespace)."""
+    (each L2 of a bed needs its own *qmp_port*: the relays all listen in the bridge namespace).
+    Its console, a file in L1, is copied into *artifacts_dir* when it ends; its QMP events are
+    moved from L1's clock to the harness's by *clock_offset_s* (:func:`l1_clock_offset`)."""
     base = VMPaths.for_vm(spec.name, run_dir, artifacts_dir)
     paths = L2Paths(**vars(base), qmp_relay=f"{L0_MGMT_IP}:{qmp_port}",
-                    control_listen=f"{l1_mgmt_ip}:{L2_CONTROL_PORT}", l1_console=f"/tmp/{spec.name}-console.log")
+                    control_listen=f"{l1_mgmt_ip}:{control_port}", l1_console=f"/tmp/{spec.name}-console.log")
     prefix = network.bridge_ns.exec_prefix()
     relays = [Relay(prefix, "tcp-to-unix", paths.qmp_relay, str(paths.qmp_socket),
                     artifacts_dir / f"{spec.name}-relay.log")]
     try:
         relays.append(Relay(prefix, "unix-to-tcp", str(paths.control_socket), paths.control_listen,
                             artifacts_dir / f"{spec.name}-relay.log"))
-        vm = VM(spec, paths, spawn=lambda argv, output: L1Process(host, spec.name, argv, output))
+        vm = VM(spec, paths, spawn=lambda argv, output: L1Process(host, spec.name, argv, output,
+                                                                  collect={paths.l1_console: paths.console_log}),
+                clock_offset_s=clock_offset_s)
         vm.launch(connect_timeout=120.0)
     except BaseException:
         for relay in relays:
             relay.stop()
         raise
     return vm, relays
+
+
+def l2_accel(host: L1Host, l1_accel: Accel, qemu_binary: str, kernel: Path) -> Accel:
+    """KVM for L2 only where L1 runs under KVM and a guest really boots under KVM inside L1
+    (nested virtualization); under TCG, L1 has no VMX to offer and L2 is emulated too."""
+    if l1_accel != "kvm":
+        return "tcg"
+    probe = host.host_run([sys.executable, "-m", "harness.accel", qemu_binary, str(kernel)], timeout=60.0)
+    log.info("%s: %s", host.name, probe.output.strip())
+    return "kvm" if probe.rc == 0 else "tcg"
+
+
+class L1StandbyCapture:
+    """``capture_main`` inside one L1: the probe replies that arrive there from the L2 standby's tap."""
+
+    def __init__(self, host: L1Host, guest_ip: str, name: str) -> None:
+        self.host = host
+        self._file = f"/host/tmp/{name}.jsonl"
+        argv = [sys.executable, "-m", "harness.traffic.capture_main", "--guest-ip", guest_ip,
+                "--port", f"{L2_STANDBY_TAP}={STANDBY}"]
+        started = host.check(f"chroot /host {shlex.join(argv)} > {self._file} 2> {self._file}.err < /dev/null "
+                             "& echo $!", "starting the path capture")
+        self.pid = int(started.split()[-1])
+        self._seqs: set[int] | None = None
+
+    def ready(self) -> bool:
+        return self.host.run(f"grep -q '\"ready\"' {self._file}").rc == 0
+
+    def request_stop(self) -> None:
+        if self._seqs is None:
+            self.host.run(f"kill -TERM {self.pid} 2>/dev/null; true")
+
+    def standby_seqs(self) -> set[int]:
+        """The sequence numbers of the replies seen on the standby (stops the capture)."""
+        if self._seqs is None:
+            self.request_stop()
+            self.host.run(f"for i in $(seq 100); do kill -0 {self.pid} 2>/dev/null || break; sleep 0.1; done")
+            # Only the numbers come back over the agent: a thousand replies a second add up.
+            seqs = self.host.check(f"sed -n 's/^{{\"p\": \\([0-9]*\\),.*/\\1/p' {self._file} | sort -un",
+                                   "reading the path capture", timeout=60.0)
+            self._seqs = {int(seq) for seq in seqs.split()}
+        return self._seqs
+
+
+class NestedPathCapture:
+    """Path attribution for the nested topology: every reply of the guest is seen in L0 on an
+    L1's igb tap, whichever path it took; those the L1s saw come from ``l2sby`` took the standby."""
+
+    def __init__(self, l0: PathCapture, l1: list[L1StandbyCapture]) -> None:
+        self.l0, self.l1 = l0, l1
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        self.l0.wait_ready(timeout)
+        while not all(capture.ready() for capture in self.l1):
+            if time.monotonic() > deadline:
+                self.request_stop()
+                raise HarnessError(f"the path capture in L1 did not start within {timeout:.0f} s")
+            time.sleep(0.5)
+
+    def request_stop(self) -> None:
+        self.l0.request_stop()
+        for capture in self.l1:
+            capture.request_stop()
+
+    def result(self) -> list[PathSeen]:
+        standby = set().union(*(capture.standby_seqs() for capture in self.l1))
+        return [replace(seen, path=STANDBY) if seen.seq in standby else seen for seen in self.l0.result()]
+
+
+@dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
+class NestedBed(BedCommon):
+    """A failover bed on the nested topology: two L1s, the L2 guest on one of them.
+
+    :meth:`teardown` removes all of it (idempotent), the L1s' VFs included.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({HOTPLUG_STYLE})
+    boot_timeout_s: ClassVar[float] = L2_BOOT_TIMEOUT_S
+
+    config: RunConfig
+    image: GuestImage
+    accel: Accel  # L1's; L2's is decided inside L1 (l2_accel)
+    tag: str
+    run_dir: Path
+    artifacts_dir: Path
+    addressing: Addressing = field(default_factory=Addressing)
+    hotplug: Literal["acpi", "native"] = "acpi"
+    paused: bool = False
+    network: TestNetwork = field(init=False)
+    hosts: list[L1Host] = field(default_factory=list, init=False)
+    vms: list[VM] = field(default_factory=list, init=False)
+    source: VM = field(init=False)
+    guest: Guest = field(init=False)
+    boot_s: float | None = field(default=None, init=False)
+    l1_boot_s: float | None = field(default=None, init=False)
+    l2_accel: Accel = field(default="tcg", init=False)
+    _vfs: dict[str, VirtualFunction] = field(default_factory=dict, init=False)
+    _host_of: dict[str, L1Host] = field(default_factory=dict, init=False)
+    _relays: dict[str, list[Relay]] = field(default_factory=dict, init=False)
+    _dest_count: int = field(default=0, init=False)
+    # Per L1: its clock's (offset, uncertainty) against the harness's, in seconds.
+    _clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.network = TestNetwork(self.tag, self.addressing)
+
+    def build(self) -> NestedBed:
+        """Boot both L1s, give each a VF with the failover MAC, and boot the guest on the first."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            self.network.create()
+            l1_image = ImageBuilder(self.config.cache_dir, L1_RECIPE_DIR).get()
+            started = time.monotonic()
+            with progress.step(f"bed {self.tag}: booting two L1 hypervisors ({self.accel})"):
+                for i, name in enumerate(L1_NAMES):  # both boot at once, then are waited for
+                    spec = l1_spec(name, self.config.qemu_binary, self.accel, l1_image,
+                                   pf_mac=f"52:54:00:aa:00:{i + 1:02x}", mgmt_mac=f"52:54:00:ab:00:{i + 1:02x}",
+                                   mgmt_addr=f"{self._mgmt_ip(i)}/{MGMT_PREFIX_LEN}")
+                    self.hosts.append(start_l1(spec, self.network, self.run_dir, self.artifacts_dir))
+                address_mgmt_bridge(self.network)  # the L1s' taps created it
+                for host in self.hosts:
+                    host.wait_ready()
+            self.l1_boot_s = time.monotonic() - started
+            for i, host in enumerate(self.hosts):
+                self._clock_offsets[host.name] = l1_clock_offset(self.network, self._mgmt_ip(i))
+            with progress.step(f"bed {self.tag}: a VF with the failover MAC in each L1, bound to vfio-pci"):
+                for host in self.hosts:
+                    self._vfs[host.name] = self._prepare(host)
+            first = self.hosts[0]
+            spec = l2_spec("src", self.config.qemu_binary, self.image, self.addressing, self._vfs[first.name],
+                           memory_mib=self.config.guest_memory_mib, paused=self.paused,
+                           extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
+            self.l2_accel = l2_accel(first, self.accel, self.config.qemu_binary, spec.kernel)
+            started = time.monotonic()
+            self.source = self._launch(first, replace(spec, accel=self.l2_accel))
+            self.guest = Guest(ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log",
+                                              qemu_running=self.source.is_running), self.addressing.failover_mac)
+            if not self.paused:
+                self._wait_booted(started)
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    @staticmethod
+    def _mgmt_ip(index: int) -> str:
+        return f"{MGMT_PREFIX}.{index + 1}"
+
+    def _prepare(self, host: L1Host) -> VirtualFunction:
+        """What an SR-IOV hypervisor does before it passes a VF to a failover guest."""
+        host.preflight()
+        (vf,) = host.create_vfs(1)
+        vf = host.set_vf_mac(vf, self.addressing.failover_mac)
+        host.bind_vfio(vf)
+        connect_standby_to_pf(host)
+        return vf
+
+    def _launch(self, host: L1Host, spec: VMSpec) -> VM:
+        """Start an L2 in *host*; each gets its own relay and agent ports (two may run at once)."""
+        ports = len(self.vms)
+        vm, relays = launch_l2(host, spec, self.network, self.run_dir, self.artifacts_dir,
+                               self._mgmt_ip(self.hosts.index(host)), qmp_port=QMP_RELAY_PORT + ports,
+                               control_port=L2_CONTROL_PORT + ports,
+                               clock_offset_s=self._clock_offsets[host.name][0])
+        self.vms.append(vm)
+        self._host_of[vm.name] = host
+        self._relays[vm.name] = relays
+        return vm
+
+    def facts(self) -> dict[str, object]:
+        facts: dict[str, object] = {"run.l1_boot_s": self.l1_boot_s, "run.boot_s": self.boot_s,
+                                    "run.l2_accel": self.l2_accel}
+        for name, (offset, uncertainty) in self._clock_offsets.items():
+            facts[f"run.{name}_clock_offset_ms"] = f"{offset * 1000:.1f} ± {uncertainty * 1000:.1f}"
+        return facts
+
+    def devices(self) -> tuple[Device, ...]:
+        return self.source.spec.devices
+
+    def start_destination(self, *, primary: DestinationPrimary = "same") -> VM:
+        """Start an incoming L2 in the other L1, with that L1's VF as its primary."""
+        self._dest_count += 1
+        name = "dst" if self._dest_count == 1 else f"dst{self._dest_count}"
+        (host,) = (h for h in self.hosts if h is not self._host_of[self.source.name])
+        if primary != "same":  # cases that need one are skipped: not among this bed's capabilities
+            raise ConfigError(f"the nested topology has no degraded destination (primary={primary!r})")
+        spec = with_vf(self.source.spec.as_destination(name, self.source.spec.netdevs), self._vfs[host.name])
+        return self._launch(host, spec)
+
+    def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
+        """Migrate over the management link; on success the destination becomes the source.
+
+        Under nested TCG the destination goes on loading for seconds after the
+        source reports ``completed``, and what reaches the guest's serial port
+        before it resumes is lost: the bed waits for its ``RESUME`` before the
+        control channel moves there.
+        """
+        assert destination.qmp is not None
+        host = self._host_of[destination.name]
+        mark = destination.qmp.mark()
+        uri = f"tcp:{self._mgmt_ip(self.hosts.index(host))}:{MIGRATION_PORT + self._dest_count}"
+        result = self._drive_migration(destination, uri, plan)
+        if result.status != "completed":
+            self._retire(destination)
+            return result
+        destination.qmp.next_event("RESUME", L2_RESUME_TIMEOUT_S, after=mark)
+        self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
+        old, self.source = self.source, destination
+        self._retire(old)
+        return result
+
+    def _retire(self, vm: VM) -> None:
+        """Shut *vm* down and stop its relays. Idempotent; an L1 that died took its L2 with it."""
+        try:
+            vm.shutdown()
+        except HarnessError as e:
+            log.warning("bed %s: shutting down %s: %s", self.tag, vm.name, e)
+        for relay in self._relays.pop(vm.name, []):
+            relay.stop()
+
+    def expected_log_lines(self) -> list[str]:
+        return []  # the VF has no netdev: nothing is hidden without a peer
+
+    def qemu_messages(self) -> list[str]:
+        """Errors and warnings of every L2 QEMU, then of the L1s' QEMUs."""
+        return [line for vm in [*self.vms, *(h.vm for h in self.hosts)] for line in vm.messages()]
+
+    def path_capture(self, log_path: Path, pair: int = 1) -> NestedPathCapture:
+        guest_ip = self.pair_addressing(pair).guest_ip
+        l0 = PathCapture(self.network.bridge_ns.exec_prefix(), guest_ip, {"l1?-pf": PRIMARY}, log_path)
+        l1: list[L1StandbyCapture] = []
+        try:
+            for host in self.hosts:
+                l1.append(L1StandbyCapture(host, guest_ip, f"{log_path.stem}-{self.tag}"))
+        except BaseException:
+            NestedPathCapture(l0, l1).request_stop()
+            l0.stop()
+            raise
+        return NestedPathCapture(l0, l1)
+
+    def teardown(self) -> None:
+        """Stop the L2s, put the L1s' SR-IOV state back, stop the L1s, remove the network. Safe twice."""
+        if hasattr(self, "guest"):
+            self.guest.channel.close()
+        for vm in reversed(self.vms):
+            self._retire(vm)
+        for host in reversed(self.hosts):
+            host.shutdown()
+        self.network.delete()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

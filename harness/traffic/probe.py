@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.errors import HarnessError
 from harness.proc import die_with_parent
@@ -142,6 +142,16 @@ class Prober(RecorderProcess):
 
     def result(self) -> ProbeLog:
         return parse_probe_log(self.stop())
+
+
+class PathRecorder(Protocol):
+    """What a case needs of a path capture, whatever the topology records it with."""
+
+    def wait_ready(self, timeout: float = 10.0) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+    def result(self) -> list[PathSeen]: ...
 
 
 class PathCapture(RecorderProcess):

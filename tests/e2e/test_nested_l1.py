@@ -5,7 +5,7 @@ with the fix."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,29 +63,26 @@ def test_vfs_are_created_bound_to_vfio_and_removed(harness_config: RunConfig, ac
     assert not host.vm.is_running()
 
 
-def test_an_l1_without_a_viommu_is_refused_with_the_fix(harness_config: RunConfig, accel: AccelChoice,
-                                                        l1_image: GuestImage, network: netns.TestNetwork,
-                                                        tmp_path: Path) -> None:
-    spec = _spec(harness_config, accel, l1_image)
-    spec = replace(spec, devices=tuple(d for d in spec.devices if d.driver != "intel-iommu"),
+def _without_viommu(spec: VMSpec) -> VMSpec:
+    return replace(spec, devices=tuple(d for d in spec.devices if d.driver != "intel-iommu"),
                    append=spec.append.replace("intel_iommu=on", ""))
-    host = _booted(spec, network, tmp_path)
-    try:
-        with pytest.raises(CapabilityMissing, match="no IOMMU groups: it needs intel_iommu=on and a vIOMMU"):
-            host.preflight()
-    finally:
-        host.shutdown()
 
 
-def test_an_l1_without_an_sriov_nic_is_refused_with_the_fix(harness_config: RunConfig, accel: AccelChoice,
-                                                            l1_image: GuestImage, network: netns.TestNetwork,
-                                                            tmp_path: Path) -> None:
-    spec = _spec(harness_config, accel, l1_image)
-    spec = replace(spec, devices=tuple(Device.of("e1000e", PF_ID, **dict(d.props)) if d.id == PF_ID else d
+def _e1000e_instead_of_igb(spec: VMSpec) -> VMSpec:
+    return replace(spec, devices=tuple(Device.of("e1000e", PF_ID, **dict(d.props)) if d.id == PF_ID else d
                                        for d in spec.devices))
-    host = _booted(spec, network, tmp_path)
+
+
+@pytest.mark.parametrize(("breakage", "refusal"), [
+    (_without_viommu, "no IOMMU groups: it needs intel_iommu=on and a vIOMMU"),
+    (_e1000e_instead_of_igb, "no PCI device offers SR-IOV VFs .* needs an emulated igb"),
+], ids=["no-viommu", "no-sriov-nic"])
+def test_an_unfit_l1_is_refused_with_the_fix(harness_config: RunConfig, accel: AccelChoice, l1_image: GuestImage,
+                                             network: netns.TestNetwork, tmp_path: Path,
+                                             breakage: Callable[[VMSpec], VMSpec], refusal: str) -> None:
+    host = _booted(breakage(_spec(harness_config, accel, l1_image)), network, tmp_path)
     try:
-        with pytest.raises(CapabilityMissing, match="no PCI device offers SR-IOV VFs .* needs an emulated igb"):
+        with pytest.raises(CapabilityMissing, match=refusal):
             host.preflight()
     finally:
         host.shutdown()

@@ -1,0 +1,49 @@
+"""The conformance suite's migration case on the nested topology, run as a user runs it
+(``pytest testcases --topology nested``): the guest boots in an L1 hypervisor with an
+igb VF passed through with VFIO as its primary and migrates to a second L1, whose
+own VF it then enslaves. Minutes under TCG in TCG; the figures go to the test's
+properties (``nested.*``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO, run_suite
+from tests.e2e.test_flat_suite import WRAPPERS, leftovers
+
+# The nested topology with limits sized for TCG inside TCG (this machine has no usable KVM).
+NESTED_PROBES_CASE = ("--harness-config", str(REPO / "profiles" / "nested-tcg.toml"), "-k", "under_probes and acpi",
+                      "-o", "timeout=1500")
+# Two L1 boots, the L2 boot under nested TCG, the migration and its observation.
+NESTED_RUN_TIMEOUT_S = 1800
+
+
+def _the_case(results: dict[str, Any]) -> dict[str, Any]:
+    (test,) = results["tests"]
+    return test
+
+
+def test_nested_migration_case_passes(tmp_path: Path, record_property: Any) -> None:
+    run = run_suite(tmp_path, *NESTED_PROBES_CASE, timeout=NESTED_RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.output
+    test = _the_case(run.results())
+    assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]
+    metrics, facts = test["metrics"], test["run"]
+    for name in ("total_time_ms", "unplug_wait_ms", "downtime_ms", "switch_to_standby_ms", "failback_ms"):
+        assert metrics[name] > 0, name
+        record_property(f"nested.{name}", metrics[name])
+    for name in ("l1_boot_s", "boot_s", "l2_accel", "l1a_clock_offset_ms"):
+        record_property(f"nested.run.{name}", facts[name])
+    assert leftovers(run.pid) == []
+
+
+def test_nested_destination_without_its_vf_fails_the_case(tmp_path: Path) -> None:
+    """The destination L2 started without its VF: the guest stays on the standby, and the case says so."""
+    run = run_suite(tmp_path, *NESTED_PROBES_CASE, "--qemu-binary", str(WRAPPERS / "destination-without-primary"),
+                    "--threshold", "primary_restore_deadline_s=10", timeout=NESTED_RUN_TIMEOUT_S)
+    assert run.returncode == 1, run.output
+    checks = _the_case(run.results())["checks"]
+    assert checks["primary_restored"].startswith("FAIL"), checks
+    assert leftovers(run.pid) == []
