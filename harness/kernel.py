@@ -29,7 +29,16 @@ from filelock import FileLock
 
 from harness import progress
 from harness.errors import CapabilityMissing, CommandFailed, ConfigError
-from harness.image import IMAGES_DIR, DebFile, _sha256, parse_print_uris, resolve_debs, resolve_kernel_package
+from harness.image import (
+    APT_STATE,
+    IMAGES_DIR,
+    DebFile,
+    _sha256,
+    _tree_fingerprint,
+    parse_print_uris,
+    resolve_debs,
+    resolve_kernel_package,
+)
 from harness.proc import run
 
 log = logging.getLogger(__name__)
@@ -108,6 +117,20 @@ class KernelBuilder:
 
     def _resolve(self) -> DebFile:
         """The source package at the version of the guest image's kernel, as apt would fetch it now."""
+        # Asking apt costs seconds per run; its answer changes only with its lists or configuration.
+        state = json.dumps(["kernel-source", *(_tree_fingerprint(d) for d in APT_STATE if d.is_dir())])
+        answer = self.cache_dir / "resolved" / f"{hashlib.sha256(state.encode()).hexdigest()[:16]}.json"
+        if answer.exists():
+            return DebFile(**json.loads(answer.read_text()))
+        deb = self._ask_apt()
+        answer.parent.mkdir(parents=True, exist_ok=True)
+        partial = answer.with_suffix(f".{os.getpid()}.tmp")  # workers may race: each writes whole, renames
+        partial.write_text(json.dumps(vars(deb)))
+        partial.replace(answer)
+        return deb
+
+    @staticmethod
+    def _ask_apt() -> DebFile:
         (image,) = resolve_debs([resolve_kernel_package()])
         version = deb_version(image)
         name = source_package(version)

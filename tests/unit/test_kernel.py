@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harness.errors import ConfigError
+from harness.errors import CapabilityMissing, ConfigError
 from harness.image import DebFile
-from harness.kernel import DEFAULT_FRAGMENT, deb_version, kernel_key, missing_options, parse_config, source_package
+from harness.kernel import (
+    DEFAULT_FRAGMENT,
+    KernelBuilder,
+    deb_version,
+    kernel_key,
+    missing_options,
+    parse_config,
+    source_package,
+)
 
 FRAGMENT = """\
 # why: a comment is not an option
@@ -97,3 +107,9 @@ def test_the_cache_key_follows_every_input() -> None:
     assert key != kernel_key("a" * 64, FRAGMENT.encode() + b"CONFIG_IGB=y\n", GCC)
     assert key != kernel_key("b" * 64, FRAGMENT.encode(), GCC)
     assert key != kernel_key("a" * 64, FRAGMENT.encode(), "gcc (Debian 14.2.0-19) 14.2.0")
+
+
+def test_missing_build_tools_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no tool is found
+    with pytest.raises(CapabilityMissing, match=r"needs apt-get, .*flex, bison, bc.*run 'make setup'"):
+        KernelBuilder(tmp_path / "cache").get()
