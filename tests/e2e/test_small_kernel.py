@@ -22,6 +22,9 @@ from harness.sweep import run_dir
 from harness.topologies.flat import FlatBed
 from harness.topologies.nested import QBOOT
 
+# A cold kernel build took 12 minutes on two busy cores; the default 900 s covers fixtures too.
+pytestmark = pytest.mark.timeout(3600)
+
 
 @pytest.fixture(scope="module")
 def small_kernel(harness_config: RunConfig) -> Path:
