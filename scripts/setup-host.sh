@@ -6,6 +6,11 @@ set -euo pipefail
 
 need_cmds=(qemu-system-x86_64 ip sysctl iperf3 busybox cpio depmod dpkg-deb)
 need_pkgs=(qemu-system-x86 iproute2 procps iperf3 busybox-static cpio kmod libpcap0.8 python3-venv)
+# The small guest kernel (harness/kernel.py) is built from Debian's kernel source:
+# objtool links libelf, the host tools need libc's headers.
+need_cmds+=(gcc make flex bison bc perl tar xz)
+need_pkgs+=(gcc make flex bison bc perl tar xz-utils libelf-dev libc6-dev)
+need_headers=(/usr/include/libelf.h /usr/include/stdio.h)
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -19,6 +24,7 @@ qemu_ok() {
 all_present() {
     local c p
     for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null || return 1; done
+    for h in "${need_headers[@]}"; do [ -e "$h" ] || return 1; done
     dpkg-query -W -f='${Status}' libpcap0.8 2>/dev/null | grep -q 'install ok installed' || return 1
     python3 -c 'import ensurepip, venv' 2>/dev/null || return 1
     # The guest image is assembled from apt's package lists: they must exist.

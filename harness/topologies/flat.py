@@ -136,6 +136,10 @@ class FlatBed(BedCommon):
     pairs: Literal[1, 2] = 1
     # Where booted-guest snapshots live; None: every bed boots its guest cold.
     snapshots: SnapshotStore | None = None
+    # Another way to boot the same image (e.g. a small built-in kernel through qboot):
+    # words added to the kernel command line and to QEMU's arguments.
+    extra_append: str = ""
+    extra_qemu_args: tuple[str, ...] = ()
     network: TestNetwork = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
@@ -313,12 +317,14 @@ class FlatBed(BedCommon):
             accel=self.accel,
             kernel=self.image.kernel,
             initrd=self.image.initrd,
-            append=kernel_append(self.addressing, self.pair_addressing(2) if self.pairs == 2 else None),
+            append=" ".join(filter(None, (
+                kernel_append(self.addressing, self.pair_addressing(2) if self.pairs == 2 else None),
+                self.extra_append))),
             memory_mib=self.config.guest_memory_mib,
             netdevs=netdevs,
             devices=self.devices(),
             paused=self.paused,
-            extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else (),
+            extra_args=(NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ()) + self.extra_qemu_args,
         )
 
     def _launch(self, spec: VMSpec) -> VM:
