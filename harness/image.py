@@ -100,7 +100,7 @@ def resolve_debs(packages: list[str]) -> list[DebFile]:
     return debs
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -108,7 +108,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tree_fingerprint(root: Path) -> str:
+def tree_fingerprint(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         if p.is_file():
@@ -135,9 +135,9 @@ def image_key(recipe_dir: Path, debs: list[DebFile], user_kernel: Path | None, u
     for deb in sorted(debs, key=lambda d: d.filename):
         h.update(f"{deb.filename} {deb.sha256}\n".encode())
     if user_kernel is not None:
-        h.update(b"kernel " + _sha256(user_kernel).encode())
+        h.update(b"kernel " + sha256_file(user_kernel).encode())
     if user_modules is not None:
-        h.update(b"modules " + _tree_fingerprint(user_modules).encode())
+        h.update(b"modules " + tree_fingerprint(user_modules).encode())
     return h.hexdigest()[:16]
 
 
@@ -209,7 +209,7 @@ class ImageBuilder:
         packages = read_list(self.recipe_dir / "packages.txt")
         with_kernel = self.user_kernel is None
         # Asking apt costs seconds per run; its answer changes only with its lists or configuration.
-        state = json.dumps([packages, with_kernel, *(_tree_fingerprint(d) for d in APT_STATE if d.is_dir())])
+        state = json.dumps([packages, with_kernel, *(tree_fingerprint(d) for d in APT_STATE if d.is_dir())])
         answer = self.cache_dir / "resolved" / f"{hashlib.sha256(state.encode()).hexdigest()[:16]}.json"
         if answer.exists():
             debs = [DebFile(**deb) for deb in json.loads(answer.read_text())]
@@ -250,7 +250,7 @@ class ImageBuilder:
         paths = []
         for deb in debs:
             path = deb_dir / deb.filename
-            if not path.exists() or _sha256(path) != deb.sha256:
+            if not path.exists() or sha256_file(path) != deb.sha256:
                 log.info("fetching %s", deb.filename)
                 self._apt_download(deb, deb_dir)
             paths.append(path)
@@ -263,7 +263,7 @@ class ImageBuilder:
         subprocess.run(["apt-get", "download", "-q", deb.package], cwd=deb_dir, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
         got = deb_dir / deb.filename
-        if not got.exists() or _sha256(got) != deb.sha256:
+        if not got.exists() or sha256_file(got) != deb.sha256:
             raise CapabilityMissing(f"download of {deb.filename} failed or does not match apt's SHA-256")
 
     def _build(self, debs: list[DebFile], dest: Path, key: str) -> None:

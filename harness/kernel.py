@@ -33,11 +33,11 @@ from harness.image import (
     APT_STATE,
     IMAGES_DIR,
     DebFile,
-    _sha256,
-    _tree_fingerprint,
     parse_print_uris,
     resolve_debs,
     resolve_kernel_package,
+    sha256_file,
+    tree_fingerprint,
 )
 from harness.proc import run
 
@@ -118,7 +118,7 @@ class KernelBuilder:
     def _resolve(self) -> DebFile:
         """The source package at the version of the guest image's kernel, as apt would fetch it now."""
         # Asking apt costs seconds per run; its answer changes only with its lists or configuration.
-        state = json.dumps(["kernel-source", *(_tree_fingerprint(d) for d in APT_STATE if d.is_dir())])
+        state = json.dumps(["kernel-source", *(tree_fingerprint(d) for d in APT_STATE if d.is_dir())])
         answer = self.cache_dir / "resolved" / f"{hashlib.sha256(state.encode()).hexdigest()[:16]}.json"
         if answer.exists():
             return DebFile(**json.loads(answer.read_text()))
@@ -161,12 +161,12 @@ class KernelBuilder:
         deb_dir = self.cache_dir / "debs"
         deb_dir.mkdir(exist_ok=True)
         path = deb_dir / deb.filename
-        if not path.exists() or _sha256(path) != deb.sha256:
+        if not path.exists() or sha256_file(path) != deb.sha256:
             log.info("fetching %s", deb.filename)
             # apt-get download writes into the cwd; the exact version, so the SHA-256 is the one resolved.
             subprocess.run(["apt-get", "download", "-q", f"{deb.package}={deb_version(deb)}"], cwd=deb_dir,
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
-            if not path.exists() or _sha256(path) != deb.sha256:
+            if not path.exists() or sha256_file(path) != deb.sha256:
                 raise CapabilityMissing(f"download of {deb.filename} failed or does not match apt's SHA-256")
         return path
 

@@ -38,6 +38,7 @@ from harness.errors import ConfigError, GuestError, HarnessError
 from harness.guest import ControlChannel, Guest
 from harness.hypervisor import L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
+from harness.kernel import KernelBuilder
 from harness.metrics import PRIMARY, STANDBY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, TestNetwork
@@ -64,7 +65,7 @@ L2_STANDBY_TAP = "l2sby"
 L2_FAST_BOOT_ARGS = "cryptomgr.notests rodata=off mitigations=off tsc=reliable no_timer_check"
 # SeaBIOS probes and waits; qboot only loads the kernel.
 QBOOT = "/usr/share/qemu/qboot.rom"
-# The drivers the L2 guest needs: failover and the VF (the image carries more).
+# The drivers a user's L2 kernel (--guest-kernel) loads: failover and the VF (the image carries more).
 L2_MODULES = "virtio_pci,failover,net_failover,virtio_net,igbvf"
 L2_BOOT_TIMEOUT_S = 900.0
 L1_NAMES = ("l1a", "l1b")
@@ -74,17 +75,17 @@ L2_RESUME_TIMEOUT_S = 120.0
 
 
 def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressing, vf: VirtualFunction, *,
-            accel: Accel = "tcg", memory_mib: int = 512, paused: bool = False,
+            kernel: Path, modules: str, accel: Accel = "tcg", memory_mib: int = 512, paused: bool = False,
             extra_args: tuple[str, ...] = ()) -> VMSpec:
-    """The failover guest's QEMU spec inside an L1: virtio-net standby, the VF as primary. Pure but
-    for the uncompressed kernel it names (extracted once)."""
+    """The failover guest's QEMU spec inside an L1: virtio-net standby, the VF as primary, *kernel*
+    booted through qboot with the image's initramfs loading *modules* (``none``: all built in). Pure."""
     devices = tuple(
         Device.of("vfio-pci", PRIMARY_ID, host=vf.address, bus=d.qmp_arguments()["bus"],
                   failover_pair_id=STANDBY_ID) if d.id == PRIMARY_ID else d
         for d in failover_devices(addressing.failover_mac))
     return VMSpec(
-        name=name, qemu_binary=qemu_binary, accel=accel, kernel=uncompressed_kernel(image), initrd=image.initrd,
-        append=f"{kernel_append(addressing)} {L2_FAST_BOOT_ARGS} harness.modules={L2_MODULES}",
+        name=name, qemu_binary=qemu_binary, accel=accel, kernel=kernel, initrd=image.initrd,
+        append=f"{kernel_append(addressing)} {L2_FAST_BOOT_ARGS} harness.modules={modules}",
         memory_mib=memory_mib, netdevs=(TapNetdev("hn0", L2_STANDBY_TAP),), devices=devices, paused=paused,
         extra_args=("-bios", QBOOT, *extra_args),
     )
@@ -279,9 +280,10 @@ class NestedBed(BedCommon):
                 for host in self.hosts:
                     self._vfs[host.name] = self._prepare(host)
             first = self.hosts[0]
+            kernel, modules = self._l2_kernel()
             spec = l2_spec("src", self.config.qemu_binary, self.image, self.addressing, self._vfs[first.name],
-                           memory_mib=self.config.guest_memory_mib, paused=self.paused,
-                           extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
+                           kernel=kernel, modules=modules, memory_mib=self.config.guest_memory_mib,
+                           paused=self.paused, extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
             self.l2_accel = l2_accel(first, self.accel, self.config.qemu_binary, spec.kernel)
             started = time.monotonic()
             self.source = self._launch(first, replace(spec, accel=self.l2_accel))
@@ -293,6 +295,15 @@ class NestedBed(BedCommon):
             self.teardown()
             raise
         return self
+
+    def _l2_kernel(self) -> tuple[Path, str]:
+        """L2's kernel and the modules its init loads: the user's (``--guest-kernel``) with the
+        failover and VF drivers from the image, else the small kernel with everything built in
+        (Debian's generic one spends minutes initialising under nested TCG)."""
+        if self.config.guest_kernel is not None:  # uncompressed: qboot boots it through PVH
+            return uncompressed_kernel(self.image), L2_MODULES
+        with progress.step("the small guest kernel (built once from Debian's source, then cached)"):
+            return KernelBuilder(self.config.cache_dir).get(), "none"
 
     @staticmethod
     def _mgmt_ip(index: int) -> str:
