@@ -60,8 +60,6 @@ def l1_spec(name: str, qemu_binary: str, accel: Accel, image: GuestImage, *, pf_
     )
     append = (f"console=ttyS0 panic=-1 ipv6.disable=1 intel_iommu=on "
               f"harness.mgmt_mac={mgmt_mac} harness.mgmt_addr={mgmt_addr}")
-    if accel == "kvm":  # L1 loads KVM, so that its L2 may use it (nested virtualization)
-        append += " harness.kvm=1"
     return VMSpec(
         name=name, qemu_binary=qemu_binary, accel=accel, kernel=image.kernel, initrd=image.initrd,
         append=append, memory_mib=memory_mib, machine=L1_MACHINE, cpus=2,

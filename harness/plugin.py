@@ -36,6 +36,7 @@ from harness.config import RunConfig, build_config, load_profile
 from harness.errors import CapabilityMissing, ConfigError
 from harness.image import GuestImage, ImageBuilder
 from harness.isolation import timing_isolation
+from harness.kernel import KernelBuilder
 from harness.logscan import compile_allow_list, describe, scan_artifacts
 from harness.report import ResultsJson, properties_table
 from harness.snapshot import SnapshotStore
@@ -176,6 +177,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # Leftovers of a crashed or killed run: namespaces whose owning pytest is gone.
     if os.geteuid() == 0 and shutil.which("ip"):
         sweep_leftovers()
+    run = session.config.stash[CONFIG_KEY]
+    if run.topology == "nested" and run.guest_kernel is None and not session.config.option.collectonly:
+        # The first time, building the L2 kernel takes minutes: before any case's timeout runs.
+        try:
+            KernelBuilder(run.cache_dir).get()
+        except CapabilityMissing as e:  # each nested bed says so (a skip, or an error for CI)
+            log.warning("the small guest kernel: %s", e)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -413,7 +421,10 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
         try:
             record_property("run.isolation", how)
             if build:
-                bed.build()
+                try:
+                    bed.build()
+                except CapabilityMissing as e:  # e.g. an L1 without vfio-pci: what the machine lacks, not a failure
+                    _unavailable(harness_config, str(e))
             for name, value in bed.facts().items():  # a paused bed boots later, in the test
                 if value is not None:
                     record_property(name, round(value, 2) if isinstance(value, float) else value)

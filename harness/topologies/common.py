@@ -32,6 +32,11 @@ class BedCommon:
     guest: Guest
     vms: list[VM]
 
+    @property
+    def guest_accel(self) -> Accel:
+        """What runs the failover guest (a nested bed's L2 may differ from its L1s)."""
+        return self.accel
+
     def resume(self) -> None:
         """Start a source built paused and wait for its guest agent."""
         assert self.source.qmp is not None
@@ -41,7 +46,7 @@ class BedCommon:
 
     def _wait_booted(self, started: float) -> None:
         """Wait for the guest agent; :attr:`boot_s` counts from *started* (QEMU launch, or ``cont``)."""
-        with progress.step(f"bed {self.tag}: booting the guest ({self.accel})"):
+        with progress.step(f"bed {self.tag}: booting the guest ({self.guest_accel})"):
             self.guest.channel.wait_ready(self.boot_timeout_s)
         self.boot_s = time.monotonic() - started
 

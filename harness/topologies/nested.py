@@ -151,14 +151,17 @@ def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, a
     return vm, relays
 
 
-def l2_accel(host: L1Host, l1_accel: Accel, qemu_binary: str, kernel: Path) -> Accel:
-    """KVM for L2 only where L1 runs under KVM and a guest really boots under KVM inside L1
-    (nested virtualization); under TCG, L1 has no VMX to offer and L2 is emulated too."""
-    if l1_accel != "kvm":
-        return "tcg"
-    probe = host.host_run([sys.executable, "-m", "harness.accel", qemu_binary, str(kernel)], timeout=60.0)
-    log.info("%s: %s", host.name, probe.output.strip())
-    return "kvm" if probe.rc == 0 else "tcg"
+def l2_accel(host: L1Host, qemu_binary: str, kernel: Path) -> tuple[Accel, str]:
+    """KVM for L2 where a guest really boots under KVM inside L1, else TCG; and why.
+
+    L1 offers KVM where its CPU can virtualize: under KVM with nested
+    virtualization, and also under TCG, which emulates AMD's SVM; L2 then runs
+    under one level of TCG instead of TCG inside TCG.
+    """
+    if host.run("test -c /dev/kvm").rc != 0:
+        return "tcg", "L1 has no /dev/kvm (its CPU offers neither VMX nor SVM)"
+    probe = host.host_run([sys.executable, "-m", "harness.accel", qemu_binary, str(kernel)], timeout=120.0)
+    return ("kvm" if probe.rc == 0 else "tcg"), f"in {host.name}: {probe.output.strip()}"
 
 
 class L1StandbyCapture:
@@ -231,7 +234,7 @@ class NestedBed(BedCommon):
 
     config: RunConfig
     image: GuestImage
-    accel: Accel  # L1's; L2's is decided inside L1 (l2_accel)
+    accel: Accel  # L1's; L2's is probed inside L1 (l2_accel)
     tag: str
     run_dir: Path
     artifacts_dir: Path
@@ -246,6 +249,7 @@ class NestedBed(BedCommon):
     boot_s: float | None = field(default=None, init=False)
     l1_boot_s: float | None = field(default=None, init=False)
     l2_accel: Accel = field(default="tcg", init=False)
+    l2_accel_reason: str = field(default="", init=False)
     _vfs: dict[str, VirtualFunction] = field(default_factory=dict, init=False)
     _host_of: dict[str, L1Host] = field(default_factory=dict, init=False)
     _relays: dict[str, list[Relay]] = field(default_factory=dict, init=False)
@@ -284,7 +288,9 @@ class NestedBed(BedCommon):
             spec = l2_spec("src", self.config.qemu_binary, self.image, self.addressing, self._vfs[first.name],
                            kernel=kernel, modules=modules, memory_mib=self.config.guest_memory_mib,
                            paused=self.paused, extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
-            self.l2_accel = l2_accel(first, self.accel, self.config.qemu_binary, spec.kernel)
+            with progress.step(f"bed {self.tag}: can the guest use KVM inside L1?") as step:
+                self.l2_accel, self.l2_accel_reason = l2_accel(first, self.config.qemu_binary, spec.kernel)
+                step.result = self.l2_accel
             started = time.monotonic()
             self.source = self._launch(first, replace(spec, accel=self.l2_accel))
             self.guest = Guest(ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log",
@@ -295,6 +301,10 @@ class NestedBed(BedCommon):
             self.teardown()
             raise
         return self
+
+    @property
+    def guest_accel(self) -> Accel:
+        return self.l2_accel
 
     def _l2_kernel(self) -> tuple[Path, str]:
         """L2's kernel and the modules its init loads: the user's (``--guest-kernel``) with the
@@ -332,7 +342,7 @@ class NestedBed(BedCommon):
 
     def facts(self) -> dict[str, object]:
         facts: dict[str, object] = {"run.l1_boot_s": self.l1_boot_s, "run.boot_s": self.boot_s,
-                                    "run.l2_accel": self.l2_accel}
+                                    "run.l2_accel": self.l2_accel, "run.l2_accel_reason": self.l2_accel_reason}
         for name, (offset, uncertainty) in self._clock_offsets.items():
             facts[f"run.{name}_clock_offset_ms"] = f"{offset * 1000:.1f} ± {uncertainty * 1000:.1f}"
         return facts

@@ -10,14 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO, run_suite
 from tests.e2e.test_flat_suite import WRAPPERS, leftovers
 
 # The nested topology with limits sized for TCG inside TCG (this machine has no usable KVM).
 NESTED_PROBES_CASE = ("--harness-config", str(REPO / "profiles" / "nested-tcg.toml"), "-k", "under_probes and acpi",
                       "-o", "timeout=1500")
-# Two L1 boots, the L2 boot under nested TCG, the migration and its observation.
+# Two L1 boots, the L2 boot under nested TCG, the migration and its observation; the
+# first run on a machine also builds the small guest kernel (about 12 minutes).
 NESTED_RUN_TIMEOUT_S = 1800
+pytestmark = pytest.mark.timeout(NESTED_RUN_TIMEOUT_S + 60)
 
 
 def _the_case(results: dict[str, Any]) -> dict[str, Any]:
