@@ -9,7 +9,7 @@ from typing import ClassVar
 from harness import progress
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.guest import Guest
+from harness.guest import ControlChannel, Guest
 from harness.migration import MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
 from harness.vm import VM, Accel
@@ -24,6 +24,7 @@ class BedCommon:
     boot_timeout_s: ClassVar[float]
     config: RunConfig
     tag: str
+    artifacts_dir: Path
     accel: Accel
     boot_s: float | None
     addressing: Addressing
@@ -31,6 +32,12 @@ class BedCommon:
     source: VM
     guest: Guest
     vms: list[VM]
+
+    def _guest_of(self, vm: VM) -> Guest:
+        """The guest behind *vm*'s control socket (its transcript: the artifacts' ``control.log``)."""
+        channel = ControlChannel(vm.paths.control_socket, self.artifacts_dir / "control.log",
+                                 qemu_running=vm.is_running)
+        return Guest(channel, self.addressing.failover_mac)
 
     @property
     def guest_accel(self) -> Accel:

@@ -24,7 +24,7 @@ from typing import ClassVar, Literal
 from harness import progress
 from harness.config import RunConfig
 from harness.errors import ConfigError, HarnessError, VMError
-from harness.guest import ControlChannel, Guest
+from harness.guest import Guest
 from harness.image import GuestImage
 from harness.metrics import PRIMARY, STANDBY
 from harness.migration import (
@@ -189,11 +189,6 @@ class FlatBed(BedCommon):
     def restorable(self) -> bool:
         """Whether this bed's source can start from a snapshot: a guest that boots (not paused) and migrates."""
         return not self.paused and self.pairing == "correct" and not self.primary_rom
-
-    def _guest_of(self, vm: VM) -> Guest:
-        channel = ControlChannel(vm.paths.control_socket, self.artifacts_dir / "control.log",
-                                 qemu_running=vm.is_running)
-        return Guest(channel, self.addressing.failover_mac)
 
     def _restore(self, spec: VMSpec, store: SnapshotStore, key: str) -> None:
         """Start the source from the snapshot *key* of this configuration, saving it first if there is none."""

@@ -35,7 +35,7 @@ from typing import ClassVar, Literal
 from harness import progress
 from harness.config import RunConfig
 from harness.errors import ConfigError, GuestError, HarnessError
-from harness.guest import ControlChannel, Guest
+from harness.guest import Guest
 from harness.hypervisor import L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
 from harness.kernel import KernelBuilder
@@ -293,8 +293,7 @@ class NestedBed(BedCommon):
                 step.result = self.l2_accel
             started = time.monotonic()
             self.source = self._launch(first, replace(spec, accel=self.l2_accel))
-            self.guest = Guest(ControlChannel(self.source.paths.control_socket, self.artifacts_dir / "control.log",
-                                              qemu_running=self.source.is_running), self.addressing.failover_mac)
+            self.guest = self._guest_of(self.source)
             if not self.paused:
                 self._wait_booted(started)
         except BaseException:
