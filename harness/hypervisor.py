@@ -41,6 +41,10 @@ MGMT_ID = "mgmt0"
 PF_NETDEV = "pf"  # netdev ids: boot_l1 puts the "pf" tap on the data bridge, "mgmt" on the management one
 MGMT_NETDEV = "mgmt"
 L1_BOOT_TIMEOUT_S = 120.0
+# Where programs run in L1 from the host's root write (a tmpfs; the root is read-only),
+# as they see it inside the chroot; L1's own shell sees it under /host.
+L1_SCRATCH = "/run/fohx"
+L1_TMPDIR = "/var/tmp"
 # Creating VFs makes the PF driver reset and probe each one: seconds under TCG.
 SRIOV_TIMEOUT_S = 60.0
 
@@ -141,7 +145,7 @@ class L1Host:
 
     def host_run(self, argv: list[str], timeout: float = 30.0) -> CommandResult:
         """Run a program of the host's userspace (under ``/host``) in L1; *argv* is quoted, never a shell line."""
-        return self.run("chroot /host " + shlex.join(argv), timeout)
+        return self.run(f"TMPDIR={L1_TMPDIR} chroot /host " + shlex.join(argv), timeout)
 
     # -- SR-IOV -------------------------------------------------------------
 
@@ -230,7 +234,7 @@ class L1Host:
 class L1Process:
     """A QEMU started inside an L1 through its agent: what :class:`~harness.vm.VM` needs of a process.
 
-    QEMU writes its pid and output to L1's tmpfs; its exit status is written
+    QEMU writes its pid and output to L1's scratch tmpfs; its exit status is written
     next to them when it ends. Its output is appended to *output* (the L0 log
     VM reads) once it has ended, so QEMU's messages reach the report, and the
     files *collect* names (L1 path → L0 path, e.g. the guest's console) are
@@ -240,7 +244,7 @@ class L1Process:
     def __init__(self, host: L1Host, name: str, argv: list[str], output: BinaryIO,
                  collect: dict[str, Path] | None = None) -> None:
         self.host, self._output, self._collect = host, output, dict(collect or {})
-        self._files = f"/tmp/{name}"  # in L1's view of the host root; QEMU sees /tmp/<name>.*
+        self._files = f"{L1_SCRATCH}/{name}"  # QEMU's view; L1's shell adds /host
         host.check(f"rm -f /host{self._files}.*", "clearing old QEMU files")
         started = host.check(
             f"(chroot /host {shlex.join([*argv, '-pidfile', self._files + '.pid'])} > /host{self._files}.log 2>&1;"

@@ -36,7 +36,7 @@ from harness import progress
 from harness.config import RunConfig
 from harness.errors import ConfigError, GuestError, HarnessError
 from harness.guest import Guest
-from harness.hypervisor import L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
+from harness.hypervisor import L1_SCRATCH, L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
 from harness.kernel import KernelBuilder
 from harness.metrics import PRIMARY, STANDBY
@@ -133,7 +133,7 @@ def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, a
     moved from L1's clock to the harness's by *clock_offset_s* (:func:`l1_clock_offset`)."""
     base = VMPaths.for_vm(spec.name, run_dir, artifacts_dir)
     paths = L2Paths(**vars(base), qmp_relay=f"{L0_MGMT_IP}:{qmp_port}",
-                    control_listen=f"{l1_mgmt_ip}:{control_port}", l1_console=f"/tmp/{spec.name}-console.log")
+                    control_listen=f"{l1_mgmt_ip}:{control_port}", l1_console=f"{L1_SCRATCH}/{spec.name}-console.log")
     prefix = network.bridge_ns.exec_prefix()
     relays = [Relay(prefix, "tcp-to-unix", paths.qmp_relay, str(paths.qmp_socket),
                     artifacts_dir / f"{spec.name}-relay.log")]
@@ -169,7 +169,7 @@ class L1StandbyCapture:
 
     def __init__(self, host: L1Host, guest_ip: str, name: str) -> None:
         self.host = host
-        self._file = f"/host/tmp/{name}.jsonl"
+        self._file = f"/host{L1_SCRATCH}/{name}.jsonl"
         argv = [sys.executable, "-m", "harness.traffic.capture_main", "--guest-ip", guest_ip,
                 "--port", f"{L2_STANDBY_TAP}={STANDBY}"]
         started = host.check(f"chroot /host {shlex.join(argv)} > {self._file} 2> {self._file}.err < /dev/null "
