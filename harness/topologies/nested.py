@@ -180,6 +180,10 @@ class L1StandbyCapture:
     def ready(self) -> bool:
         return self.host.run(f"grep -q '\"ready\"' {self._file}").rc == 0
 
+    def errors(self) -> str:
+        """What the capture printed on stderr (why it did not start, if it did not)."""
+        return self.host.run(f"tail -c 1000 {self._file}.err").output.strip()
+
     def request_stop(self) -> None:
         if self._seqs is None:
             self.host.run(f"kill -TERM {self.pid} 2>/dev/null; true")
@@ -196,6 +200,12 @@ class L1StandbyCapture:
         return self._seqs
 
 
+def attribute_paths(seen_in_l0: list[PathSeen], standby_seqs: set[int]) -> list[PathSeen]:
+    """Replies as seen in L0 (every one, labelled the VF's path), relabelled standby where an L1
+    saw them arrive from the standby's tap. Pure."""
+    return [replace(seen, path=STANDBY) if seen.seq in standby_seqs else seen for seen in seen_in_l0]
+
+
 class NestedPathCapture:
     """Path attribution for the nested topology: every reply of the guest is seen in L0 on an
     L1's igb tap, whichever path it took; those the L1s saw come from ``l2sby`` took the standby."""
@@ -208,8 +218,9 @@ class NestedPathCapture:
         self.l0.wait_ready(timeout)
         while not all(capture.ready() for capture in self.l1):
             if time.monotonic() > deadline:
+                said = "; ".join(f"{c.host.name}: {c.errors() or 'nothing'}" for c in self.l1 if not c.ready())
                 self.request_stop()
-                raise HarnessError(f"the path capture in L1 did not start within {timeout:.0f} s")
+                raise HarnessError(f"the path capture in L1 did not start within {timeout:.0f} s ({said})")
             time.sleep(0.5)
 
     def request_stop(self) -> None:
@@ -218,8 +229,7 @@ class NestedPathCapture:
             capture.request_stop()
 
     def result(self) -> list[PathSeen]:
-        standby = set().union(*(capture.standby_seqs() for capture in self.l1))
-        return [replace(seen, path=STANDBY) if seen.seq in standby else seen for seen in self.l0.result()]
+        return attribute_paths(self.l0.result(), set().union(*(capture.standby_seqs() for capture in self.l1)))
 
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
