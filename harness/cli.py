@@ -2,7 +2,7 @@
 
     failover-harness run [--profile TOML] [-- PYTEST-ARGS]   the conformance suite, reports in reports/
     failover-harness doctor                                  what this host can run, each gap with its fix
-    failover-harness list                                    the cases and what they need from a topology
+    failover-harness list                                    the cases, what they need, which topologies have it
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
     failover-harness image                                   build (or find) the guest image
@@ -28,8 +28,8 @@ from harness.config import DEFAULT_CACHE_DIR
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
+from harness.plugin import BED_CLASSES
 from harness.sweep import sweep_leftovers
-from harness.topologies.flat import FlatBed
 
 # The cases live in the repository next to the package (an editable install, as `make setup` does).
 DEFAULT_CASES = Path(__file__).resolve().parent.parent / "testcases"
@@ -113,13 +113,17 @@ class _Collector:
 
 
 def describe_case(item: pytest.Item) -> dict[str, Any]:
+    """A case: what it checks, what it needs from a topology, and which topologies have that."""
     needs = sorted({c for m in item.iter_markers("bed_needs") for c in m.args})
-    missing = sorted(set(needs) - FlatBed.capabilities)
     doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
+    runs_on = {}
+    for topology, bed in BED_CLASSES.items():
+        missing = sorted(set(needs) - bed.capabilities)
+        runs_on[topology] = "yes" if not missing else f"no ({', '.join(missing)})"
     return {
         "case": item.nodeid,
         "needs": needs,
-        "flat": "yes" if not missing else f"no ({', '.join(missing)})",
+        "runs_on": runs_on,
         "markers": sorted({m.name for m in item.iter_markers()} & {"timing", "xfail", "allow_log"}),
         "about": doc[0] if doc else "",
     }
@@ -140,7 +144,8 @@ def _list(args: argparse.Namespace) -> int:
     for case in cases:
         extra = f"  needs: {', '.join(case['needs'])}" if case["needs"] else ""
         marks = f"  [{', '.join(case['markers'])}]" if case["markers"] else ""
-        print(f"{case['case']}\n    {case['about']}\n    runs on flat: {case['flat']}{extra}{marks}")
+        runs_on = ", ".join(f"{topology} {verdict}" for topology, verdict in case["runs_on"].items())
+        print(f"{case['case']}\n    {case['about']}\n    runs on: {runs_on}{extra}{marks}")
     print(f"\n{len(cases)} case(s)")
     return 0
 

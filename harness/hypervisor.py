@@ -235,10 +235,10 @@ class L1Process:
     """A QEMU started inside an L1 through its agent: what :class:`~harness.vm.VM` needs of a process.
 
     QEMU writes its pid and output to L1's scratch tmpfs; its exit status is written
-    next to them when it ends. Its output is appended to *output* (the L0 log
-    VM reads) once it has ended, so QEMU's messages reach the report, and the
-    files *collect* names (L1 path → L0 path, e.g. the guest's console) are
-    copied out then.
+    next to them when it ends. Its output is copied into *output* (the L0 log VM
+    reads) when asked (:meth:`sync_output`) and when it ends, so QEMU's messages
+    reach the checks and the report; the files *collect* names (L1 path → L0 path,
+    e.g. the guest's console) are copied out when it ends.
     """
 
     def __init__(self, host: L1Host, name: str, argv: list[str], output: BinaryIO,
@@ -253,14 +253,25 @@ class L1Process:
             f" sleep 0.1; done; cat /host{self._files}.pid 2>/dev/null; true", f"starting {argv[0]} in L1")
         self.pid = int(started.split()[-1]) if started.strip() else -1
         self._status: int | None = None
+        self._output_copied = 0  # bytes of QEMU's output already in *output*
+
+    def sync_output(self) -> None:
+        """Append what QEMU printed since the last call to *output*; an L1 that is gone has nothing to add."""
+        try:
+            new = self.host.run(f"tail -c +{self._output_copied + 1} /host{self._files}.log 2>/dev/null").output
+        except HarnessError:
+            return
+        data = new.encode()
+        self._output.write(data)
+        self._output.flush()
+        self._output_copied += len(data)
 
     def poll(self) -> int | None:
         if self._status is None:
             rc = self.host.run(f"cat /host{self._files}.rc 2>/dev/null")
             if rc.rc == 0 and rc.output.strip():
                 self._status = int(rc.output.strip())
-                self._output.write(self.host.run(f"cat /host{self._files}.log").output.encode())
-                self._output.flush()
+                self.sync_output()
                 for l1_path, l0_path in self._collect.items():
                     copied = self.host.run(f"cat /host{l1_path}", timeout=60.0)
                     l0_path.write_text(copied.output if copied.rc == 0 else f"(not copied from L1: {copied.output})")

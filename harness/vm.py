@@ -179,6 +179,10 @@ class QemuProcess(Protocol):
 
     def peak_rss_mib(self) -> float | None: ...
 
+    def sync_output(self) -> None:
+        """Bring what QEMU printed so far into its output file (a QEMU elsewhere writes it there late)."""
+        ...
+
 
 class LocalProcess:
     """A QEMU started on this host, in its own session (a Ctrl-C at the terminal must reach
@@ -191,6 +195,9 @@ class LocalProcess:
 
     def poll(self) -> int | None:
         return self._popen.poll()
+
+    def sync_output(self) -> None:
+        pass  # QEMU writes straight into the output file
 
     def wait(self, timeout: float | None = None) -> int:
         return self._popen.wait(timeout)
@@ -276,6 +283,8 @@ class VM:
         return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
 
     def stderr_text(self) -> str:
+        if self._proc is not None:
+            self._proc.sync_output()
         try:
             return self.paths.stderr_log.read_text(errors="replace")
         except FileNotFoundError:

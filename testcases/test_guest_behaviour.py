@@ -2,7 +2,8 @@
 
 The guest's net_failover must move traffic to the standby when the primary
 goes and back when it returns, and a guest that re-probes virtio_net (reboot,
-``rmmod``/``modprobe``) must negotiate failover again and get its primary back.
+``rmmod``/``modprobe``, or unbind/bind where it is built in) must negotiate
+failover again and get its primary back.
 """
 
 from __future__ import annotations
@@ -86,10 +87,17 @@ def _reboot(bed: FailoverBed) -> None:
     bed.guest.channel.wait_ready(120.0)
 
 
+# A modular virtio_net is removed and loaded again; a built-in one (a small kernel) has each of
+# its devices unbound and bound again: either way the driver's remove and probe run again.
+RELOAD_VIRTIO_NET = (
+    "if [ -e /sys/module/virtio_net/initstate ]; then rmmod virtio_net && modprobe virtio_net; "
+    "else d=/sys/bus/virtio/drivers/virtio_net; for v in $(cd $d && ls -d virtio*); do "
+    "echo $v > $d/unbind && echo $v > $d/bind || exit 1; done; fi")
+
+
 def _reload_driver(bed: FailoverBed) -> None:
     a = bed.addressing
-    result = bed.guest.channel.run(
-        f"rmmod virtio_net && modprobe virtio_net && fo-up {a.failover_mac} {a.guest_ip}/{a.prefix_len}")
+    result = bed.guest.channel.run(f"{RELOAD_VIRTIO_NET} && fo-up {a.failover_mac} {a.guest_ip}/{a.prefix_len}")
     if result.rc != 0:
         raise HarnessError(f"driver reload failed ({result.rc}): {result.output}")
 

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from harness import progress
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.guest import ControlChannel, Guest
-from harness.migration import MigrationPlan, MigrationResult, migrate
+from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
-from harness.vm import VM, Accel
+from harness.vm import VM, Accel, VMSpec
 
 STANDBY_ID = "standby0"
 PRIMARY_ID = "primary0"
+# The second failover pair (bed option ``pairs=2``).
+STANDBY2_ID = "standby1"
+PRIMARY2_ID = "primary1"
+
+
+def degrade_destination(spec: VMSpec, primary: DestinationPrimary, **broken: Any) -> VMSpec:
+    """A destination's *spec* without its primary (``absent``), or with a primary whose *broken*
+    properties QEMU cannot realize (``unrealizable``: it finds out only when it creates the
+    primary, at negotiation). Pure."""
+    if primary == "same":
+        return spec
+    devices = tuple(d for d in spec.devices if d.id != PRIMARY_ID)
+    if primary == "unrealizable":
+        devices += (next(d for d in spec.devices if d.id == PRIMARY_ID).with_props(**broken),)
+    return replace(spec, devices=devices)
 
 
 class BedCommon:

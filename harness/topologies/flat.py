@@ -39,7 +39,14 @@ from harness.netns import Addressing, TestNetwork
 from harness.pairing import explain_qemu_messages, pairing_problems
 from harness.snapshot import SnapshotError, SnapshotStore, snapshot_key
 from harness.topologies import ALL_CAPABILITIES
-from harness.topologies.common import PRIMARY_ID, STANDBY_ID, BedCommon
+from harness.topologies.common import (
+    PRIMARY2_ID,
+    PRIMARY_ID,
+    STANDBY2_ID,
+    STANDBY_ID,
+    BedCommon,
+    degrade_destination,
+)
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
@@ -48,9 +55,6 @@ log = logging.getLogger(__name__)
 # q35 hot-plugs through ACPI by default (since QEMU 6.1); this selects native PCIe
 # hotplug (the guest's pciehp, with its ~5 s attention-button delay) instead.
 NATIVE_HOTPLUG_ARGS = ("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
-# The second failover pair (bed option ``pairs=2``).
-STANDBY2_ID = "standby1"
-PRIMARY2_ID = "primary1"
 BOOT_TIMEOUT_S = 120.0
 # How long a guest being snapshotted may take to enslave its primary after its agent answers.
 SNAPSHOT_PRIMARY_WAIT_S = 20.0
@@ -341,12 +345,7 @@ class FlatBed(BedCommon):
         self._dest_count += 1
         name = "dst" if self._dest_count == 1 else f"dst{self._dest_count}"
         spec = self.source.spec.as_destination(name, self._spec(name).netdevs)
-        if primary != "same":
-            devices = tuple(d for d in spec.devices if d.id != PRIMARY_ID)
-            if primary == "unrealizable":  # QEMU finds out only when it creates it, at negotiation
-                devices += (next(d for d in spec.devices if d.id == PRIMARY_ID).with_props(netdev="nonexistent"),)
-            spec = replace(spec, devices=devices)
-        return self._launch(spec)
+        return self._launch(degrade_destination(spec, primary, netdev="nonexistent"))
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
         """Migrate the current source to *destination*; on success the destination becomes the source.

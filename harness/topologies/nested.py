@@ -34,7 +34,7 @@ from typing import ClassVar, Literal
 
 from harness import progress
 from harness.config import RunConfig
-from harness.errors import ConfigError, GuestError, HarnessError
+from harness.errors import GuestError, HarnessError
 from harness.guest import Guest
 from harness.hypervisor import L1_SCRATCH, L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
@@ -44,9 +44,9 @@ from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan
 from harness.netns import Addressing, TestNetwork
 from harness.relay import Relay
 from harness.timeline import PathSeen
-from harness.topologies import HOTPLUG_STYLE
-from harness.topologies.common import PRIMARY_ID, STANDBY_ID, BedCommon
-from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append
+from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, SECOND_PAIR
+from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, BedCommon, degrade_destination
+from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append, second_pair_devices
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
@@ -72,40 +72,59 @@ L1_NAMES = ("l1a", "l1b")
 MIGRATION_PORT = 4600
 # How long a destination L2 may go on loading after the source reports completed.
 L2_RESUME_TIMEOUT_S = 120.0
+# A destination's primary QEMU cannot create (a degraded destination): no such PCI function in L1.
+MISSING_VF_ADDRESS = "0000:ff:1f.7"
+# The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
+VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
 
 
-def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressing, vf: VirtualFunction, *,
-            kernel: Path, modules: str, accel: Accel = "tcg", memory_mib: int = 512, paused: bool = False,
-            extra_args: tuple[str, ...] = ()) -> VMSpec:
-    """The failover guest's QEMU spec inside an L1: virtio-net standby, the VF as primary, *kernel*
-    booted through qboot with the image's initramfs loading *modules* (``none``: all built in). Pure."""
-    devices = tuple(
-        Device.of("vfio-pci", PRIMARY_ID, host=vf.address, bus=d.qmp_arguments()["bus"],
-                  failover_pair_id=STANDBY_ID) if d.id == PRIMARY_ID else d
-        for d in failover_devices(addressing.failover_mac))
-    return VMSpec(
+def standby_tap(pair: int) -> str:
+    """In L1: the tap of failover pair *pair*'s virtio-net standby."""
+    return L2_STANDBY_TAP if pair == 1 else f"{L2_STANDBY_TAP}{pair}"
+
+
+def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressing,
+            vfs: tuple[VirtualFunction, ...], *, kernel: Path, modules: str, accel: Accel = "tcg",
+            memory_mib: int = 512, paused: bool = False, extra_args: tuple[str, ...] = ()) -> VMSpec:
+    """The failover guest's QEMU spec inside an L1: a failover pair per VF in *vfs* (one or two),
+    each a virtio-net standby on its own tap with the VF as its primary, *kernel* booted through
+    qboot with the image's initramfs loading *modules* (``none``: all built in). Pure."""
+    second = addressing.second_pair() if len(vfs) == 2 else None
+    devices = failover_devices(addressing.failover_mac)
+    netdevs = [TapNetdev("hn0", standby_tap(1))]
+    if second is not None:
+        devices += second_pair_devices(second.failover_mac)
+        netdevs.append(TapNetdev("hn2", standby_tap(2)))
+    # The emulated primaries become VFs passed through: no netdev (the VF is the NIC), no MAC or
+    # ROM of QEMU's (the PF set the VF's MAC).
+    devices = tuple(Device("vfio-pci", d.id, d.without("netdev", "mac", "romfile").props)
+                    if d.id in VF_OF_PRIMARY else d for d in devices)
+    spec = VMSpec(
         name=name, qemu_binary=qemu_binary, accel=accel, kernel=kernel, initrd=image.initrd,
-        append=f"{kernel_append(addressing)} {L2_FAST_BOOT_ARGS} harness.modules={modules}",
-        memory_mib=memory_mib, netdevs=(TapNetdev("hn0", L2_STANDBY_TAP),), devices=devices, paused=paused,
+        append=f"{kernel_append(addressing, second)} {L2_FAST_BOOT_ARGS} harness.modules={modules}",
+        memory_mib=memory_mib, netdevs=tuple(netdevs), devices=devices, paused=paused,
         extra_args=("-bios", QBOOT, *extra_args),
     )
+    return with_vfs(spec, vfs)
 
 
-def with_vf(spec: VMSpec, vf: VirtualFunction) -> VMSpec:
-    """*spec* with *vf* as its primary (a destination in another L1 passes that L1's VF)."""
-    return replace(spec, devices=tuple(d.with_props(host=vf.address) if d.id == PRIMARY_ID else d
+def with_vfs(spec: VMSpec, vfs: tuple[VirtualFunction, ...]) -> VMSpec:
+    """*spec* with *vfs* as its primaries, in pair order (a destination in another L1 passes that L1's VFs)."""
+    hosts = {primary: vf.address for primary, vf in zip(VF_OF_PRIMARY, vfs, strict=False)}
+    return replace(spec, devices=tuple(d.with_props(host=hosts[d.id]) if d.id in hosts else d
                                        for d in spec.devices))
 
 
-def connect_standby_to_pf(host: L1Host) -> None:
-    """In L1: a bridge joins the PF and the L2 standby's tap, so both paths reach the peer through the igb."""
+def connect_standbys_to_pf(host: L1Host, pairs: int) -> None:
+    """In L1: a bridge joins the PF and the L2 standbys' taps, so every path reaches the peer through the igb."""
     assert host.pf_ifname is not None, "preflight() first"
     ip = ["/usr/bin/ip"]
-    for argv in ([*ip, "link", "add", L1_BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
-                 [*ip, "tuntap", "add", "dev", L2_STANDBY_TAP, "mode", "tap"],
-                 [*ip, "link", "set", host.pf_ifname, "master", L1_BRIDGE, "up"],
-                 [*ip, "link", "set", L2_STANDBY_TAP, "master", L1_BRIDGE, "up"],
-                 [*ip, "link", "set", L1_BRIDGE, "up"]):
+    commands = [[*ip, "link", "add", L1_BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
+                [*ip, "link", "set", host.pf_ifname, "master", L1_BRIDGE, "up"]]
+    for pair in range(1, pairs + 1):
+        commands += [[*ip, "tuntap", "add", "dev", standby_tap(pair), "mode", "tap"],
+                     [*ip, "link", "set", standby_tap(pair), "master", L1_BRIDGE, "up"]]
+    for argv in [*commands, [*ip, "link", "set", L1_BRIDGE, "up"]]:
         result = host.host_run(argv)
         if result.rc != 0:
             raise GuestError(f"{host.name}: {' '.join(argv)} exited {result.rc}: {result.output.strip()}")
@@ -165,13 +184,13 @@ def l2_accel(host: L1Host, qemu_binary: str, kernel: Path) -> tuple[Accel, str]:
 
 
 class L1StandbyCapture:
-    """``capture_main`` inside one L1: the probe replies that arrive there from the L2 standby's tap."""
+    """``capture_main`` inside one L1: the probe replies that arrive there from an L2 standby's *tap*."""
 
-    def __init__(self, host: L1Host, guest_ip: str, name: str) -> None:
+    def __init__(self, host: L1Host, guest_ip: str, tap: str, name: str) -> None:
         self.host = host
         self._file = f"/host{L1_SCRATCH}/{name}.jsonl"
         argv = [sys.executable, "-m", "harness.traffic.capture_main", "--guest-ip", guest_ip,
-                "--port", f"{L2_STANDBY_TAP}={STANDBY}"]
+                "--port", f"{tap}={STANDBY}"]
         started = host.check(f"chroot /host {shlex.join(argv)} > {self._file} 2> {self._file}.err < /dev/null "
                              "& echo $!", "starting the path capture")
         self.pid = int(started.split()[-1])
@@ -239,7 +258,7 @@ class NestedBed(BedCommon):
     :meth:`teardown` removes all of it (idempotent), the L1s' VFs included.
     """
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({HOTPLUG_STYLE})
+    capabilities: ClassVar[frozenset[str]] = frozenset({HOTPLUG_STYLE, DEGRADED_DESTINATION, SECOND_PAIR})
     boot_timeout_s: ClassVar[float] = L2_BOOT_TIMEOUT_S
 
     config: RunConfig
@@ -251,6 +270,7 @@ class NestedBed(BedCommon):
     addressing: Addressing = field(default_factory=Addressing)
     hotplug: Literal["acpi", "native"] = "acpi"
     paused: bool = False
+    pairs: Literal[1, 2] = 1
     network: TestNetwork = field(init=False)
     hosts: list[L1Host] = field(default_factory=list, init=False)
     vms: list[VM] = field(default_factory=list, init=False)
@@ -260,7 +280,7 @@ class NestedBed(BedCommon):
     l1_boot_s: float | None = field(default=None, init=False)
     l2_accel: Accel = field(default="tcg", init=False)
     l2_accel_reason: str = field(default="", init=False)
-    _vfs: dict[str, VirtualFunction] = field(default_factory=dict, init=False)
+    _vfs: dict[str, tuple[VirtualFunction, ...]] = field(default_factory=dict, init=False)  # per L1, a VF per pair
     _host_of: dict[str, L1Host] = field(default_factory=dict, init=False)
     _relays: dict[str, list[Relay]] = field(default_factory=dict, init=False)
     _dest_count: int = field(default=0, init=False)
@@ -290,7 +310,7 @@ class NestedBed(BedCommon):
             self.l1_boot_s = time.monotonic() - started
             for i, host in enumerate(self.hosts):
                 self._clock_offsets[host.name] = l1_clock_offset(self.network, self._mgmt_ip(i))
-            with progress.step(f"bed {self.tag}: a VF with the failover MAC in each L1, bound to vfio-pci"):
+            with progress.step(f"bed {self.tag}: a VF per failover pair in each L1, bound to vfio-pci"):
                 for host in self.hosts:
                     self._vfs[host.name] = self._prepare(host)
             first = self.hosts[0]
@@ -328,14 +348,16 @@ class NestedBed(BedCommon):
     def _mgmt_ip(index: int) -> str:
         return f"{MGMT_PREFIX}.{index + 1}"
 
-    def _prepare(self, host: L1Host) -> VirtualFunction:
-        """What an SR-IOV hypervisor does before it passes a VF to a failover guest."""
+    def _prepare(self, host: L1Host) -> tuple[VirtualFunction, ...]:
+        """What an SR-IOV hypervisor does before it passes VFs to a failover guest: one per pair,
+        with that pair's failover MAC."""
         host.preflight()
-        (vf,) = host.create_vfs(1)
-        vf = host.set_vf_mac(vf, self.addressing.failover_mac)
-        host.bind_vfio(vf)
-        connect_standby_to_pf(host)
-        return vf
+        vfs = tuple(host.set_vf_mac(vf, self.pair_addressing(pair).failover_mac)
+                    for pair, vf in enumerate(host.create_vfs(self.pairs), start=1))
+        for vf in vfs:
+            host.bind_vfio(vf)
+        connect_standbys_to_pf(host, self.pairs)
+        return vfs
 
     def _launch(self, host: L1Host, spec: VMSpec) -> VM:
         """Start an L2 in *host*; each gets its own relay and agent ports (two may run at once)."""
@@ -364,10 +386,8 @@ class NestedBed(BedCommon):
         self._dest_count += 1
         name = "dst" if self._dest_count == 1 else f"dst{self._dest_count}"
         (host,) = (h for h in self.hosts if h is not self._host_of[self.source.name])
-        if primary != "same":  # cases that need one are skipped: not among this bed's capabilities
-            raise ConfigError(f"the nested topology has no degraded destination (primary={primary!r})")
-        spec = with_vf(self.source.spec.as_destination(name, self.source.spec.netdevs), self._vfs[host.name])
-        return self._launch(host, spec)
+        spec = with_vfs(self.source.spec.as_destination(name, self.source.spec.netdevs), self._vfs[host.name])
+        return self._launch(host, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
         """Migrate over the management link; on success the destination becomes the source.
@@ -413,7 +433,7 @@ class NestedBed(BedCommon):
         l1: list[L1StandbyCapture] = []
         try:
             for host in self.hosts:
-                l1.append(L1StandbyCapture(host, guest_ip, f"{log_path.stem}-{self.tag}"))
+                l1.append(L1StandbyCapture(host, guest_ip, standby_tap(pair), f"{log_path.stem}-{self.tag}-{pair}"))
         except BaseException:
             NestedPathCapture(l0, l1).request_stop()
             l0.stop()

@@ -26,7 +26,8 @@ def test_list_names_every_case_and_what_it_needs() -> None:
     cases = {c["case"]: c for c in json.loads(done.stdout)}
     assert len(cases) >= 24
     pairing = cases["testcases/test_pairing.py::test_pairing_error_is_recognised[igb-primary]"]
-    assert pairing["needs"] == ["command-line-pairing"] and pairing["flat"] == "yes"
+    assert pairing["needs"] == ["command-line-pairing"]
+    assert pairing["runs_on"] == {"flat": "yes", "nested": "no (command-line-pairing)"}
     assert pairing["about"].startswith("QEMU refuses a broken pairing")
     assert all(c["about"] for c in cases.values()), "every case says what it checks"
 
