@@ -257,6 +257,8 @@ class L1Process:
 
     def sync_output(self) -> None:
         """Append what QEMU printed since the last call to *output*; an L1 that is gone has nothing to add."""
+        if self._status is not None:  # ended: the last of it was copied then
+            return
         try:
             new = self.host.run(f"tail -c +{self._output_copied + 1} /host{self._files}.log 2>/dev/null").output
         except HarnessError:
@@ -270,8 +272,8 @@ class L1Process:
         if self._status is None:
             rc = self.host.run(f"cat /host{self._files}.rc 2>/dev/null")
             if rc.rc == 0 and rc.output.strip():
-                self._status = int(rc.output.strip())
                 self.sync_output()
+                self._status = int(rc.output.strip())
                 for l1_path, l0_path in self._collect.items():
                     copied = self.host.run(f"cat /host{l1_path}", timeout=60.0)
                     l0_path.write_text(copied.output if copied.rc == 0 else f"(not copied from L1: {copied.output})")

@@ -283,7 +283,7 @@ class VM:
         return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
 
     def stderr_text(self) -> str:
-        if self._proc is not None:
+        if self._proc is not None and self._stderr is not None:  # still open: QEMU may have more to say
             self._proc.sync_output()
         try:
             return self.paths.stderr_log.read_text(errors="replace")
