@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 
 class HarnessError(Exception):
     """Root of every error the harness raises on purpose."""
@@ -23,6 +25,31 @@ class CommandFailed(HarnessError):
         self.returncode = returncode
         self.output = output
         super().__init__(f"{' '.join(argv)!s} exited {returncode}: {output.strip()[-2000:]}")
+
+
+class HostCommandFailed(CommandFailed):
+    """A command on a lab host (local or SSH) exited non-zero; says which host and what it was for."""
+
+    def __init__(self, host: str, what: str, argv: list[str], returncode: int, output: str) -> None:
+        super().__init__(argv, returncode, output)
+        self.host = host
+        self.what = what
+
+    def __str__(self) -> str:
+        return (f"host {self.host}: {self.what} failed: {shlex.join(self.argv)} exited {self.returncode}: "
+                f"{self.output.strip()[-2000:]}")
+
+
+class HostKeyError(HarnessError):
+    """An SSH host offered a key known_hosts does not list, or one that differs from it; nothing ran there."""
+
+
+class HostUnreachable(HarnessError):
+    """No SSH session to a host: connection refused, no route, no answer in time, or a broken handshake."""
+
+
+class HostAuthFailed(HarnessError):
+    """An SSH host refused the user with the configured key."""
 
 
 class VMError(HarnessError):

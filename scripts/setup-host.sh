@@ -11,6 +11,9 @@ need_pkgs=(qemu-system-x86 iproute2 procps iperf3 busybox-static cpio kmod libpc
 need_cmds+=(gcc make flex bison bc perl tar xz)
 need_pkgs+=(gcc make flex bison bc perl tar xz-utils libelf-dev libc6-dev)
 need_headers=(/usr/include/libelf.h /usr/include/stdio.h)
+# The SSH host layer's tests (tests/e2e/test_ssh_hosts.py) run a throwaway sshd of their own.
+need_cmds+=(sshd ssh-keygen)
+need_pkgs+=(openssh-server)
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -62,7 +65,13 @@ log "apt-get update"
 apt-get update -qq
 log "installing ${need_pkgs[*]}"
 apt-get install -y -qq --no-install-recommends "${backports[@]}" qemu-system-x86 >/dev/null
+had_sshd=$(command -v sshd || true)
 apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+if [ -z "$had_sshd" ] && [ -d /run/systemd/system ]; then
+    # Debian enables and starts ssh.service on install; the tests need only the binary.
+    log "openssh-server was installed for the tests only: disabling its service"
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+fi
 if ! qemu_ok; then
     log "QEMU >= 8.0 still missing after install: $(qemu-system-x86_64 --version 2>&1 | head -1)"
     exit 1

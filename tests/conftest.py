@@ -6,6 +6,8 @@ import gzip
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,15 @@ def load_json_gz(path: Path) -> Any:
     """A recorded JSON document, stored gzip-compressed in tests/data."""
     with gzip.open(path) as f:
         return json.load(f)
+
+
+def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """Poll *condition* until it holds; fail the test saying *what* did not happen in time."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: not within {deadline_s} s")
+        time.sleep(0.05)
 
 
 @pytest.fixture
