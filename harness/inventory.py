@@ -1,0 +1,308 @@
+"""The lab inventory: which real hosts, NICs and addresses the *host* topology may use.
+
+A TOML file (see ``profiles/lab-example.toml``), validated once by
+:func:`load_inventory`. Every error names the file and the exact field, e.g.
+``lab.toml: hosts.src.vfs[1]: '3b:02.0' is not a PCI address like
+0000:3b:02.0``; unknown fields are errors too (a typo must not be ignored).
+
+Fields
+------
+``failover_macs``
+    MACs the harness gives failover pairs (the VF and its virtio-net standby
+    share one): at least one; each unicast, locally administered (so they
+    cannot collide with a vendor's) and distinct. Top-level key, so it goes
+    above the first ``[table]``.
+
+``[hosts.<name>]``: a hypervisor; *name* (letters, digits, ``-``, ``_``) is
+how the rest of the file and the reports call it.
+    ``address``
+        ``"local"`` for the machine the harness runs on, else the hostname or
+        IP address to reach it over SSH.
+    ``port`` (22), ``user`` ("root"), ``key``, ``known_hosts``, ``host_key_check`` (true)
+        SSH only, so not allowed with ``address = "local"``. ``key`` is the
+        private key file (required: key authentication only).
+        ``known_hosts`` defaults to ``~/.ssh/known_hosts``; its host key must
+        match unless ``host_key_check = false`` (a throwaway lab only).
+        Relative paths are relative to the inventory file; ``~`` expands.
+    ``pf``
+        The SR-IOV physical function's interface name on that host.
+    ``vfs``
+        PCI addresses (``0000:3b:02.0``) of the VFs of *pf* the harness may
+        take (bind to vfio-pci, set MACs on): at least one, distinct.
+    ``mgmt_address``
+        IPv4 address the other hosts reach this one on, for the migration
+        stream (a management network, not the path under test); distinct
+        per host.
+    ``qemu_binary`` ("qemu-system-x86_64")
+        The QEMU under test on that host.
+
+``[peer]``: the traffic peer the probes and iperf3 talk to.
+    ``host``
+        The inventory host it runs on.
+    ``namespace`` (optional)
+        The network namespace on that host that holds *interface*; absent:
+        the host's own.
+    ``interface``
+        Its interface on the VFs' network.
+    ``address``
+        IPv4 address with prefix (``198.18.0.1/24``), inside 198.18.0.0/15:
+        the harness sends only inside that benchmarking range.
+
+``[thresholds]``
+    The same limits as a run profile's (:class:`harness.config.Thresholds`).
+
+Migration needs two VFs: either two hosts (each has at least one) or one host
+with at least two (a local migration).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from harness.config import Thresholds
+from harness.errors import ConfigError
+
+TEST_NETWORK = IPv4Network("198.18.0.0/15")
+LOCAL = "local"
+_SSH_FIELDS = ("port", "user", "key", "known_hosts", "host_key_check")
+_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
+                          re.IGNORECASE)
+
+
+def _invalid(field: str, message: str) -> PydanticCustomError:
+    """An error at *field*, below the model being validated (pydantic's own location stops at the model)."""
+    return PydanticCustomError("inventory", message, {"inventory_field": field})
+
+
+def _pci_address(value: str) -> str:
+    normal = value.lower()
+    if not _PCI_RE.match(normal):
+        raise ValueError(f"{value!r} is not a PCI address like 0000:3b:02.0 (domain:bus:device.function, "
+                         "as in /sys/bus/pci/devices)")
+    return normal
+
+
+def _mac(value: str) -> str:
+    normal = value.lower()
+    if not _MAC_RE.match(normal):
+        raise ValueError(f"{value!r} is not a MAC address like 52:54:00:fa:00:01")
+    first = int(normal[:2], 16)
+    if first & 1:
+        raise ValueError(f"{value} is a multicast address: a failover MAC must be unicast "
+                         "(first octet even, e.g. 52:...)")
+    if not first & 2:
+        raise ValueError(f"{value} is not locally administered: set bit 1 of the first octet "
+                         "(e.g. 52:... or 02:...) so that it cannot collide with a vendor's MAC")
+    return normal
+
+
+def _address(value: str) -> str:
+    if value == LOCAL:
+        return value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME_RE.match(value):
+            raise ValueError(f"{value!r} is neither \"local\" nor a hostname or IP address") from None
+    return value
+
+
+def _matching(regex: str, what: str) -> AfterValidator:
+    """A check that says what the value should have been, not which regex it missed."""
+    pattern = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+    return AfterValidator(check)
+
+
+def _with_prefix(value: Any) -> Any:
+    if isinstance(value, str) and "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length: write it like 198.18.0.1/24")
+    return value
+
+
+PciAddress = Annotated[str, AfterValidator(_pci_address)]
+MacAddress = Annotated[str, AfterValidator(_mac)]
+IfName = Annotated[str, _matching(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$",
+                                  "an interface name (at most 15 letters, digits, '_', '.', '-')")]
+HostName = Annotated[str, _matching(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$",
+                                    "a host name (a letter, then up to 31 letters, digits, '-', '_')")]
+NetnsName = Annotated[str, _matching(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", "a network namespace name")]
+
+
+class HostSpec(BaseModel):
+    """One hypervisor: how to reach it, which NIC functions the harness may use, its QEMU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: Annotated[str, AfterValidator(_address)]
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("root", min_length=1)
+    key: Path | None = None
+    known_hosts: Path | None = None
+    host_key_check: bool = True
+    pf: IfName
+    vfs: tuple[PciAddress, ...] = Field(min_length=1)
+    mgmt_address: IPv4Address
+    qemu_binary: str = Field("qemu-system-x86_64", min_length=1)
+
+    @field_validator("key", "known_hosts")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """``~`` expanded; a relative path is taken from the inventory file's directory, not the working one."""
+        if value is None:
+            return None
+        path = value.expanduser()
+        base = (info.context or {}).get("base_dir")
+        return base / path if base is not None and not path.is_absolute() else path
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == LOCAL
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HostSpec:
+        if self.is_local:
+            for name in _SSH_FIELDS:
+                if name in self.model_fields_set:
+                    raise _invalid(name, 'SSH setting on a local host (address = "local"): remove it')
+        elif self.key is None:
+            raise _invalid("key", "required for an SSH host: the private key file to log in with "
+                                  "(key authentication only)")
+        _check_distinct("vfs", self.vfs)
+        return self
+
+
+class PeerSpec(BaseModel):
+    """Where the traffic peer lives and the address it sends from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str
+    namespace: NetnsName | None = None
+    interface: IfName
+    address: Annotated[IPv4Interface, BeforeValidator(_with_prefix)]
+
+    @field_validator("address")
+    @classmethod
+    def _in_test_network(cls, value: IPv4Interface) -> IPv4Interface:
+        if not value.network.subnet_of(TEST_NETWORK):
+            raise ValueError(f"{value} is outside {TEST_NETWORK}: the harness sends only inside that benchmarking "
+                             "range (RFC 2544); pick a subnet of it, e.g. 198.18.0.1/24")
+        return value
+
+
+class Inventory(BaseModel):
+    """The whole lab, checked once; see the module docstring for each field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failover_macs: tuple[MacAddress, ...] = Field(min_length=1)
+    hosts: dict[HostName, HostSpec] = Field(min_length=1)
+    peer: PeerSpec
+    thresholds: Thresholds = Thresholds()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Inventory:
+        if self.peer.host not in self.hosts:
+            raise _invalid("peer.host", f"{self.peer.host!r} is not a host of this inventory "
+                                        f"(hosts: {', '.join(self.hosts)})")
+        if len(self.hosts) == 1:
+            name, host = next(iter(self.hosts.items()))
+            if len(host.vfs) < 2:
+                raise _invalid(f"hosts.{name}.vfs", "a single host needs at least two VFs, one for the "
+                                                    "source VM and one for the destination (local migration); "
+                                                    "or add a second host")
+        _check_distinct("failover_macs", self.failover_macs)
+        _check_distinct_hosts("mgmt_address", {n: h.mgmt_address for n, h in self.hosts.items()})
+        return self
+
+
+def _check_distinct(field: str, values: Iterable[object]) -> None:
+    first: dict[object, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            raise _invalid(f"{field}[{i}]", f"{value} is listed twice (also {field}[{first[value]}])")
+        first[value] = i
+
+
+def _check_distinct_hosts(field: str, values: dict[str, object]) -> None:
+    owner: dict[object, str] = {}
+    for name, value in values.items():
+        if value in owner:
+            raise _invalid(f"hosts.{name}.{field}", f"{value} is also hosts.{owner[value]}.{field}: "
+                                                    "each host needs its own")
+        owner[value] = name
+
+
+def _field_path(loc: tuple[int | str, ...], ctx: dict[str, Any] | None) -> str:
+    """``('hosts', 'src', 'vfs', 1)`` → ``hosts.src.vfs[1]``, plus the sub-field a model validator named."""
+    parts = [*loc, *(ctx or {}).get("inventory_field", "").split(".")]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part and part != "[key]":  # a bad [hosts.<name>]: the name is the previous part
+            path += f".{part}" if path else part
+    return path or "(top level)"
+
+
+# pydantic's words where they would puzzle someone editing TOML (formatted with the error's context).
+_MESSAGES = {
+    "extra_forbidden": "unknown field (a typo?): the fields are listed in profiles/lab-example.toml",
+    "missing": "required: add it (see profiles/lab-example.toml)",
+    "too_short": "must list at least {min_length} (it lists {actual_length})",
+}
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        template = _MESSAGES.get(e["type"])
+        message = template.format(**e.get("ctx", {})) if template else e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {_field_path(e['loc'], e.get('ctx'))}: {message}")
+    return "\n".join(lines)
+
+
+def parse_inventory(data: dict[str, Any], source: str, base_dir: Path | None = None) -> Inventory:
+    """Validate an inventory already read from TOML; errors name *source* and the field."""
+    try:
+        return Inventory.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Read and validate the inventory file *path*; a missing file or bad TOML is a ConfigError too."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such inventory file (start from profiles/lab-example.toml)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_inventory(data, str(path), path.parent)
