@@ -16,7 +16,6 @@ MACs) it records, and :meth:`L1Host.restore_sriov` puts back.
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 import subprocess
 import time
@@ -28,6 +27,7 @@ from harness.errors import CapabilityMissing, GuestError, HarnessError
 from harness.guest import CommandResult, ControlChannel
 from harness.image import GuestImage
 from harness.netns import TestNetwork
+from harness.sriov import parse_vf_states
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,6 @@ class VirtualFunction:
     index: int
     address: str
     mac: str | None = None
-
-
-def parse_vf_macs(ip_link_show: str) -> dict[int, str]:
-    """VF index → MAC from iproute2's ``ip link show <pf>`` (``vf 0 link/ether <mac> ...``)."""
-    return {int(m.group(1)): m.group(2).lower()
-            for m in re.finditer(r"^\s*vf (\d+)\s+(?:link/ether\s+|MAC\s+)([0-9a-fA-F:]{17})", ip_link_show, re.M)}
 
 
 def start_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path) -> L1Host:
@@ -189,7 +183,8 @@ class L1Host:
         """Give *vf* the failover MAC from the PF, as an SR-IOV hypervisor does, and read it back."""
         assert self.pf_ifname is not None, "preflight() first"
         result = self.host_run(["/usr/bin/ip", "link", "set", self.pf_ifname, "vf", str(vf.index), "mac", mac])
-        shown = parse_vf_macs(self.host_run(["/usr/bin/ip", "link", "show", self.pf_ifname]).output)
+        states = parse_vf_states(self.host_run(["/usr/bin/ip", "link", "show", self.pf_ifname]).output)
+        shown = {index: state.mac for index, state in states.items()}
         if result.rc != 0 or shown.get(vf.index) != mac.lower():
             raise CapabilityMissing(f"{self.name}: cannot set VF {vf.index}'s MAC to {mac} from the PF "
                                     f"{self.pf_ifname} (iproute2 says: {result.output.strip() or 'nothing'}; "

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.hypervisor import HOST_ROOT_TAG, L1_MACHINE, PF_ID, l1_spec, parse_vf_macs
+from harness.hypervisor import HOST_ROOT_TAG, L1_MACHINE, PF_ID, l1_spec
 from harness.image import GuestImage
+from harness.sriov import VfState, parse_vf_states
 from harness.vm import VMPaths, build_argv
 
 IMAGE = GuestImage(Path("/img/vmlinuz"), Path("/img/initrd.cpio"), "6.1.0-56-amd64", "k")
@@ -35,12 +36,13 @@ def test_l1_shares_the_host_root_read_only() -> None:
     assert f"id={HOST_ROOT_TAG}" in fsdev and "path=/," in fsdev and fsdev.endswith("readonly=on")
 
 
-def test_parse_vf_macs() -> None:
+def test_parse_vf_states() -> None:
     # iproute2 6.1 in L1, after 'ip link set eth0 vf 0 mac 52:54:00:fa:00:01' with two VFs.
     shown = """2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq master br0 state UP mode DEFAULT
     link/ether 52:54:00:11:00:01 brd ff:ff:ff:ff:ff:ff
     vf 0     link/ether 52:54:00:fa:00:01 brd ff:ff:ff:ff:ff:ff, spoof checking on, link-state auto, trust off
     vf 1     link/ether 00:00:00:00:00:00 brd ff:ff:ff:ff:ff:ff, spoof checking on, link-state auto, trust off
 """
-    assert parse_vf_macs(shown) == {0: "52:54:00:fa:00:01", 1: "00:00:00:00:00:00"}
-    assert parse_vf_macs("2: eth0: <BROADCAST> mtu 1500\n    link/ether 52:54:00:11:00:01\n") == {}
+    assert parse_vf_states(shown) == {0: VfState(0, "52:54:00:fa:00:01", spoof_check=True, trust=False),
+                                      1: VfState(1, "00:00:00:00:00:00", spoof_check=True, trust=False)}
+    assert parse_vf_states("2: eth0: <BROADCAST> mtu 1500\n    link/ether 52:54:00:11:00:01\n") == {}
