@@ -74,6 +74,8 @@ MIGRATION_PORT = 4600
 L2_RESUME_TIMEOUT_S = 120.0
 # A destination's primary QEMU cannot create (a degraded destination): no such PCI function in L1.
 MISSING_VF_ADDRESS = "0000:ff:1f.7"
+# A VF MAC of zeros: the PF driver drops the VF's MAC filter.
+NO_MAC = "00:00:00:00:00:00"
 # The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
 VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
 
@@ -370,6 +372,23 @@ class NestedBed(BedCommon):
         self._host_of[vm.name] = host
         self._relays[vm.name] = relays
         return vm
+
+    def unplug_primary(self, timeout: float = 30.0) -> None:
+        """As on any bed, then clear the VF's MAC from the PF, as the kernel's net_failover
+        documentation does after a hand-driven unplug: igb, like real SR-IOV NICs, steers frames
+        for a VF's MAC to that VF even while no guest drives it, and the standby would get none."""
+        super().unplug_primary(timeout)
+        self._set_primary_vf_mac(NO_MAC)
+
+    def plug_primary(self) -> None:
+        """Give the VF the failover MAC back, then ``device_add`` it as on any bed."""
+        self._set_primary_vf_mac(self.addressing.failover_mac)
+        super().plug_primary()
+
+    def _set_primary_vf_mac(self, mac: str) -> None:
+        host = self._host_of[self.source.name]
+        first, *rest = self._vfs[host.name]
+        self._vfs[host.name] = (host.set_vf_mac(first, mac), *rest)
 
     def facts(self) -> dict[str, object]:
         facts: dict[str, object] = {"run.l1_boot_s": self.l1_boot_s, "run.boot_s": self.boot_s,
