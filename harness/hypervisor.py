@@ -241,9 +241,12 @@ class L1Process:
         self.host, self._output, self._collect = host, output, dict(collect or {})
         self._files = f"{L1_SCRATCH}/{name}"  # QEMU's view; L1's shell adds /host
         host.check(f"rm -f /host{self._files}.*", "clearing old QEMU files")
+        # QEMU replaces a subshell (exec), which alone has the log as its output: ash applies a
+        # command's redirections in the shell that waits for it, so that shell's own "Killed" for
+        # a QEMU killed by a signal would land in QEMU's log.
         started = host.check(
-            f"(chroot /host {shlex.join([*argv, '-pidfile', self._files + '.pid'])} > /host{self._files}.log 2>&1;"
-            f" echo $? > /host{self._files}.rc) > /dev/null 2>&1 & "
+            f"((exec chroot /host {shlex.join([*argv, '-pidfile', self._files + '.pid'])} > /host{self._files}.log"
+            f" 2>&1); echo $? > /host{self._files}.rc) > /dev/null 2>&1 & "
             f"for i in $(seq 100); do [ -s /host{self._files}.pid ] || [ -e /host{self._files}.rc ] && break;"
             f" sleep 0.1; done; cat /host{self._files}.pid 2>/dev/null; true", f"starting {argv[0]} in L1")
         self.pid = int(started.split()[-1]) if started.strip() else -1
