@@ -41,6 +41,10 @@ class Thresholds(BaseModel):
     min_throughput_after_resume_mbps: float = Field(
         1.0, ge=0, description="iperf3 mean throughput from destination RESUME to the end of the stream"
     )
+    min_dirty_sync_count: int = Field(
+        8, ge=1, description="memory-dirtying case: dirty-bitmap syncs the workload must force "
+        "(an idle guest's migration needs 3-4)"
+    )
     wait_unplug_deadline_s: float = Field(
         30.0, gt=0, description="harness deadline for the source to leave wait-unplug (QEMU has none)"
     )
