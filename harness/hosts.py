@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -59,7 +60,10 @@ DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 # shell a session (and process group) leader, so the pid names the group to kill
 # when the command outlives its timeout: closing the channel alone would leave it
 # running (without a pty nothing sends it SIGHUP).
-_REMOTE_PREFIX = "echo $$; exec "
+# Marked, because the login shell's rc files may print before it (a lab host's root
+# .bashrc that warns, say): that preamble is not the command's output.
+_REMOTE_PREFIX = "echo fohx-pid $$; exec "
+_PID_LINE_RE = re.compile(rb"^fohx-pid (\d+)\r?\n", re.MULTILINE)
 _KILL_TIMEOUT_S = 10.0
 _CONNECT_HINTS = {
     errno.ECONNREFUSED: "nothing listens there: is sshd running, on that port?",
@@ -245,7 +249,7 @@ class SSHHost(_ArgvHost):
         try:
             _feed(chan, input)
             raw, finished = _collect(chan, deadline)
-            pid, _, output = raw.partition(b"\n")
+            pid, output = _split_pid(raw)
             text = output.decode(errors="replace")
             if not finished:
                 self._kill_remote_group(pid)
@@ -403,6 +407,17 @@ def _feed(chan: paramiko.Channel, text: str | None) -> None:
             chan.shutdown_write()
 
     threading.Thread(target=send, name="ssh-stdin", daemon=True).start()
+
+
+def _split_pid(raw: bytes) -> tuple[bytes, bytes]:
+    """(the remote shell's pid, the command's output after the line that announced it); (b"", raw)
+    if it never came. What the login shell printed before it is logged and dropped."""
+    m = _PID_LINE_RE.search(raw)
+    if m is None:
+        return b"", raw
+    if m.start():
+        log.debug("login shell said before the command: %r", raw[:m.start()])
+    return m.group(1), raw[m.end():]
 
 
 def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bool]:
