@@ -1,7 +1,7 @@
 """``failover-harness``: the harness from the command line.
 
     failover-harness run [--profile TOML] [-- PYTEST-ARGS]   the conformance suite, reports in reports/
-    failover-harness doctor                                  what this host can run, each gap with its fix
+    failover-harness doctor [--inventory TOML]               what this host (or each lab host) can run, and fixes
     failover-harness list                                    the cases, what they need, which topologies have it
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
@@ -27,7 +27,9 @@ from harness import progress
 from harness.config import DEFAULT_CACHE_DIR
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
+from harness.host_doctor import diagnose_inventory, render
 from harness.image import ImageBuilder
+from harness.inventory import load_inventory
 from harness.plugin import BED_CLASSES
 from harness.sweep import sweep_leftovers
 
@@ -94,6 +96,10 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    if args.inventory is not None:
+        by_host = diagnose_inventory(load_inventory(args.inventory))
+        print("\n".join(render(by_host, args.inventory)))
+        return 1 if any(f.ok is False for findings in by_host.values() for f in findings) else 0
     findings = diagnose(args.qemu_binary, args.cache_dir)
     for finding in findings:
         print(finding.render())
@@ -208,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--soak-dir", type=Path, default=DEFAULT_CASES.parent / "soak", help=argparse.SUPPRESS)
     soak.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     soak.set_defaults(func=_soak)
-    sub.add_parser("doctor", help="check the host").set_defaults(func=_doctor)
+    doctor = sub.add_parser("doctor", help="check this host, or the lab hosts of an inventory")
+    doctor.add_argument("--inventory", type=Path, help="a lab inventory (TOML): check each of its hosts, over SSH")
+    doctor.set_defaults(func=_doctor)
     listing = sub.add_parser("list", help="list the cases and what they need")
     listing.add_argument("--json", action="store_true", help="as JSON")
     listing.set_defaults(func=_list)

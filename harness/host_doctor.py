@@ -1,0 +1,210 @@
+"""``failover-harness doctor --inventory lab.toml``: can each lab host run the host topology?
+
+For every host of the inventory: the connection (host key, key, reachability),
+its kernel, IOMMU, SR-IOV on the PF, each VF the harness may take (it exists,
+belongs to the PF, its IOMMU group holds nothing else, its driver, whether a
+process holds it through VFIO already, the PF's view of its MAC, spoof check
+and trust), and the QEMU under test (version, ``vfio-pci``, virtio-net's
+``failover``, KVM). It only reads: nothing on a host is changed. Each failure
+says what to do. Parsers are pure and tested on recorded output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import capabilities
+from harness.doctor import Finding, parse_device_names, parse_device_properties
+from harness.errors import HarnessError
+from harness.hosts import Host, LocalHost, SocketFactory, SSHHost
+from harness.inventory import LOCAL, HostSpec, Inventory
+from harness.sriov import VfState, parse_vf_states
+
+# Drivers a VF may be bound to and still be taken by the harness (vfio-pci) or
+# left alone by the host (no driver, pci-stub); any other means the host uses it.
+PASSTHROUGH_DRIVERS = ("vfio-pci", "pci-stub", "")
+
+
+def parse_vfio_holders(find_output: str) -> list[int]:
+    """Pids from ``/proc/<pid>/fd/<n>`` paths (``find /proc ... -lname /dev/vfio/<group>``). Pure."""
+    return sorted({int(m) for m in re.findall(r"^/proc/(\d+)/fd/\d+$", find_output, re.MULTILINE)})
+
+
+def connect(name: str, spec: HostSpec, sock_factory: SocketFactory | None = None) -> Host:
+    """The inventory host *name* as a :class:`~harness.hosts.Host` (not yet connected: SSH connects on first use)."""
+    if spec.address == LOCAL:
+        return LocalHost(name)
+    assert spec.key is not None, "the inventory requires a key for an SSH host"
+    ssh = SSHHost(name, spec.address, spec.key, port=spec.port, user=spec.user,
+                  host_key_check=spec.host_key_check, sock_factory=sock_factory)
+    if spec.known_hosts is not None:
+        ssh.known_hosts = spec.known_hosts
+    return ssh
+
+
+def _text(host: Host, argv: list[str], input: str | None = None) -> tuple[int, str]:
+    result = host.run(argv, input=input)
+    return result.rc, result.output.strip()
+
+
+def _link(host: Host, path: str) -> str:
+    """The last component of where sysfs link *path* leads (``driver`` → ``vfio-pci``); "" if absent."""
+    rc, target = _text(host, ["readlink", "-e", "--", path])
+    return target.rsplit("/", 1)[-1] if rc == 0 else ""
+
+
+def _attr(host: Host, path: str) -> str | None:
+    """A sysfs attribute's value, or None where it is absent."""
+    rc, value = _text(host, ["cat", "--", path])
+    return value if rc == 0 else None
+
+
+def kernel_findings(host: Host) -> list[Finding]:
+    rc, release = _text(host, ["uname", "-r"])
+    findings = [Finding("kernel", None, release if rc == 0 else f"uname -r failed: {release}")]
+    rc, groups = _text(host, ["ls", "/sys/kernel/iommu_groups"])
+    findings.append(Finding("iommu", rc == 0 and bool(groups.split()),
+                            f"{len(groups.split())} IOMMU groups" if rc == 0 and groups.split() else "no IOMMU groups",
+                            "" if rc == 0 and groups.split() else
+                            "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on (or amd_iommu=on)"))
+    return findings
+
+
+def pf_findings(host: Host, spec: HostSpec) -> tuple[list[Finding], dict[str, int], str]:
+    """The PF: present, SR-IOV capable and enabled; its VFs (address → index) and ``ip link show`` text."""
+    device = f"/sys/class/net/{spec.pf}/device"
+    pf_pci = _link(host, device)
+    if not pf_pci:
+        return [Finding("pf", False, f"no network interface {spec.pf!r} with a PCI device",
+                        f"hosts.{host.name}.pf: name the SR-IOV PF's interface (ip -br link on {host.name})")], {}, ""
+    total = _attr(host, f"{device}/sriov_totalvfs")
+    enabled = _attr(host, f"{device}/sriov_numvfs")
+    if total is None or total == "0":
+        return [Finding("pf", False, f"{spec.pf} ({pf_pci}) offers no SR-IOV VFs",
+                        "a NIC (and firmware setting) with SR-IOV, and its PF driver loaded")], {}, ""
+    findings = [Finding("pf", True, f"{spec.pf} ({pf_pci}), SR-IOV: {enabled} of {total} VFs enabled")]
+    links = _text(host, ["ls", device])[1].split()
+    vfs = {_link(host, f"{device}/{link}"): int(link.removeprefix("virtfn"))
+           for link in links if link.startswith("virtfn")}
+    if not vfs:
+        findings.append(Finding("sr-iov", False, f"SR-IOV is not enabled on {spec.pf} (sriov_numvfs {enabled})",
+                                f"echo {len(spec.vfs)} > {device}/sriov_numvfs (on {host.name})"))
+    _, shown = _text(host, ["ip", "link", "show", "dev", spec.pf])
+    return findings, vfs, shown
+
+
+def vf_findings(host: Host, spec: HostSpec, index_of: dict[str, int], ip_link_show: str) -> list[Finding]:
+    """Each VF the inventory lets the harness take."""
+    states = parse_vf_states(ip_link_show)
+    findings = []
+    for position, vf in enumerate(spec.vfs):
+        area = f"vf {vf}"
+        field = f"hosts.{host.name}.vfs[{position}]"
+        if vf not in index_of:
+            known = ", ".join(sorted(index_of)) or "none"
+            findings.append(Finding(area, False, f"not a VF of {spec.pf} on {host.name} (its VFs: {known})",
+                                    f"{field}: take an address from that list"))
+            continue
+        findings += _one_vf(host, vf, area, states.get(index_of[vf]))
+    return findings
+
+
+def _one_vf(host: Host, vf: str, area: str, state: VfState | None) -> list[Finding]:
+    dev = f"/sys/bus/pci/devices/{vf}"
+    group = _link(host, f"{dev}/iommu_group")
+    if not group:
+        return [Finding(area, False, "in no IOMMU group", "enable the IOMMU (see iommu above)")]
+    _, members = _text(host, ["ls", f"/sys/kernel/iommu_groups/{group}/devices"])
+    others = [m for m in members.split() if m != vf]
+    findings = []
+    if others:
+        findings.append(Finding(area, False, f"IOMMU group {group} also holds {', '.join(others)}: not viable alone",
+                                "a NIC and slot whose VFs get their own groups (ACS), or pass the whole group"))
+    driver = _link(host, f"{dev}/driver")
+    holders = parse_vfio_holders(_text(host, ["find", "/proc", "-maxdepth", "3", "-path", "/proc/*/fd/*",
+                                              "-lname", f"/dev/vfio/{group}"])[1]) if driver == "vfio-pci" else []
+    if holders:
+        findings.append(Finding(area, False, f"in use: process(es) {holders} hold /dev/vfio/{group}",
+                                "stop the VM that uses it, or give the harness another VF"))
+    elif driver not in PASSTHROUGH_DRIVERS:
+        findings.append(Finding(area, False, f"bound to {driver}: the host uses it",
+                                f"free it for the harness: echo {vf} > /sys/bus/pci/drivers/{driver}/unbind "
+                                "(the harness then binds it to vfio-pci), or give the harness another VF"))
+    else:
+        findings.append(Finding(area, True, f"IOMMU group {group}, driver {driver or 'none'}: the harness can "
+                                "bind it to vfio-pci"))
+    if state is None:
+        findings.append(Finding(area, False, "the PF does not report this VF (ip link show): its MAC cannot be "
+                                "set from the PF", "a PF driver that implements ndo_get/set_vf_config"))
+    else:
+        flags = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in
+                          (("spoof checking", state.spoof_check), ("trust", state.trust)) if on is not None)
+        findings.append(Finding(area, None, f"VF {state.index}: MAC {state.mac}" + (f", {flags}" if flags else "")))
+    return findings
+
+
+def qemu_findings(host: Host, spec: HostSpec) -> list[Finding]:
+    """The QEMU under test on *host*: version, the devices failover with a VF needs, KVM."""
+    binary = spec.qemu_binary
+    rc, version_text = _text(host, [binary, "--version"])
+    version = capabilities.parse_qemu_version(version_text) if rc == 0 else None
+    if version is None:
+        return [Finding("qemu", False, f"{binary} does not run: {version_text[:200]}",
+                        f"hosts.{host.name}.qemu_binary: the QEMU under test (>= 8.0) on {host.name}")]
+    shown = ".".join(map(str, version))
+    findings = [Finding("qemu", version[:2] >= capabilities.MIN_QEMU, f"{binary} {shown}",
+                        "" if version[:2] >= capabilities.MIN_QEMU else "QEMU >= 8.0")]
+    devices = parse_device_names(_text(host, [binary, "-device", "help"])[1])
+    findings.append(Finding("qemu vfio-pci", "vfio-pci" in devices,
+                            "present" if "vfio-pci" in devices else "absent", "" if "vfio-pci" in devices
+                            else "a QEMU built with VFIO (--enable-vfio)"))
+    failover = "failover" in parse_device_properties(_text(host, [binary, "-device", "virtio-net-pci,help"])[1])
+    findings.append(Finding("qemu failover", failover, "virtio-net-pci has 'failover'" if failover else "no "
+                            "'failover' property on virtio-net-pci", "" if failover else "QEMU >= 4.2"))
+    # QEMU initialises KVM and quits at once (no guest runs: a remote host has no guest kernel for us).
+    rc, kvm = _text(host, [binary, "-accel", "kvm", "-M", "none", "-nodefaults", "-no-user-config",
+                           "-display", "none", "-monitor", "stdio"], input="quit\n")
+    findings.append(Finding("kvm", rc == 0, "QEMU initialises KVM" if rc == 0 else f"KVM unusable: {kvm[-200:]}",
+                            "" if rc == 0 else "enable VT-x/AMD-V and load kvm_intel or kvm_amd"))
+    return findings
+
+
+def diagnose_host(host: Host, spec: HostSpec) -> list[Finding]:
+    """Every finding for one inventory host; a connection failure is the only one then."""
+    try:
+        findings = [Finding("connection", True, f"{host.name} is {_text(host, ['uname', '-n'])[1]}")]
+        findings += kernel_findings(host)
+        pf, index_of, shown = pf_findings(host, spec)
+        findings += pf
+        if index_of:
+            findings += vf_findings(host, spec, index_of, shown)
+        findings += qemu_findings(host, spec)
+    except HarnessError as e:
+        return [Finding("connection", False, str(e))]
+    return findings
+
+
+def diagnose_inventory(inventory: Inventory,
+                       sock_factory: Callable[[str], SocketFactory | None] = lambda _: None,
+                       ) -> dict[str, list[Finding]]:
+    """Findings per inventory host; *sock_factory* gives each host's socket maker (e.g. in a namespace)."""
+    out = {}
+    for name, spec in inventory.hosts.items():
+        host = connect(name, spec, sock_factory(name))
+        try:
+            out[name] = diagnose_host(host, spec)
+        finally:
+            host.close()
+    return out
+
+
+def render(findings: dict[str, list[Finding]], source: Path) -> list[str]:
+    lines = []
+    for name, host_findings in findings.items():
+        lines.append(f"== {name} ({source})")
+        lines += [finding.render() for finding in host_findings]
+    failed = sum(1 for fs in findings.values() for f in fs if f.ok is False)
+    lines.append(f"\n{failed} problem(s)" if failed else "\nevery host can run the host topology")
+    return lines

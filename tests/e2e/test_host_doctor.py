@@ -1,0 +1,180 @@
+"""``failover-harness doctor --inventory`` against two L1 hypervisors standing in for lab hosts.
+
+Each L1 runs the host's own sshd (from its read-only share of the host's root)
+on its management address, and its emulated igb's VFs are the "real" VFs. The
+doctor reaches them over SSH from the test's bridge namespace, as a harness in
+a lab reaches its hosts over the management network. A fit lab passes; a wrong
+host key, a wrong VF address, a VF already in use and an unreachable host each
+fail with the fix; the doctor changes nothing on any host.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import netns
+from harness.accel import AccelChoice
+from harness.config import RunConfig
+from harness.doctor import Finding
+from harness.host_doctor import diagnose_inventory
+from harness.hosts import netns_socket_factory
+from harness.hypervisor import L1Host, VirtualFunction, l1_spec, start_l1
+from harness.image import L1_RECIPE_DIR, ImageBuilder
+from harness.inventory import Inventory, parse_inventory
+from harness.topologies.nested import MGMT_PREFIX, MGMT_PREFIX_LEN, address_mgmt_bridge
+from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
+
+NAMES = ("l1a", "l1b")
+SSH_PORT = 22
+UNREACHABLE_IP = f"{MGMT_PREFIX}.9"  # on the management link, no L1 has it
+
+pytestmark = pytest.mark.skipif(not SSHD.exists(), reason=f"no {SSHD}: 'make setup' installs openssh-server")
+
+
+@dataclass
+class Lab:
+    """Two L1s with sshd, two VFs each bound to vfio-pci; the second VF of l1b held by a process."""
+
+    network: netns.TestNetwork
+    hosts: dict[str, L1Host]
+    vfs: dict[str, list[VirtualFunction]]
+    keys: Path
+    holder_pid: int
+
+    def inventory(self, **host_changes: dict[str, Any]) -> Inventory:
+        """An inventory of this lab (each host's first VF), with *host_changes* per host name."""
+        hosts = {name: {"address": f"{MGMT_PREFIX}.{i + 1}", "port": SSH_PORT, "key": str(self.keys / "client_key"),
+                        "known_hosts": str(self.keys / "known_hosts"), "pf": host.pf_ifname,
+                        "vfs": [self.vfs[name][0].address], "mgmt_address": f"{MGMT_PREFIX}.{i + 1}"}
+                 | host_changes.get(name, {})
+                 for i, (name, host) in enumerate(self.hosts.items())}
+        return parse_inventory({"failover_macs": ["52:54:00:fa:00:01"], "hosts": hosts,
+                                "peer": {"host": "l1a", "interface": "mgmt0", "address": "198.18.0.1/24"}},
+                               "lab.toml")
+
+    def diagnose(self, inventory: Inventory) -> dict[str, list[Finding]]:
+        return diagnose_inventory(inventory, lambda _: netns_socket_factory(self.network.bridge_ns.name))
+
+    def state(self) -> dict[str, str]:
+        """What the doctor must not change: VF counts, drivers and MACs, per L1."""
+        return {name: host.check(
+            f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs; "
+            "for d in /sys/bus/pci/devices/*/physfn; do v=${d%/physfn}; echo ${v##*/} $(readlink $v/driver); done; "
+            f"chroot /host /usr/bin/ip link show {host.pf_ifname}", "reading SR-IOV state")
+            for name, host in self.hosts.items()}
+
+
+def _start_sshd(host: L1Host, keys: Path, ip: str) -> None:
+    """The host's sshd inside L1 (chroot /host), its config and keys read from the host's /tmp share."""
+    config = keys / f"sshd_config.{host.name}"
+    config.write_text(SSHD_CONFIG.format(ip=ip, port=SSH_PORT, dir=keys)
+                      .replace(f"PidFile {keys}/sshd.pid", "PidFile /run/fohx/sshd.pid"))
+    host.check(f"mkdir -p /host{PRIVSEP_DIR} && chroot /host {SSHD} -f {config} -E /run/fohx/sshd.log",
+               "starting sshd")
+
+
+@pytest.fixture(scope="module")
+def lab(harness_config: RunConfig, accel: AccelChoice, host_ready: None,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("hostlab")
+    keys = tmp / "keys"
+    keys.mkdir()
+    host_pub = keygen(keys / "host_key")
+    (keys / "authorized_keys").write_text(keygen(keys / "client_key") + "\n")
+    (keys / "known_hosts").write_text("".join(f"{MGMT_PREFIX}.{i + 1} {host_pub}\n" for i in range(len(NAMES))))
+    network = netns.TestNetwork(f"hd-{os.getpid() % 10000}").create()
+    hosts: dict[str, L1Host] = {}
+    try:
+        image = ImageBuilder(harness_config.cache_dir, L1_RECIPE_DIR).get()
+        for i, name in enumerate(NAMES):
+            spec = l1_spec(name, harness_config.qemu_binary, accel.accel, image, pf_mac=f"52:54:00:aa:00:{i + 1:02x}",
+                           mgmt_mac=f"52:54:00:ab:00:{i + 1:02x}",
+                           mgmt_addr=f"{MGMT_PREFIX}.{i + 1}/{MGMT_PREFIX_LEN}")
+            hosts[name] = start_l1(spec, network, tmp / "run", tmp / "artifacts")
+        address_mgmt_bridge(network)
+        vfs = {}
+        for i, (name, host) in enumerate(hosts.items()):
+            host.wait_ready()
+            host.preflight()
+            vfs[name] = host.create_vfs(2)
+            for vf in vfs[name]:
+                host.bind_vfio(vf)
+            _start_sshd(host, keys, f"{MGMT_PREFIX}.{i + 1}")
+        # A VM's QEMU would hold the group open; a shell's redirection does the same.
+        group = hosts["l1b"].check(f"basename $(readlink /sys/bus/pci/devices/{vfs['l1b'][1].address}/iommu_group)",
+                                   "the VF's IOMMU group").strip()
+        holder = int(hosts["l1b"].check(f"sleep 3600 < /dev/vfio/{group} > /dev/null 2>&1 & echo $!",
+                                        "holding the VF").split()[-1])
+        yield Lab(network, hosts, vfs, keys, holder)
+    finally:
+        for host in hosts.values():
+            host.shutdown()
+        network.delete()
+
+
+def _failures(findings: dict[str, list[Finding]]) -> dict[str, list[str]]:
+    return {name: [f.render() for f in fs if f.ok is False] for name, fs in findings.items()}
+
+
+def test_a_fit_lab_passes_and_is_left_as_it_was(lab: Lab) -> None:
+    before = lab.state()
+    findings = lab.diagnose(lab.inventory())
+    assert _failures(findings) == {"l1a": [], "l1b": []}
+    rendered = {name: "\n".join(f.render() for f in fs) for name, fs in findings.items()}
+    for name in NAMES:
+        assert f"[ok  ] vf {lab.vfs[name][0].address}: IOMMU group" in rendered[name], rendered[name]
+        assert "[ok  ] qemu failover" in rendered[name] and "[ok  ] iommu" in rendered[name], rendered[name]
+        assert "spoof checking" in rendered[name], rendered[name]  # the PF's view of the VF is reported
+    assert lab.state() == before
+
+
+def test_the_command_line_doctor_reaches_the_lab_from_its_network(lab: Lab, tmp_path: Path) -> None:
+    """As a user runs it: on a machine of the management network (here: inside the test's bridge namespace)."""
+    inventory = tmp_path / "lab.toml"
+    inventory.write_text("\n".join([
+        'failover_macs = ["52:54:00:fa:00:01"]',
+        *(line for i, name in enumerate(NAMES) for line in (
+            f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
+            f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
+            f'vfs = ["{lab.vfs[name][0].address}"]', f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"')),
+        "[peer]", 'host = "l1a"', 'interface = "mgmt0"', 'address = "198.18.0.1/24"', ""]))
+    cli = Path(sys.executable).parent / "failover-harness"
+    done = subprocess.run([*lab.network.bridge_ns.exec_prefix(), str(cli), "doctor", "--inventory", str(inventory)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every host can run the host topology" in done.stdout
+
+
+@pytest.mark.parametrize(("host", "change", "message"), [
+    ("l1a", {"vfs": ["0000:00:1f.6"]}, r"\[FAIL\] vf 0000:00:1f.6: not a VF of \w+ on l1a \(its VFs: 0000:"),
+    ("l1b", "in-use", r"\[FAIL\] vf \S+: in use: process\(es\) \[{pid}\] hold /dev/vfio/\d+\n\s+fix: stop the VM"),
+    ("l1a", "wrong-key", r"\[FAIL\] connection: host l1a \(\S+:22\): HOST KEY CHANGED: it offered ssh-ed25519 "
+                         r"SHA256:\S+, but .* has ssh-ed25519 SHA256:\S+ .*Fix, .*ssh-keyscan -p 22 "),
+    ("l1b", {"address": UNREACHABLE_IP}, r"\[FAIL\] connection: host l1b \(\S+:22\): (no answer within|cannot "
+                                         r"connect)"),
+], ids=["wrong-vf-address", "vf-in-use", "wrong-host-key", "unreachable-host"])
+def test_an_unfit_host_is_named_with_the_fix_and_nothing_changes(lab: Lab, tmp_path: Path, host: str,
+                                                                 change: dict[str, Any] | str, message: str) -> None:
+    if change == "in-use":
+        change = {"vfs": [lab.vfs["l1b"][1].address]}
+    elif change == "wrong-key":
+        other = tmp_path / "known_hosts"
+        other.write_text(f"{MGMT_PREFIX}.1 {keygen(tmp_path / 'stranger')}\n")
+        change = {"known_hosts": str(other)}
+    assert isinstance(change, dict)
+    before = lab.state()
+    failures = _failures(lab.diagnose(lab.inventory(**{host: change})))
+    other_host = next(name for name in NAMES if name != host)
+    assert failures[other_host] == []
+    assert len(failures[host]) == 1, failures[host]
+    assert re.search(message.format(pid=lab.holder_pid), failures[host][0], re.DOTALL), failures[host]
+    assert lab.state() == before

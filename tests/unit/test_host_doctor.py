@@ -1,0 +1,27 @@
+"""The host doctor's parsers and its verdict lines, on recorded output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.doctor import Finding
+from harness.host_doctor import parse_vfio_holders, render
+
+
+def test_vfio_holders_are_the_pids_whose_fds_point_at_the_group() -> None:
+    # find /proc -maxdepth 3 -path '/proc/*/fd/*' -lname /dev/vfio/12 (one QEMU with two fds, a vanished pid).
+    found = ("/proc/1234/fd/17\n/proc/1234/fd/18\nfind: '/proc/999/fd': No such file or directory\n"
+             "/proc/77/fd/3\n")
+    assert parse_vfio_holders(found) == [77, 1234]
+    assert parse_vfio_holders("") == []
+
+
+def test_the_verdict_counts_failures_across_hosts() -> None:
+    findings = {"src": [Finding("iommu", True, "12 IOMMU groups")],
+                "dst": [Finding("vf 0000:3b:02.0", False, "bound to ixgbevf: the host uses it", "unbind it"),
+                        Finding("kvm", None, "information")]}
+    lines = render(findings, Path("lab.toml"))
+    assert lines[0] == "== src (lab.toml)" and "== dst (lab.toml)" in lines
+    assert "[FAIL] vf 0000:3b:02.0: bound to ixgbevf: the host uses it\n         fix: unbind it" in lines
+    assert lines[-1] == "\n1 problem(s)"
+    assert render({"src": findings["src"]}, Path("lab.toml"))[-1] == "\nevery host can run the host topology"
