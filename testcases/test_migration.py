@@ -167,6 +167,9 @@ def test_migration_with_failover_under_iperf3(
 DIRTY_SOURCE = "dd if=/dev/urandom of=/tmp/dirty.src bs=1M count={mib} 2>/dev/null"
 DIRTY_LOOP = ("i=0; while :; do dd if=/tmp/dirty.src of=/dev/null bs={mib}M count=1 2>/dev/null; "
               "i=$((i+1)); echo $i > /tmp/dirty.passes; done")
+# Passes the workload completes before the migration starts, and how long that may take.
+WARMUP_PASSES = 2
+WARMUP_DEADLINE_S = 120.0
 # Slower than the workload dirties memory under TCG: without auto-converge's
 # CPU throttling the migration would never converge.
 DIRTY_BANDWIDTH = 32 << 20
@@ -180,6 +183,14 @@ def _workload_passes(bed: FailoverBed) -> int:
     return int(out) if out.isdigit() else 0
 
 
+def _wait_for_passes(bed: FailoverBed, count: int, deadline_s: float) -> int:
+    """The workload's passes once it has done *count* (a pass takes seconds in a nested guest), or at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while (passes := _workload_passes(bed)) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return passes
+
+
 @pytest.mark.timing
 def test_migration_under_memory_dirtying_workload(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
@@ -190,8 +201,7 @@ def test_migration_under_memory_dirtying_workload(
     if mib:
         bed.guest.channel.run(DIRTY_SOURCE.format(mib=mib), timeout=60.0)
         bed.guest.channel.run(f"sh -c '{DIRTY_LOOP.format(mib=mib)}' >/dev/null 2>&1 &")
-    time.sleep(2.0)  # a few passes before migrating
-    passes_before = _workload_passes(bed)
+    passes_before = _wait_for_passes(bed, WARMUP_PASSES, WARMUP_DEADLINE_S) if mib else _workload_passes(bed)
     run = measure_and_record(bed, harness_config, test_artifacts, record_property, checks,
                              plan=MigrationPlan(capabilities=("auto-converge",), max_bandwidth=DIRTY_BANDWIDTH))
     ram = run.result.query.get("ram", {})
