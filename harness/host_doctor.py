@@ -37,11 +37,9 @@ def connect(name: str, spec: HostSpec, sock_factory: SocketFactory | None = None
     if spec.address == LOCAL:
         return LocalHost(name)
     assert spec.key is not None, "the inventory requires a key for an SSH host"
-    ssh = SSHHost(name, spec.address, spec.key, port=spec.port, user=spec.user,
-                  host_key_check=spec.host_key_check, sock_factory=sock_factory)
-    if spec.known_hosts is not None:
-        ssh.known_hosts = spec.known_hosts
-    return ssh
+    known_hosts = {} if spec.known_hosts is None else {"known_hosts": spec.known_hosts}
+    return SSHHost(name, spec.address, spec.key, port=spec.port, user=spec.user,
+                   host_key_check=spec.host_key_check, sock_factory=sock_factory, **known_hosts)
 
 
 def _text(host: Host, argv: list[str], input: str | None = None) -> tuple[int, str]:
@@ -65,9 +63,9 @@ def kernel_findings(host: Host) -> list[Finding]:
     rc, release = _text(host, ["uname", "-r"])
     findings = [Finding("kernel", None, release if rc == 0 else f"uname -r failed: {release}")]
     rc, groups = _text(host, ["ls", "/sys/kernel/iommu_groups"])
-    findings.append(Finding("iommu", rc == 0 and bool(groups.split()),
-                            f"{len(groups.split())} IOMMU groups" if rc == 0 and groups.split() else "no IOMMU groups",
-                            "" if rc == 0 and groups.split() else
+    count = len(groups.split()) if rc == 0 else 0
+    findings.append(Finding("iommu", count > 0, f"{count} IOMMU groups" if count else "no IOMMU groups",
+                            "" if count else
                             "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on (or amd_iommu=on)"))
     return findings
 
@@ -132,7 +130,7 @@ def _one_vf(host: Host, vf: str, area: str, state: VfState | None) -> list[Findi
         findings.append(Finding(area, False, f"bound to {driver}: the host uses it",
                                 f"free it for the harness: echo {vf} > /sys/bus/pci/drivers/{driver}/unbind "
                                 "(the harness then binds it to vfio-pci), or give the harness another VF"))
-    else:
+    elif not others:
         findings.append(Finding(area, True, f"IOMMU group {group}, driver {driver or 'none'}: the harness can "
                                 "bind it to vfio-pci"))
     if state is None:
