@@ -74,8 +74,6 @@ MIGRATION_PORT = 4600
 L2_RESUME_TIMEOUT_S = 120.0
 # A destination's primary QEMU cannot create (a degraded destination): no such PCI function in L1.
 MISSING_VF_ADDRESS = "0000:ff:1f.7"
-# A VF MAC of zeros: the PF driver drops the VF's MAC filter.
-NO_MAC = "00:00:00:00:00:00"
 # The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
 VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
 
@@ -117,15 +115,25 @@ def with_vfs(spec: VMSpec, vfs: tuple[VirtualFunction, ...]) -> VMSpec:
                                        for d in spec.devices))
 
 
-def connect_standbys_to_pf(host: L1Host, pairs: int) -> None:
-    """In L1: a bridge joins the PF and the L2 standbys' taps, so every path reaches the peer through the igb."""
+def connect_standbys_to_pf(host: L1Host, failover_macs: list[str]) -> None:
+    """In L1: a bridge joins the PF and the L2 standbys' taps (one per MAC of *failover_macs*, in
+    pair order), so every path reaches the peer through the igb.
+
+    Each failover MAC also goes into the PF's own MAC filter (``bridge fdb add ... self``, the
+    step the kernel's net_failover documentation takes after the VF leaves the guest): igb, like
+    real SR-IOV NICs, steers a frame for a VF's MAC to that VF alone, even while the VF is
+    detached from the guest, and the standby would get nothing until the VF is back. With the
+    MAC in the PF's filter too the frame goes to both; net_failover drops the standby's copy
+    while the guest has its primary.
+    """
     assert host.pf_ifname is not None, "preflight() first"
     ip = ["/usr/bin/ip"]
     commands = [[*ip, "link", "add", L1_BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
                 [*ip, "link", "set", host.pf_ifname, "master", L1_BRIDGE, "up"]]
-    for pair in range(1, pairs + 1):
+    for pair, mac in enumerate(failover_macs, start=1):
         commands += [[*ip, "tuntap", "add", "dev", standby_tap(pair), "mode", "tap"],
-                     [*ip, "link", "set", standby_tap(pair), "master", L1_BRIDGE, "up"]]
+                     [*ip, "link", "set", standby_tap(pair), "master", L1_BRIDGE, "up"],
+                     ["/usr/sbin/bridge", "fdb", "add", mac, "dev", host.pf_ifname, "self", "permanent"]]
     for argv in [*commands, [*ip, "link", "set", L1_BRIDGE, "up"]]:
         result = host.host_run(argv)
         if result.rc != 0:
@@ -354,11 +362,11 @@ class NestedBed(BedCommon):
         """What an SR-IOV hypervisor does before it passes VFs to a failover guest: one per pair,
         with that pair's failover MAC."""
         host.preflight()
-        vfs = tuple(host.set_vf_mac(vf, self.pair_addressing(pair).failover_mac)
-                    for pair, vf in enumerate(host.create_vfs(self.pairs), start=1))
+        macs = [self.pair_addressing(pair).failover_mac for pair in range(1, self.pairs + 1)]
+        vfs = tuple(host.set_vf_mac(vf, mac) for vf, mac in zip(host.create_vfs(self.pairs), macs, strict=True))
         for vf in vfs:
             host.bind_vfio(vf)
-        connect_standbys_to_pf(host, self.pairs)
+        connect_standbys_to_pf(host, macs)
         return vfs
 
     def _launch(self, host: L1Host, spec: VMSpec) -> VM:
@@ -372,23 +380,6 @@ class NestedBed(BedCommon):
         self._host_of[vm.name] = host
         self._relays[vm.name] = relays
         return vm
-
-    def unplug_primary(self, timeout: float = 30.0) -> None:
-        """As on any bed, then clear the VF's MAC from the PF, as the kernel's net_failover
-        documentation does after a hand-driven unplug: igb, like real SR-IOV NICs, steers frames
-        for a VF's MAC to that VF even while no guest drives it, and the standby would get none."""
-        super().unplug_primary(timeout)
-        self._set_primary_vf_mac(NO_MAC)
-
-    def plug_primary(self) -> None:
-        """Give the VF the failover MAC back, then ``device_add`` it as on any bed."""
-        self._set_primary_vf_mac(self.addressing.failover_mac)
-        super().plug_primary()
-
-    def _set_primary_vf_mac(self, mac: str) -> None:
-        host = self._host_of[self.source.name]
-        first, *rest = self._vfs[host.name]
-        self._vfs[host.name] = (host.set_vf_mac(first, mac), *rest)
 
     def facts(self) -> dict[str, object]:
         facts: dict[str, object] = {"run.l1_boot_s": self.l1_boot_s, "run.boot_s": self.boot_s,
