@@ -21,6 +21,7 @@ from harness.errors import HarnessError
 from harness.hosts import Host, LocalHost, SocketFactory, SSHHost
 from harness.inventory import LOCAL, HostSpec, Inventory
 from harness.sriov import VfState, parse_vf_states
+from harness.sysfs import attribute, link_name
 
 # Drivers a VF may be bound to and still be taken by the harness (vfio-pci) or
 # left alone by the host (no driver, pci-stub); any other means the host uses it.
@@ -47,18 +48,6 @@ def _text(host: Host, argv: list[str], input: str | None = None) -> tuple[int, s
     return result.rc, result.output.strip()
 
 
-def _link(host: Host, path: str) -> str:
-    """The last component of where sysfs link *path* leads (``driver`` → ``vfio-pci``); "" if absent."""
-    rc, target = _text(host, ["readlink", "-e", "--", path])
-    return target.rsplit("/", 1)[-1] if rc == 0 else ""
-
-
-def _attr(host: Host, path: str) -> str | None:
-    """A sysfs attribute's value, or None where it is absent."""
-    rc, value = _text(host, ["cat", "--", path])
-    return value if rc == 0 else None
-
-
 def kernel_findings(host: Host) -> list[Finding]:
     rc, release = _text(host, ["uname", "-r"])
     findings = [Finding("kernel", None, release if rc == 0 else f"uname -r failed: {release}")]
@@ -73,18 +62,18 @@ def kernel_findings(host: Host) -> list[Finding]:
 def pf_findings(host: Host, spec: HostSpec) -> tuple[list[Finding], dict[str, int], str]:
     """The PF: present, SR-IOV capable and enabled; its VFs (address → index) and ``ip link show`` text."""
     device = f"/sys/class/net/{spec.pf}/device"
-    pf_pci = _link(host, device)
+    pf_pci = link_name(host, device)
     if not pf_pci:
         return [Finding("pf", False, f"no network interface {spec.pf!r} with a PCI device",
                         f"hosts.{host.name}.pf: name the SR-IOV PF's interface (ip -br link on {host.name})")], {}, ""
-    total = _attr(host, f"{device}/sriov_totalvfs")
-    enabled = _attr(host, f"{device}/sriov_numvfs")
+    total = attribute(host, f"{device}/sriov_totalvfs")
+    enabled = attribute(host, f"{device}/sriov_numvfs")
     if total is None or total == "0":
         return [Finding("pf", False, f"{spec.pf} ({pf_pci}) offers no SR-IOV VFs",
                         "a NIC (and firmware setting) with SR-IOV, and its PF driver loaded")], {}, ""
     findings = [Finding("pf", True, f"{spec.pf} ({pf_pci}), SR-IOV: {enabled} of {total} VFs enabled")]
     links = _text(host, ["ls", device])[1].split()
-    vfs = {_link(host, f"{device}/{link}"): int(link.removeprefix("virtfn"))
+    vfs = {link_name(host, f"{device}/{link}"): int(link.removeprefix("virtfn"))
            for link in links if link.startswith("virtfn")}
     if not vfs:
         findings.append(Finding("sr-iov", False, f"SR-IOV is not enabled on {spec.pf} (sriov_numvfs {enabled})",
@@ -111,7 +100,7 @@ def vf_findings(host: Host, spec: HostSpec, index_of: dict[str, int], ip_link_sh
 
 def _one_vf(host: Host, vf: str, area: str, state: VfState | None) -> list[Finding]:
     dev = f"/sys/bus/pci/devices/{vf}"
-    group = _link(host, f"{dev}/iommu_group")
+    group = link_name(host, f"{dev}/iommu_group")
     if not group:
         return [Finding(area, False, "in no IOMMU group", "enable the IOMMU (see iommu above)")]
     _, members = _text(host, ["ls", f"/sys/kernel/iommu_groups/{group}/devices"])
@@ -120,7 +109,7 @@ def _one_vf(host: Host, vf: str, area: str, state: VfState | None) -> list[Findi
     if others:
         findings.append(Finding(area, False, f"IOMMU group {group} also holds {', '.join(others)}: not viable alone",
                                 "a NIC and slot whose VFs get their own groups (ACS), or pass the whole group"))
-    driver = _link(host, f"{dev}/driver")
+    driver = link_name(host, f"{dev}/driver")
     holders = parse_vfio_holders(_text(host, ["find", "/proc", "-maxdepth", "3", "-path", "/proc/*/fd/*",
                                               "-lname", f"/dev/vfio/{group}"])[1]) if driver == "vfio-pci" else []
     if holders:
