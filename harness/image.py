@@ -44,12 +44,21 @@ PRUNE = ("usr/share", "usr/lib/x86_64-linux-gnu/gconv", "usr/lib/x86_64-linux-gn
          "usr/bin/ldd", "var")
 
 
+# The kernel_version of an image built around a user's kernel given without its modules: not known.
+USER_KERNEL = "user"
+
+
 @dataclass(frozen=True)
 class GuestImage:
     kernel: Path
     initrd: Path
     kernel_version: str
     key: str
+
+    @property
+    def kernel_release(self) -> str | None:
+        """What ``uname -r`` says in a guest booted from this image; None where it is not known."""
+        return None if self.kernel_version == USER_KERNEL else self.kernel_version
 
 
 @dataclass(frozen=True)
@@ -301,7 +310,7 @@ class ImageBuilder:
 
     def _kernel(self, kroot: Path) -> tuple[Path, str]:
         if self.user_kernel is not None:
-            version = "user"
+            version = USER_KERNEL
             if self.user_modules is not None:
                 versions = sorted(p.name for p in (self.user_modules / "lib" / "modules").iterdir())
                 if len(versions) != 1:

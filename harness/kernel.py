@@ -108,6 +108,11 @@ def _check_tools() -> None:
         raise CapabilityMissing(f"building the guest kernel needs {', '.join(missing)}: run 'make setup'")
 
 
+def kernel_release(vmlinux: Path) -> str:
+    """The release (``uname -r`` in the guest) of a kernel :meth:`KernelBuilder.get` returned, from its manifest."""
+    return str(json.loads((vmlinux.parent / "manifest.json").read_text())["release"])
+
+
 class KernelBuilder:
     """Builds (or finds in the cache) the small guest kernel for one fragment."""
 

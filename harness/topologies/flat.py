@@ -288,7 +288,7 @@ class FlatBed(BedCommon):
 
     def facts(self) -> dict[str, object]:
         return {"run.boot_s": self.boot_s, "run.snapshot_restore_s": self.snapshot_restore_s,
-                "run.snapshot_error": self.snapshot_error}
+                "run.snapshot_error": self.snapshot_error, "run.guest_kernel": self.image.kernel_release}
 
     def devices(self) -> tuple[Device, ...]:
         """The source's failover devices, as given to QEMU."""

@@ -38,7 +38,7 @@ from harness.errors import GuestError, HarnessError
 from harness.guest import Guest
 from harness.hypervisor import L1_SCRATCH, L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
-from harness.kernel import KernelBuilder
+from harness.kernel import KernelBuilder, kernel_release
 from harness.metrics import PRIMARY, STANDBY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, TestNetwork
@@ -290,6 +290,7 @@ class NestedBed(BedCommon):
     l1_boot_s: float | None = field(default=None, init=False)
     l2_accel: Accel = field(default="tcg", init=False)
     l2_accel_reason: str = field(default="", init=False)
+    guest_kernel: str | None = field(default=None, init=False)  # L2's kernel release; None: not known
     _vfs: dict[str, tuple[VirtualFunction, ...]] = field(default_factory=dict, init=False)  # per L1, a VF per pair
     _host_of: dict[str, L1Host] = field(default_factory=dict, init=False)
     _relays: dict[str, list[Relay]] = field(default_factory=dict, init=False)
@@ -348,11 +349,15 @@ class NestedBed(BedCommon):
     def _l2_kernel(self) -> tuple[Path, str]:
         """L2's kernel and the modules its init loads: the user's (``--guest-kernel``) with the
         failover and VF drivers from the image, else the small kernel with everything built in
-        (Debian's generic one spends minutes initialising under nested TCG)."""
+        (Debian's generic one spends minutes initialising under nested TCG). Notes its release
+        in :attr:`guest_kernel`."""
         if self.config.guest_kernel is not None:  # uncompressed: qboot boots it through PVH
+            self.guest_kernel = self.image.kernel_release
             return uncompressed_kernel(self.image), L2_MODULES
         with progress.step("the small guest kernel (built once from Debian's source, then cached)"):
-            return KernelBuilder(self.config.cache_dir).get(), "none"
+            vmlinux = KernelBuilder(self.config.cache_dir).get()
+        self.guest_kernel = kernel_release(vmlinux)
+        return vmlinux, "none"
 
     @staticmethod
     def _mgmt_ip(index: int) -> str:
@@ -383,7 +388,8 @@ class NestedBed(BedCommon):
 
     def facts(self) -> dict[str, object]:
         facts: dict[str, object] = {"run.l1_boot_s": self.l1_boot_s, "run.boot_s": self.boot_s,
-                                    "run.l2_accel": self.l2_accel, "run.l2_accel_reason": self.l2_accel_reason}
+                                    "run.l2_accel": self.l2_accel, "run.l2_accel_reason": self.l2_accel_reason,
+                                    "run.guest_kernel": self.guest_kernel}
         for name, (offset, uncertainty) in self._clock_offsets.items():
             facts[f"run.{name}_clock_offset_ms"] = f"{offset * 1000:.1f} ± {uncertainty * 1000:.1f}"
         return facts

@@ -14,7 +14,9 @@ from harness.errors import CapabilityMissing
 from harness.image import (
     L1_RECIPE_DIR,
     RECIPE_DIR,
+    USER_KERNEL,
     DebFile,
+    GuestImage,
     extract_vmlinux,
     image_key,
     module_closure,
@@ -113,3 +115,9 @@ def test_extract_vmlinux_from_an_xz_bzimage() -> None:
         extract_vmlinux(b"MZ" + elf)
     with pytest.raises(CapabilityMissing, match="not an ELF kernel"):
         extract_vmlinux(b"MZ" + lzma.compress(b"gzip?", format=lzma.FORMAT_XZ))
+
+
+def test_the_guest_kernel_release_is_unknown_only_for_a_user_kernel_without_modules() -> None:
+    debian = GuestImage(Path("/img/vmlinuz"), Path("/img/initrd.cpio"), "6.1.0-37-amd64", "k")
+    assert debian.kernel_release == "6.1.0-37-amd64"
+    assert GuestImage(Path("/bzImage"), Path("/img/initrd.cpio"), USER_KERNEL, "k").kernel_release is None

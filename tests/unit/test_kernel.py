@@ -13,6 +13,7 @@ from harness.kernel import (
     KernelBuilder,
     deb_version,
     kernel_key,
+    kernel_release,
     missing_options,
     parse_config,
     source_package,
@@ -113,3 +114,10 @@ def test_missing_build_tools_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no tool is found
     with pytest.raises(CapabilityMissing, match=r"needs apt-get, .*flex, bison, bc.*run 'make setup'"):
         KernelBuilder(tmp_path / "cache").get()
+
+
+def test_a_built_kernels_release_comes_from_its_manifest(tmp_path: Path) -> None:
+    # What KernelBuilder._build writes next to the vmlinux it keeps (trimmed).
+    (tmp_path / "manifest.json").write_text(
+        '{"key": "0123456789abcdef", "source": "linux-source-6.1_6.1.158-1_all.deb", "release": "6.1.158"}')
+    assert kernel_release(tmp_path / "vmlinux") == "6.1.158"
