@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from harness import capabilities
 from harness.doctor import Finding, parse_device_names, parse_device_properties
@@ -26,6 +27,8 @@ from harness.sysfs import attribute, link_name
 # Drivers a VF may be bound to and still be taken by the harness (vfio-pci) or
 # left alone by the host (no driver, pci-stub); any other means the host uses it.
 PASSTHROUGH_DRIVERS = ("vfio-pci", "pci-stub", "")
+
+T = TypeVar("T")
 
 
 def parse_vfio_holders(find_output: str) -> list[int]:
@@ -173,18 +176,25 @@ def diagnose_host(host: Host, spec: HostSpec) -> list[Finding]:
     return findings
 
 
-def diagnose_inventory(inventory: Inventory,
-                       sock_factory: Callable[[str], SocketFactory | None] = lambda _: None,
-                       ) -> dict[str, list[Finding]]:
-    """Findings per inventory host; *sock_factory* gives each host's socket maker (e.g. in a namespace)."""
+def on_each_host(inventory: Inventory, read: Callable[[Host, HostSpec], T],
+                 sock_factory: Callable[[str], SocketFactory | None] = lambda _: None) -> dict[str, T]:
+    """*read* on every inventory host, connected for it and closed after; *sock_factory* gives each
+    host's socket maker (e.g. in a namespace). What the doctor and the certification record share."""
     out = {}
     for name, spec in inventory.hosts.items():
         host = connect(name, spec, sock_factory(name))
         try:
-            out[name] = diagnose_host(host, spec)
+            out[name] = read(host, spec)
         finally:
             host.close()
     return out
+
+
+def diagnose_inventory(inventory: Inventory,
+                       sock_factory: Callable[[str], SocketFactory | None] = lambda _: None,
+                       ) -> dict[str, list[Finding]]:
+    """Findings per inventory host; *sock_factory* gives each host's socket maker (e.g. in a namespace)."""
+    return on_each_host(inventory, diagnose_host, sock_factory)
 
 
 def render(findings: dict[str, list[Finding]], source: Path) -> list[str]:
