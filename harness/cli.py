@@ -2,6 +2,7 @@
 
     failover-harness run [--profile TOML] [-- PYTEST-ARGS]   the conformance suite, reports in reports/
     failover-harness doctor [--inventory TOML]               what this host (or each lab host) can run, and fixes
+    failover-harness certify --results JSON --inventory TOML the certification record of a run on the lab hosts
     failover-harness list                                    the cases, what they need, which topologies have it
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from harness import progress
+from harness.certification import CertificationRecord, collect_inventory_facts, load_results, write_record
 from harness.config import DEFAULT_CACHE_DIR
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
@@ -106,6 +108,22 @@ def _doctor(args: argparse.Namespace) -> int:
     failed = [f for f in findings if f.ok is False]
     print(f"\n{len(failed)} problem(s)" if failed else "\nthis host can run the flat topology")
     return 1 if failed else 0
+
+
+def _certify(args: argparse.Namespace) -> int:
+    """Every input checked before any host is contacted or anything written; exit 0 only when certified."""
+    results = load_results(args.results)
+    inventory = load_inventory(args.inventory)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out: {args.out} is not a directory: give the directory for certification.json/.html")
+    record = CertificationRecord.build(results, collect_inventory_facts(inventory),
+                                       inventory.thresholds.model_dump(),
+                                       sources={"results": str(args.results), "inventory": str(args.inventory)})
+    paths = write_record(record, args.out)
+    print(record.verdict.upper())
+    print("\n".join(f"  {reason}" for reason in record.reasons) or f"  {record.counts['passed']} case(s) passed")
+    print(f"\nwrote {paths[0]} and {paths[1]}")
+    return 0 if record.certified else 1
 
 
 class _Collector:
@@ -217,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check this host, or the lab hosts of an inventory")
     doctor.add_argument("--inventory", type=Path, help="a lab inventory (TOML): check each of its hosts, over SSH")
     doctor.set_defaults(func=_doctor)
+    certify = sub.add_parser("certify", help="the certification record (JSON and HTML) of a run on the lab hosts")
+    certify.add_argument("--results", type=Path, required=True, help="the run's results.json")
+    certify.add_argument("--inventory", type=Path, required=True, help="the lab inventory (TOML) the run used")
+    certify.add_argument("--out", type=Path, default=DEFAULT_REPORTS,
+                         help="where certification.json and .html go (default: reports/)")
+    certify.set_defaults(func=_certify)
     listing = sub.add_parser("list", help="list the cases and what they need")
     listing.add_argument("--json", action="store_true", help="as JSON")
     listing.set_defaults(func=_list)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness import cli, progress
 from harness.certification import (
     CERTIFIED,
     NOT_CERTIFIED,
@@ -386,3 +388,37 @@ def test_a_missing_or_unreadable_results_file_is_refused(tmp_path: Path) -> None
     (tmp_path / "r.json").write_text("<html>")
     with pytest.raises(ConfigError, match=r"r.json: not JSON \(Expecting value: line 1 column 1"):
         load_results(tmp_path / "r.json")
+
+
+@pytest.fixture
+def reset_cli_globals() -> Iterator[None]:
+    yield
+    progress.set_sink(None)  # cli.main points the progress lines at stderr
+
+
+@pytest.mark.usefixtures("reset_cli_globals")
+@pytest.mark.parametrize(("results", "inventory", "out", "message"), [
+    ("none.json", "lab.toml", "out", "failover-harness: --results: {tmp}/none.json does not exist: run the suite "
+                                     "first"),
+    ("schema2.json", "lab.toml", "out", "failover-harness: {tmp}/schema2.json: schema: 2, but this harness reads"),
+    ("results.json", "none.toml", "out", "failover-harness: {tmp}/none.toml: no such inventory file"),
+    ("results.json", "typo.toml", "out", "failover-harness: {tmp}/typo.toml: hosts.src.vfs[0]: '3b:02.0' is not a "
+                                         "PCI address like 0000:3b:02.0"),
+    ("results.json", "lab.toml", "lab.toml", "failover-harness: --out: {tmp}/lab.toml is not a directory"),
+])
+def test_certify_refuses_bad_input_in_one_line_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], results: str, inventory: str, out: str,
+        message: str) -> None:
+    doc = recorded_results()
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    (tmp_path / "schema2.json").write_text(json.dumps(doc | {"schema": 2}))
+    lab = (Path(__file__).parents[2] / "profiles" / "lab-example.toml").read_text()
+    (tmp_path / "lab.toml").write_text(lab)
+    (tmp_path / "typo.toml").write_text(lab.replace('vfs = ["0000:3b:02.0"', 'vfs = ["3b:02.0"', 1))
+    before = sorted(tmp_path.iterdir())
+    code = cli.main(["certify", "--results", str(tmp_path / results), "--inventory", str(tmp_path / inventory),
+                     "--out", str(tmp_path / out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1, err
+    assert sorted(tmp_path.iterdir()) == before and (tmp_path / "lab.toml").read_text() == lab
