@@ -14,6 +14,10 @@ need_headers=(/usr/include/libelf.h /usr/include/stdio.h)
 # The SSH host layer's tests (tests/e2e/test_ssh_hosts.py) run a throwaway sshd of their own.
 need_cmds+=(sshd ssh-keygen)
 need_pkgs+=(openssh-server)
+# The certification record reads the PF's driver and firmware with ethtool -i on each lab
+# host; the nested topology's L1s (the lab hosts of its tests) run this host's userspace.
+need_cmds+=(ethtool)
+need_pkgs+=(ethtool)
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
