@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,7 +68,7 @@ NOT_CERTIFIED = "not certified"
 JSON_NAME = "certification.json"
 HTML_NAME = "certification.html"
 Verdict = Literal["passed", "failed", "error", "skipped", "xfailed"]
-VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "error", "skipped", "xfailed")
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 Scalar = bool | int | float | str | None
 # Where the suite runs on the inventory's own VFs; every other topology emulates its NICs.
 CERTIFYING_TOPOLOGIES = frozenset({"host"})
