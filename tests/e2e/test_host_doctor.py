@@ -10,6 +10,7 @@ fail with the fix; the doctor changes nothing on any host.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -137,21 +138,60 @@ def test_a_fit_lab_passes_and_is_left_as_it_was(lab: Lab) -> None:
     assert lab.state() == before
 
 
-def test_the_command_line_doctor_reaches_the_lab_from_its_network(lab: Lab, tmp_path: Path) -> None:
-    """As a user runs it: on a machine of the management network (here: inside the test's bridge namespace)."""
-    inventory = tmp_path / "lab.toml"
-    inventory.write_text("\n".join([
+def _inventory_file(lab: Lab, path: Path) -> Path:
+    """The lab's inventory as a user writes it (each host's first VF)."""
+    path.write_text("\n".join([
         'failover_macs = ["52:54:00:fa:00:01"]',
         *(line for i, name in enumerate(NAMES) for line in (
             f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
             f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
             f'vfs = ["{lab.vfs[name][0].address}"]', f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"')),
         "[peer]", 'host = "l1a"', 'interface = "mgmt0"', 'address = "198.18.0.1/24"', ""]))
+    return path
+
+
+def _run_cli(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """``failover-harness`` as a user runs it: on a machine of the management network (the test's bridge ns)."""
     cli = Path(sys.executable).parent / "failover-harness"
-    done = subprocess.run([*lab.network.bridge_ns.exec_prefix(), str(cli), "doctor", "--inventory", str(inventory)],
+    return subprocess.run([*lab.network.bridge_ns.exec_prefix(), str(cli), *args],
                           capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_line_doctor_reaches_the_lab_from_its_network(lab: Lab, tmp_path: Path) -> None:
+    done = _run_cli(lab, "doctor", "--inventory", str(_inventory_file(lab, tmp_path / "lab.toml")))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every host can run the host topology" in done.stdout
+
+
+# What QEMU's igb presents: an Intel 82576 PF and its VFs.
+IGB_PF_IDS = {"vendor": "8086", "device": "10c9"}
+IGB_VF_IDS = {"vendor": "8086", "device": "10ca"}
+
+
+def test_certify_records_what_each_lab_host_is_and_changes_nothing(lab: Lab, tmp_path: Path) -> None:
+    """The record of a (recorded) run with the facts read from both lab hosts over SSH: NIC IDs and
+    driver from the PF, the VF's IDs and its vfio-pci binding, kernel, QEMU. Not certified: the
+    results are not from the host topology."""
+    before = lab.state()
+    out = tmp_path / "record"
+    done = _run_cli(lab, "certify", "--results", str(Path(__file__).parents[1] / "data" / "results-small.json"),
+                    "--inventory", str(_inventory_file(lab, tmp_path / "lab.toml")), "--out", str(out))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("NOT CERTIFIED"), done.stdout
+    record = json.loads((out / "certification.json").read_text())
+    assert [h["name"] for h in record["hosts"]] == list(NAMES)
+    kernel = lab.hosts["l1a"].check("uname -r", "L1's kernel release").strip()
+    for host in record["hosts"]:
+        assert host["problems"] == [], host
+        assert host["kernel"] == kernel and host["qemu"].startswith("QEMU emulator version"), host
+        assert host["pf"]["ids"] | IGB_PF_IDS == host["pf"]["ids"], host["pf"]
+        assert host["pf"]["ethtool"]["driver"] == "igb", host["pf"]
+        (vf,) = host["vfs"]
+        assert vf["address"] == lab.vfs[host["name"]][0].address and vf["host_driver"] == "vfio-pci", vf
+        assert vf["ids"] | IGB_VF_IDS == vf["ids"], vf
+    assert record["topology"] == "flat" and "whose NICs QEMU emulates" in record["reasons"][0], record["reasons"]
+    assert "8086" in (out / "certification.html").read_text()
+    assert lab.state() == before
 
 
 @pytest.mark.parametrize(("host", "change", "message"), [
