@@ -125,11 +125,16 @@ def connect_standbys_to_pf(host: L1Host, failover_macs: list[str]) -> None:
     detached from the guest, and the standby would get nothing until the VF is back. With the
     MAC in the PF's filter too the frame goes to both; net_failover drops the standby's copy
     while the guest has its primary.
+
+    The bridge learns nothing on the PF's port: the VF's broadcasts come back to the PF through
+    igb's internal switch, and a bridge that learned the failover MAC there would drop every
+    frame for the standby (in and out the same port) until the guest happened to send one first.
     """
     assert host.pf_ifname is not None, "preflight() first"
     ip = ["/usr/bin/ip"]
     commands = [[*ip, "link", "add", L1_BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
-                [*ip, "link", "set", host.pf_ifname, "master", L1_BRIDGE, "up"]]
+                [*ip, "link", "set", host.pf_ifname, "master", L1_BRIDGE, "up"],
+                [*ip, "link", "set", "dev", host.pf_ifname, "type", "bridge_slave", "learning", "off"]]
     for pair, mac in enumerate(failover_macs, start=1):
         commands += [[*ip, "tuntap", "add", "dev", standby_tap(pair), "mode", "tap"],
                      [*ip, "link", "set", standby_tap(pair), "master", L1_BRIDGE, "up"],
