@@ -70,18 +70,27 @@ def _try_clock_sync(guest: Guest) -> tuple[ClockSync | None, str]:
 
 
 def guest_link_events(dmesg: str, before: ClockSync | None, after: ClockSync | None,
-                      stop_ts: float | None) -> list[GuestLinkEvent]:
+                      stop_ts: float | None, resume_ts: float | None = None) -> list[GuestLinkEvent]:
     """Place the guest's failover link events on the host clock.
 
-    The guest's clock may pause while the VM is stopped for migration, so an
-    event is mapped with the pre-migration sync when that puts it before the
-    source's STOP, else with the post-migration sync.
+    The guest's clock pauses while the VM is stopped for migration (from the
+    source's STOP to the guest's RESUME), so a sync taken on one side of the
+    pause is off by its length on the other: an event is mapped with the
+    pre-migration sync when that puts it before STOP, else with the
+    post-migration sync. With only one of them (the other failed), an event
+    that sync cannot place on its own side is left out rather than misplaced.
     """
     out = []
     for uptime, kind, iface in failover_link_events(dmesg):
         sync = before or after
-        if before is not None and after is not None and stop_ts is not None and uptime + before.offset_s > stop_ts:
-            sync = after
+        if stop_ts is not None:
+            if before is not None and uptime + before.offset_s <= stop_ts:
+                sync = before
+            elif after is not None and (before is not None or resume_ts is None
+                                        or uptime + after.offset_s >= resume_ts - after.uncertainty_s):
+                sync = after
+            else:
+                sync = None
         if sync is not None:
             out.append(GuestLinkEvent(uptime + sync.offset_s, uptime, kind, iface))
     return out
@@ -191,6 +200,8 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
     # The source may have migrated (and failed) before: only this migration's events count.
     events = [*(e for e in source.qmp.events if e.ts >= result.started), *destination.qmp.events]
     stop_ts = next((e.ts for e in events if e.vm == source.name and e.name == "STOP"), None)
+    resume_ts = next((e.ts for e in sorted(events, key=lambda e: e.ts)
+                      if stop_ts is not None and e.ts > stop_ts and e.name == "RESUME"), None)
     final_sync = sync_after or sync_before
     timeline = Timeline(
         source=source.name,
@@ -201,7 +212,8 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         sent=rec.probe_log.sent,
         replies=rec.probe_log.replies,
         paths=rec.paths,
-        guest_events=guest_link_events(rec.kernel_log or _try_dmesg(bed.guest), sync_before, sync_after, stop_ts),
+        guest_events=guest_link_events(rec.kernel_log or _try_dmesg(bed.guest), sync_before, sync_after,
+                                        stop_ts, resume_ts),
         throughput=rec.iperf.intervals if rec.iperf else [],
         query_migrate=result.query,
         clock_offset_s=final_sync.offset_s if final_sync else None,

@@ -62,7 +62,8 @@ def check_migration(run: MeasuredMigration, checks: CheckList, primary_id: str =
                      f"guest released the primary {m.primary_released_ms:.0f} ms after UNPLUG_PRIMARY, "
                      f"{margin:.0f} ms before wait-unplug ended (± {bound_ms:.0f} ms)"
                      if margin is not None and m.primary_released_ms is not None
-                     else "the guest's release of the primary was not seen in its kernel log")
+                     else "the guest's release of the primary was not seen in its kernel log, or could not be "
+                     "placed on the host clock (the guest's clock was not synced before the migration)")
     if not completed:
         restored_ok, detail = False, "migration did not complete"
     elif run.restored is not None:
