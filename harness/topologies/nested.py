@@ -120,8 +120,8 @@ def connect_standbys_to_pf(host: L1Host, failover_macs: list[str]) -> None:
     pair order), so every path reaches the peer through the igb.
 
     Each failover MAC also goes into the PF's own MAC filter (``bridge fdb add ... self``, the
-    step the kernel's net_failover documentation takes after the VF leaves the guest): igb, like
-    real SR-IOV NICs, steers a frame for a VF's MAC to that VF alone, even while the VF is
+    step the kernel's net_failover documentation takes after the VF leaves the guest): igb, as
+    the 82576 it emulates, steers a frame for a VF's MAC to that VF alone, even while the VF is
     detached from the guest, and the standby would get nothing until the VF is back. With the
     MAC in the PF's filter too the frame goes to both; net_failover drops the standby's copy
     while the guest has its primary.
