@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -198,17 +199,17 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
     except HarnessError as e:  # the QEMU the guest was left on is gone: a finding
         vm_status = f"unknown ({e})"
     # The source may have migrated (and failed) before: only this migration's events count.
-    events = [*(e for e in source.qmp.events if e.ts >= result.started), *destination.qmp.events]
+    events = sorted([*(e for e in source.qmp.events if e.ts >= result.started), *destination.qmp.events],
+                    key=lambda e: e.ts)
     stop_ts = next((e.ts for e in events if e.vm == source.name and e.name == "STOP"), None)
-    resume_ts = next((e.ts for e in sorted(events, key=lambda e: e.ts)
-                      if stop_ts is not None and e.ts > stop_ts and e.name == "RESUME"), None)
+    resume_ts = next((e.ts for e in events if e.name == "RESUME" and e.ts > (stop_ts or math.inf)), None)
     final_sync = sync_after or sync_before
     timeline = Timeline(
         source=source.name,
         destination=destination.name,
         window_start=result.started,
         window_end=window_end,
-        events=sorted(events, key=lambda e: e.ts),
+        events=events,
         sent=rec.probe_log.sent,
         replies=rec.probe_log.replies,
         paths=rec.paths,
