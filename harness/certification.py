@@ -56,7 +56,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.guest import CommandResult
 from harness.host_doctor import on_each_host
 from harness.hosts import Host
-from harness.inventory import HostSpec, Inventory
+from harness.inventory import HostSpec, Inventory, field_path
 from harness.report import RESULTS_SCHEMA
 from harness.sysfs import attribute, link_name
 
@@ -309,11 +309,6 @@ class RunResults(_ResultsModel):
     tests: list[ResultsEntry]
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    """``('tests', 3, 'outcome')`` → ``tests[3].outcome``."""
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "(top level)"
-
-
 def parse_results(doc: object, source: str) -> RunResults:
     """Validate a results.json document read from *source*; a ConfigError names the field and the fix."""
     rerun = "run the suite again (failover-harness run writes reports/results.json)"
@@ -328,7 +323,7 @@ def parse_results(doc: object, source: str) -> RunResults:
         errors = e.errors()
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_field(first['loc'])}: {first['msg']}{more}: not the results.json "
+        raise ConfigError(f"{source}: {field_path(first['loc'])}: {first['msg']}{more}: not the results.json "
                           f"failover-harness writes; {rerun}") from None
 
 

@@ -259,7 +259,7 @@ def _check_distinct_hosts(field: str, values: dict[str, object]) -> None:
         owner[value] = name
 
 
-def _field_path(loc: tuple[int | str, ...], ctx: dict[str, Any] | None) -> str:
+def field_path(loc: tuple[int | str, ...], ctx: dict[str, Any] | None = None) -> str:
     """``('hosts', 'src', 'vfs', 1)`` → ``hosts.src.vfs[1]``, plus the sub-field a model validator named."""
     parts = [*loc, *(ctx or {}).get("inventory_field", "").split(".")]
     path = ""
@@ -284,7 +284,7 @@ def _describe(err: ValidationError, source: str) -> str:
     for e in err.errors():
         template = _MESSAGES.get(e["type"])
         message = template.format(**e.get("ctx", {})) if template else e["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {_field_path(e['loc'], e.get('ctx'))}: {message}")
+        lines.append(f"{source}: {field_path(e['loc'], e.get('ctx'))}: {message}")
     return "\n".join(lines)
 
 
