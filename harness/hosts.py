@@ -265,7 +265,7 @@ class SSHHost(_ArgvHost):
             self._client = None
 
     def _open_channel(self, command: str) -> paramiko.Channel:
-        transport = self._transport()
+        transport = self.transport()
         try:
             chan = transport.open_session(timeout=self.connect_timeout)
             chan.set_combine_stderr(True)
@@ -288,7 +288,8 @@ class SSHHost(_ArgvHost):
         if result.rc != 0:
             log.warning("%s: killing the timed-out command's group %s: %s", self.where, pid, result.output)
 
-    def _transport(self) -> paramiko.Transport:
+    def transport(self) -> paramiko.Transport:
+        """The SSH connection (made now if there is none, or it broke): sessions and tunnels share it."""
         transport = self._client.get_transport() if self._client is not None else None
         if transport is None or not transport.is_active():
             self.close()

@@ -112,12 +112,13 @@ class SshLab:
 
 
 @contextlib.contextmanager
-def ssh_lab(tmp: Path, tag: str) -> Iterator[SshLab]:
-    """Keys, a namespace ``fohx-<pid>-<tag>`` with the addresses above, sshd listening in it; removed on exit."""
+def ssh_lab(tmp: Path, tag: str, extra_config: str = "") -> Iterator[SshLab]:
+    """Keys, a namespace ``fohx-<pid>-<tag>`` with the addresses above, sshd listening in it (*extra_config*
+    appended to its configuration); removed on exit."""
     host_pub = keygen(tmp / "host_key")
     (tmp / "authorized_keys").write_text(keygen(tmp / "client_key") + "\n")
     (tmp / "known_hosts").write_text(f"[{SERVER_IP}]:{PORT} {host_pub}\n")
-    (tmp / "sshd_config").write_text(SSHD_CONFIG.format(ip=SERVER_IP, port=PORT, dir=tmp))
+    (tmp / "sshd_config").write_text(SSHD_CONFIG.format(ip=SERVER_IP, port=PORT, dir=tmp) + extra_config)
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     ns = netns.Netns(netns.netns_name(tag))
     sshd: subprocess.Popen[bytes] | None = None
