@@ -1,0 +1,79 @@
+"""HostProcess on this machine (LocalHost) and over SSH (a real sshd in a namespace, :func:`ssh_lab`)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.host_process import HostProcess
+from harness.hosts import Host, LocalHost
+from tests.conftest import wait_until
+from tests.e2e.test_ssh_hosts import SSHD, SshLab, ssh_lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
+    if not SSHD.exists():
+        pytest.skip(f"no {SSHD}: 'make setup' installs openssh-server")
+    with ssh_lab(tmp_path_factory.mktemp("sshd"), "proc") as lab:
+        yield lab
+    assert lab.leftovers() == []
+
+
+@pytest.fixture(params=["local", "ssh"])
+def host(request: pytest.FixtureRequest) -> Iterator[Host]:
+    made: Host = LocalHost() if request.param == "local" else request.getfixturevalue("lab").host()
+    with made:
+        yield made
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_output_and_exit_status_come_back_and_nothing_stays_on_the_host(host: Host, tmp_path: Path) -> None:
+    output = io.BytesIO()
+    proc = HostProcess(host, str(tmp_path / "prog"),
+                       ["sh", "-c", "echo 'a  b' \"$1\"; echo err >&2; exit 3", "sh", "$(id); x"], output)
+    assert proc.wait(30) == 3
+    assert output.getvalue() == b"a  b $(id); x\nerr\n"  # every argument arrived as one literal word
+    assert os.listdir(tmp_path) == []
+    assert proc.poll() == 3 and proc.wait() == 3  # asking again changes nothing
+
+
+def test_output_reaches_the_harness_while_it_runs_and_kill_stops_it(host: Host, tmp_path: Path) -> None:
+    output = io.BytesIO()
+    proc = HostProcess(host, str(tmp_path / "prog"), ["sh", "-c", "echo ready; exec sleep 300"], output)
+    assert alive(proc.pid) and proc.poll() is None
+    rss = proc.peak_rss_mib()
+    assert rss is not None and 0 < rss < 100
+
+    def printed() -> bool:
+        proc.sync_output()
+        return output.getvalue() == b"ready\n"
+    wait_until(printed, 10, "its output while it runs")
+    proc.kill()
+    assert proc.poll() == 128 + 9  # SIGKILL, as the shell reports it
+    assert not alive(proc.pid)
+    assert output.getvalue() == b"ready\n" and os.listdir(tmp_path) == []
+
+
+def test_collected_files_are_copied_out_and_removed(host: Host, tmp_path: Path) -> None:
+    (tmp_path / "remote").mkdir()
+    console = tmp_path / "remote" / "console.log"
+    proc = HostProcess(host, str(tmp_path / "remote" / "prog"), ["sh", "-c", f"echo booted > {console}"],
+                       io.BytesIO(), collect={str(console): tmp_path / "console-copy.log"})
+    assert proc.wait(30) == 0
+    assert (tmp_path / "console-copy.log").read_text() == "booted\n"
+    assert os.listdir(tmp_path / "remote") == []
+
+
+def test_a_program_that_is_not_there_ends_with_127_and_says_so(host: Host, tmp_path: Path) -> None:
+    output = io.BytesIO()
+    proc = HostProcess(host, str(tmp_path / "prog"), ["/nonexistent/qemu-system-x86_64", "-M", "q35"], output)
+    assert proc.wait(30) == 127
+    assert b"/nonexistent/qemu-system-x86_64" in output.getvalue() and b"not found" in output.getvalue()
