@@ -65,10 +65,12 @@ class HostProcess:
         if self._status is not None:  # ended: the last of it was copied then
             return
         try:
-            new = self.host.run(["tail", "-c", f"+{self._copied + 1}", f"{self._files}.log"]).output
+            new = self.host.run(["tail", "-c", f"+{self._copied + 1}", f"{self._files}.log"])
         except HarnessError:
             return
-        data = new.encode()
+        if new.rc != 0:  # its complaint is not the program's output
+            return
+        data = new.output.encode()
         self._output.write(data)
         self._output.flush()
         self._copied += len(data)

@@ -97,7 +97,7 @@ class Host(Protocol):
         ...
 
 
-class _ArgvHost(ABC):
+class ArgvHost(ABC):
     """What both kinds of host build on :meth:`run`, so they fail alike (same errors, same messages)."""
 
     name: str
@@ -139,7 +139,7 @@ class _ArgvHost(ABC):
 
 
 @dataclass
-class LocalHost(_ArgvHost):
+class LocalHost(ArgvHost):
     """The machine the harness runs on."""
 
     name: str = "local"
@@ -215,7 +215,7 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
 
 
 @dataclass
-class SSHHost(_ArgvHost):
+class SSHHost(ArgvHost):
     """A host reached over SSH as *user* with the private key file *key*.
 
     The connection is made on first use and kept; :meth:`close` drops it (a

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import logging
 import shlex
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from harness.errors import CapabilityMissing, GuestError, HarnessError
 from harness.guest import CommandResult, ControlChannel
+from harness.hosts import COMMAND_TIMEOUT_S, ArgvHost
 from harness.image import GuestImage
 from harness.netns import TestNetwork
 from harness.sriov import parse_vf_states
@@ -141,6 +139,10 @@ class L1Host:
         """Run a program of the host's userspace (under ``/host``) in L1; *argv* is quoted, never a shell line."""
         return self.run(f"TMPDIR={L1_TMPDIR} chroot /host " + shlex.join(argv), timeout)
 
+    def userspace(self) -> L1Userspace:
+        """The host's userspace in this L1 as a :class:`~harness.hosts.Host` (what runs QEMU there)."""
+        return L1Userspace(self)
+
     # -- SR-IOV -------------------------------------------------------------
 
     def preflight(self) -> None:
@@ -226,73 +228,22 @@ class L1Host:
 
 
 
-class L1Process:
-    """A QEMU started inside an L1 through its agent: what :class:`~harness.vm.VM` needs of a process.
+class L1Userspace(ArgvHost):
+    """The host's own userspace inside an L1 (``chroot /host``), reached through L1's agent, as a Host.
 
-    QEMU writes its pid and output to L1's scratch tmpfs; its exit status is written
-    next to them when it ends. Its output is copied into *output* (the L0 log VM
-    reads) when asked (:meth:`sync_output`) and when it ends, so QEMU's messages
-    reach the checks and the report; the files *collect* names (L1 path → L0 path,
-    e.g. the guest's console) are copied out when it ends.
+    Paths are the host's view: L1's scratch tmpfs is :data:`L1_SCRATCH`.
     """
 
-    def __init__(self, host: L1Host, name: str, argv: list[str], output: BinaryIO,
-                 collect: dict[str, Path] | None = None) -> None:
-        self.host, self._output, self._collect = host, output, dict(collect or {})
-        self._files = f"{L1_SCRATCH}/{name}"  # QEMU's view; L1's shell adds /host
-        host.check(f"rm -f /host{self._files}.*", "clearing old QEMU files")
-        # QEMU replaces a subshell (exec), which alone has the log as its output: ash applies a
-        # command's redirections in the shell that waits for it, so that shell's own "Killed" for
-        # a QEMU killed by a signal would land in QEMU's log.
-        started = host.check(
-            f"((exec chroot /host {shlex.join([*argv, '-pidfile', self._files + '.pid'])} > /host{self._files}.log"
-            f" 2>&1); echo $? > /host{self._files}.rc) > /dev/null 2>&1 & "
-            f"for i in $(seq 100); do [ -s /host{self._files}.pid ] || [ -e /host{self._files}.rc ] && break;"
-            f" sleep 0.1; done; cat /host{self._files}.pid 2>/dev/null; true", f"starting {argv[0]} in L1")
-        self.pid = int(started.split()[-1]) if started.strip() else -1
-        self._status: int | None = None
-        self._output_copied = 0  # bytes of QEMU's output already in *output*
+    def __init__(self, l1: L1Host) -> None:
+        self.l1, self.name = l1, l1.name
 
-    def sync_output(self) -> None:
-        """Append what QEMU printed since the last call to *output*; an L1 that is gone has nothing to add."""
-        if self._status is not None:  # ended: the last of it was copied then
-            return
-        try:
-            new = self.host.run(f"tail -c +{self._output_copied + 1} /host{self._files}.log 2>/dev/null").output
-        except HarnessError:
-            return
-        data = new.encode()
-        self._output.write(data)
-        self._output.flush()
-        self._output_copied += len(data)
+    def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT_S, input: str | None = None) -> CommandResult:
+        if input is not None:  # the agent has no stdin to give: it travels as an argument
+            argv = ["sh", "-c", 'input=$1; shift; printf %s "$input" | "$@"', "sh", input, *argv]
+        return self.l1.host_run(argv, timeout)
 
-    def poll(self) -> int | None:
-        if self._status is None:
-            rc = self.host.run(f"cat /host{self._files}.rc 2>/dev/null")
-            if rc.rc == 0 and rc.output.strip():
-                self.sync_output()
-                self._status = int(rc.output.strip())
-                for l1_path, l0_path in self._collect.items():
-                    copied = self.host.run(f"cat /host{l1_path}", timeout=60.0)
-                    l0_path.write_text(copied.output if copied.rc == 0 else f"(not copied from L1: {copied.output})")
-        return self._status
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (status := self.poll()) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"{self._files} in {self.host.name}", timeout or 0.0)
-            time.sleep(0.2)
-        return status
-
-    def kill(self) -> None:
-        if self.pid > 0:
-            self.host.run(f"kill -9 {self.pid} 2>/dev/null; true")
-        self.wait(10)
-
-    def peak_rss_mib(self) -> float | None:
-        out = self.host.run(f"grep VmHWM /proc/{self.pid}/status").output.split()
-        return int(out[1]) / 1024 if len(out) > 1 and out[1].isdigit() else None
+    def close(self) -> None:
+        """Nothing to release: L1's agent belongs to its :class:`L1Host`."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from harness import progress
 from harness.config import RunConfig
 from harness.errors import GuestError, HarnessError
 from harness.guest import Guest
-from harness.hypervisor import L1_SCRATCH, L1Host, L1Process, L2Paths, VirtualFunction, l1_spec, start_l1
+from harness.host_process import HostProcess
+from harness.hypervisor import L1_SCRATCH, L1Host, L2Paths, VirtualFunction, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
 from harness.kernel import KernelBuilder, kernel_release
 from harness.metrics import PRIMARY, STANDBY
@@ -174,8 +175,9 @@ def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, a
     try:
         relays.append(Relay(prefix, "unix-to-tcp", str(paths.control_socket), paths.control_listen,
                             artifacts_dir / f"{spec.name}-relay.log"))
-        vm = VM(spec, paths, spawn=lambda argv, output: L1Process(host, spec.name, argv, output,
-                                                                  collect={paths.l1_console: paths.console_log}),
+        vm = VM(spec, paths, spawn=lambda argv, output: HostProcess(
+                    host.userspace(), f"{L1_SCRATCH}/{spec.name}", argv, output,
+                    collect={paths.l1_console: paths.console_log}),
                 clock_offset_s=clock_offset_s)
         vm.launch(connect_timeout=120.0)
     except BaseException:
