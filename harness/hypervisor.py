@@ -25,7 +25,7 @@ from harness.guest import CommandResult, ControlChannel
 from harness.hosts import COMMAND_TIMEOUT_S, ArgvHost
 from harness.image import GuestImage
 from harness.netns import TestNetwork
-from harness.sriov import parse_vf_states
+from harness.vf_claims import VfClaims, VirtualFunction
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,6 @@ def l1_spec(name: str, qemu_binary: str, accel: Accel, image: GuestImage, *, pf_
     )
 
 
-@dataclass(frozen=True)
-class VirtualFunction:
-    """One VF of the L1's PF: its index, PCI address and (once set) MAC."""
-
-    index: int
-    address: str
-    mac: str | None = None
-
-
 def start_l1(spec: VMSpec, network: TestNetwork, run_dir: Path, artifacts_dir: Path) -> L1Host:
     """Start the L1 of *spec* inside *network* (its taps on the bridges named by the netdev ids
     ``pf``: data bridge, ``mgmt``: management bridge); :meth:`L1Host.wait_ready` before using it.
@@ -115,6 +106,7 @@ class L1Host:
     channel: ControlChannel
     pf_address: str | None = field(default=None, init=False)
     pf_ifname: str | None = field(default=None, init=False)
+    claims: VfClaims | None = field(default=None, init=False)  # once preflight() found the PF
     _vfs_created: bool = field(default=False, init=False)
 
     @property
@@ -166,6 +158,7 @@ class L1Host:
                                     "emulated igb (QEMU >= 8.0) bound to the igb driver")
         self.pf_ifname = self.check(f"ls /sys/bus/pci/devices/{self.pf_address}/net/",
                                     "finding the PF's interface").split()[0]
+        self.claims = VfClaims(self.userspace(), self.pf_ifname)
 
     def create_vfs(self, count: int) -> list[VirtualFunction]:
         """Create *count* VFs on the PF (none may exist yet) and return them."""
@@ -181,30 +174,11 @@ class L1Host:
                                "listing the VFs").split()
         return [VirtualFunction(i, address) for i, address in enumerate(addresses)]
 
-    def set_vf_mac(self, vf: VirtualFunction, mac: str) -> VirtualFunction:
-        """Give *vf* the failover MAC from the PF, as an SR-IOV hypervisor does, and read it back."""
-        assert self.pf_ifname is not None, "preflight() first"
-        result = self.host_run(["/usr/bin/ip", "link", "set", self.pf_ifname, "vf", str(vf.index), "mac", mac])
-        states = parse_vf_states(self.host_run(["/usr/bin/ip", "link", "show", self.pf_ifname]).output)
-        shown = {index: state.mac for index, state in states.items()}
-        if result.rc != 0 or shown.get(vf.index) != mac.lower():
-            raise CapabilityMissing(f"{self.name}: cannot set VF {vf.index}'s MAC to {mac} from the PF "
-                                    f"{self.pf_ifname} (iproute2 says: {result.output.strip() or 'nothing'}; "
-                                    f"VF MACs now {shown}): the PF driver must support ndo_set_vf_mac")
-        return VirtualFunction(vf.index, vf.address, mac.lower())
-
-    def bind_vfio(self, vf: VirtualFunction) -> None:
-        """Bind *vf* to vfio-pci (``driver_override``), so L1's QEMU can pass it through."""
-        dev = f"/sys/bus/pci/devices/{vf.address}"
-        self.check(f"echo vfio-pci > {dev}/driver_override && "
-                   f"{{ [ ! -e {dev}/driver ] || echo {vf.address} > {dev}/driver/unbind; }} && "
-                   f"echo {vf.address} > /sys/bus/pci/drivers_probe", f"binding VF {vf.address} to vfio-pci")
-        driver = self.run(f"basename $(readlink {dev}/driver)").output.strip()
-        group = self.run(f"basename $(readlink {dev}/iommu_group)").output.strip()
-        if driver != "vfio-pci" or self.run(f"test -c /dev/vfio/{group}").rc != 0:
-            raise CapabilityMissing(f"{self.name}: VF {vf.address} is bound to {driver or 'no driver'} "
-                                    f"(IOMMU group {group or 'none'}), not usable through vfio-pci: "
-                                    "L1 needs vfio_pci and an IOMMU group per VF")
+    def take_vf(self, vf: VirtualFunction, mac: str | None = None) -> VirtualFunction:
+        """Give *vf* the failover MAC *mac* from the PF (None: leave it) and bind it to vfio-pci,
+        as an SR-IOV hypervisor does before it passes a VF through."""
+        assert self.claims is not None, "preflight() first"
+        return self.claims.take(vf.address, mac)
 
     def shutdown(self) -> None:
         """Put L1's SR-IOV state back if L1 still answers, then stop its QEMU. Idempotent."""
@@ -217,7 +191,8 @@ class L1Host:
         self.vm.shutdown()
 
     def restore_sriov(self) -> None:
-        """Remove the VFs this object created (their bindings and MACs go with them). Idempotent."""
+        """Remove the VFs this object created (their bindings and MACs go with them, so the claims on
+        them are not given back one by one). Idempotent."""
         if not self._vfs_created or self.pf_address is None:
             return
         result = self.run(f"echo 0 > /sys/bus/pci/devices/{self.pf_address}/sriov_numvfs",

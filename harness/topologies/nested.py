@@ -37,7 +37,7 @@ from harness.config import RunConfig
 from harness.errors import GuestError, HarnessError
 from harness.guest import Guest
 from harness.host_process import HostProcess
-from harness.hypervisor import L1_SCRATCH, L1Host, L2Paths, VirtualFunction, l1_spec, start_l1
+from harness.hypervisor import L1_SCRATCH, L1Host, L2Paths, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
 from harness.kernel import KernelBuilder, kernel_release
 from harness.metrics import PRIMARY, STANDBY
@@ -49,6 +49,7 @@ from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, SECOND_PAIR
 from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, BedCommon, degrade_destination
 from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append, second_pair_devices
 from harness.traffic.probe import PathCapture
+from harness.vf_claims import VirtualFunction
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -375,9 +376,7 @@ class NestedBed(BedCommon):
         with that pair's failover MAC."""
         host.preflight()
         macs = [self.pair_addressing(pair).failover_mac for pair in range(1, self.pairs + 1)]
-        vfs = tuple(host.set_vf_mac(vf, mac) for vf, mac in zip(host.create_vfs(self.pairs), macs, strict=True))
-        for vf in vfs:
-            host.bind_vfio(vf)
+        vfs = tuple(host.take_vf(vf, mac) for vf, mac in zip(host.create_vfs(self.pairs), macs, strict=True))
         connect_standbys_to_pf(host, macs)
         return vfs
 

@@ -28,10 +28,11 @@ from harness.config import RunConfig
 from harness.doctor import Finding
 from harness.host_doctor import diagnose_inventory
 from harness.hosts import netns_socket_factory
-from harness.hypervisor import L1Host, VirtualFunction, l1_spec, start_l1
+from harness.hypervisor import L1Host, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, ImageBuilder
 from harness.inventory import Inventory, parse_inventory
 from harness.topologies.nested import MGMT_PREFIX, MGMT_PREFIX_LEN, address_mgmt_bridge
+from harness.vf_claims import VirtualFunction
 from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
 
 NAMES = ("l1a", "l1b")
@@ -108,7 +109,7 @@ def lab(harness_config: RunConfig, accel: AccelChoice, host_ready: None,
             host.preflight()
             vfs[name] = host.create_vfs(2)
             for vf in vfs[name]:
-                host.bind_vfio(vf)
+                host.take_vf(vf)
             _start_sshd(host, keys, f"{MGMT_PREFIX}.{i + 1}")
         # A VM's QEMU would hold the group open; a shell's redirection does the same.
         group = hosts["l1b"].check(f"basename $(readlink /sys/bus/pci/devices/{vfs['l1b'][1].address}/iommu_group)",

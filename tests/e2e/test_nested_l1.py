@@ -52,10 +52,19 @@ def test_vfs_are_created_bound_to_vfio_and_removed(harness_config: RunConfig, ac
         host.preflight()
         vfs = host.create_vfs(2)
         assert len({vf.address for vf in vfs}) == 2
-        vf = host.set_vf_mac(vfs[0], FAILOVER_MAC)
+        dev = f"/sys/bus/pci/devices/{vfs[0].address}"
+
+        def state() -> str:
+            return host.check(f"basename $(readlink {dev}/driver); cat {dev}/driver_override; "
+                              f"chroot /host /usr/bin/ip link show {host.pf_ifname} | grep 'vf 0 '", "VF 0's state")
+        before = state()
+        vf = host.take_vf(vfs[0], FAILOVER_MAC)
         assert vf.mac == FAILOVER_MAC
-        host.bind_vfio(vf)
-        assert host.check(f"basename $(readlink /sys/bus/pci/devices/{vf.address}/driver)", "driver") == "vfio-pci"
+        assert host.check(f"basename $(readlink {dev}/driver)", "driver").strip() == "vfio-pci"
+        assert FAILOVER_MAC in state()
+        assert host.claims is not None
+        host.claims.give_back()  # driver, override and MAC as they were
+        assert state() == before and before.startswith("igbvf\n(null)\n")
         host.restore_sriov()
         assert host.check(f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs", "VF count") == "0"
     finally:
