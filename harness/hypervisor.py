@@ -215,7 +215,9 @@ class L1Userspace(ArgvHost):
     def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT_S, input: str | None = None) -> CommandResult:
         if input is not None:  # the agent has no stdin to give: it travels as an argument
             argv = ["sh", "-c", 'input=$1; shift; printf %s "$input" | "$@"', "sh", input, *argv]
-        return self.l1.host_run(argv, timeout)
+        # Through the host's env(1): L1's busybox chroot would run its own applet for a bare name it
+        # knows (ip, readlink, sh, ...), not the host's program.
+        return self.l1.host_run(["/usr/bin/env", *argv], timeout)
 
     def close(self) -> None:
         """Nothing to release: L1's agent belongs to its :class:`L1Host`."""

@@ -55,7 +55,7 @@ def test_vfs_are_created_bound_to_vfio_and_removed(harness_config: RunConfig, ac
         dev = f"/sys/bus/pci/devices/{vfs[0].address}"
 
         def state() -> str:
-            return host.check(f"basename $(readlink {dev}/driver); cat {dev}/driver_override; "
+            return host.check(f"d=$(readlink {dev}/driver); echo driver ${{d##*/}}; cat {dev}/driver_override; "
                               f"chroot /host /usr/bin/ip link show {host.pf_ifname} | grep 'vf 0 '", "VF 0's state")
         before = state()
         vf = host.take_vf(vfs[0], FAILOVER_MAC)
@@ -64,7 +64,7 @@ def test_vfs_are_created_bound_to_vfio_and_removed(harness_config: RunConfig, ac
         assert FAILOVER_MAC in state()
         assert host.claims is not None
         host.claims.give_back()  # driver, override and MAC as they were
-        assert state() == before and before.startswith("igbvf\n(null)\n")
+        assert state() == before and "\n(null)\n" in before  # no override before
         host.restore_sriov()
         assert host.check(f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs", "VF count") == "0"
     finally:
