@@ -102,6 +102,16 @@ class HostProcess:
             time.sleep(POLL_INTERVAL_S)
         return status
 
+    def terminate(self, timeout: float = KILL_WAIT_S) -> int:
+        """SIGTERM it (a capture flushes its file), SIGKILL it after *timeout*; its exit status."""
+        if self.poll() is None:
+            self.host.run(["kill", "-TERM", str(self.pid)])
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.wait()
+
     def kill(self) -> None:
         """SIGKILL it and wait for its status (its files are then collected and removed)."""
         if self.poll() is None:

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -163,6 +164,11 @@ class LocalHost(ArgvHost):
             raise
         return CommandResult(proc.returncode, output)
 
+    def put_file(self, local: Path, remote: str) -> None:
+        """Copy *local* to *remote* (its mode too)."""
+        shutil.copyfile(local, remote)
+        shutil.copymode(local, remote)
+
     def close(self) -> None:
         """Nothing to release: each command is its own process."""
 
@@ -258,6 +264,15 @@ class SSHHost(ArgvHost):
             return CommandResult(chan.recv_exit_status(), text)
         finally:
             chan.close()
+
+    def put_file(self, local: Path, remote: str) -> None:
+        """Copy *local* to *remote* over SFTP (the host's sshd must offer the sftp subsystem)."""
+        try:
+            with paramiko.SFTPClient.from_transport(self.transport()) as sftp:
+                sftp.put(str(local), remote)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HostUnreachable(f"{self.where}: copying {local} to {remote} over SFTP failed: {e} (the host's "
+                                  "sshd needs 'Subsystem sftp internal-sftp' or its sftp-server)") from None
 
     def close(self) -> None:
         if self._client is not None:

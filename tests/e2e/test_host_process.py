@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.host_process import HostProcess
-from harness.hosts import Host, LocalHost
+from harness.hosts import Host, LocalHost, SSHHost
 from tests.conftest import wait_until
 from tests.e2e.test_ssh_hosts import SSHD, SshLab, ssh_lab
 
@@ -77,3 +77,24 @@ def test_a_program_that_is_not_there_ends_with_127_and_says_so(host: Host, tmp_p
     proc = HostProcess(host, str(tmp_path / "prog"), ["/nonexistent/qemu-system-x86_64", "-M", "q35"], output)
     assert proc.wait(30) == 127
     assert b"/nonexistent/qemu-system-x86_64" in output.getvalue() and b"not found" in output.getvalue()
+
+
+def test_terminate_lets_it_finish_on_sigterm(host: Host, tmp_path: Path) -> None:
+    output = io.BytesIO()
+    proc = HostProcess(host, str(tmp_path / "prog"),
+                       ["sh", "-c", "trap 'echo flushed; exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
+                       output)
+
+    def printed() -> bool:
+        proc.sync_output()
+        return output.getvalue() == b"ready\n"
+    wait_until(printed, 10, "the trap set")
+    assert proc.terminate() == 0
+    assert output.getvalue() == b"ready\nflushed\n"
+
+
+def test_put_file_copies_a_file_to_the_host(host: LocalHost | SSHHost, tmp_path: Path) -> None:
+    local = tmp_path / "initrd.img"
+    local.write_bytes(bytes(range(256)) * 4096)  # binary, 1 MiB
+    host.put_file(local, str(tmp_path / "copy.img"))
+    assert (tmp_path / "copy.img").read_bytes() == local.read_bytes()

@@ -54,6 +54,7 @@ KbdInteractiveAuthentication no
 StrictModes no
 UsePAM no
 LogLevel VERBOSE
+Subsystem sftp internal-sftp
 """
 
 
