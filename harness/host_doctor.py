@@ -161,6 +161,24 @@ def qemu_findings(host: Host, spec: HostSpec) -> list[Finding]:
     return findings
 
 
+def standby_findings(host: Host, spec: HostSpec) -> list[Finding]:
+    """What the host topology needs for the virtio-net standby: its bridge, and tcpdump to see its replies."""
+    findings = []
+    if spec.standby_bridge is None:
+        findings.append(Finding("standby bridge", None, "none named: the host topology needs one",
+                                f"hosts.{host.name}.standby_bridge: the bridge that reaches the VFs' network"))
+    else:
+        bridge = host.run(["test", "-d", f"/sys/class/net/{spec.standby_bridge}/bridge"]).rc == 0
+        findings.append(Finding("standby bridge", bridge, f"{spec.standby_bridge} is a bridge" if bridge else
+                                f"no bridge {spec.standby_bridge}", "" if bridge else
+                                f"create it with the PF's uplink as a port, or name another in "
+                                f"hosts.{host.name}.standby_bridge"))
+    tcpdump = host.run(["tcpdump", "--version"]).rc == 0
+    findings.append(Finding("tcpdump", tcpdump, "present" if tcpdump else "absent: the standby's replies cannot "
+                            "be told apart", "" if tcpdump else "apt install tcpdump"))
+    return findings
+
+
 def diagnose_host(host: Host, spec: HostSpec) -> list[Finding]:
     """Every finding for one inventory host; a connection failure is the only one then."""
     try:
@@ -171,6 +189,7 @@ def diagnose_host(host: Host, spec: HostSpec) -> list[Finding]:
         if index_of:
             findings += vf_findings(host, spec, index_of, shown)
         findings += qemu_findings(host, spec)
+        findings += standby_findings(host, spec)
     except HarnessError as e:
         return [Finding("connection", False, str(e))]
     return findings

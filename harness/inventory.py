@@ -35,10 +35,15 @@ how the rest of the file and the reports call it.
         per host.
     ``qemu_binary`` ("qemu-system-x86_64")
         The QEMU under test on that host.
+    ``standby_bridge`` (needed by ``--topology host``)
+        A bridge on that host that reaches the VFs' network (the PF, or its
+        uplink, is a port of it): the harness adds each virtio-net standby's
+        tap to it, and removes it afterwards.
 
 ``[peer]``: the traffic peer the probes and iperf3 talk to.
     ``host``
-        The inventory host it runs on.
+        The inventory host it runs on, or ``"local"``: the harness's own
+        machine (the only place ``--topology host`` runs it today).
     ``namespace`` (optional)
         The network namespace on that host that holds *interface*; absent:
         the host's own.
@@ -169,6 +174,7 @@ class HostSpec(BaseModel):
     vfs: tuple[PciAddress, ...] = Field(min_length=1)
     mgmt_address: IPv4Address
     qemu_binary: str = Field("qemu-system-x86_64", min_length=1)
+    standby_bridge: IfName | None = None
 
     @field_validator("key", "known_hosts")
     @classmethod
@@ -228,8 +234,8 @@ class Inventory(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:
-        if self.peer.host not in self.hosts:
-            raise _invalid("peer.host", f"{self.peer.host!r} is not a host of this inventory "
+        if self.peer.host != LOCAL and self.peer.host not in self.hosts:
+            raise _invalid("peer.host", f"{self.peer.host!r} is neither {LOCAL!r} nor a host of this inventory "
                                         f"(hosts: {', '.join(self.hosts)})")
         if len(self.hosts) == 1:
             name, host = next(iter(self.hosts.items()))

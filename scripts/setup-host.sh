@@ -18,6 +18,9 @@ need_pkgs+=(openssh-server)
 # host; the nested topology's L1s (the lab hosts of its tests) run this host's userspace.
 need_cmds+=(ethtool)
 need_pkgs+=(ethtool)
+# The host topology tells the standby's replies apart with tcpdump on each lab host (here: the L1s).
+need_cmds+=(tcpdump)
+need_pkgs+=(tcpdump)
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 

@@ -42,7 +42,7 @@ def test_the_sample_loads() -> None:
     assert src.vfs == ("0000:3b:02.0", "0000:3b:02.1") and dst.vfs == ("0000:3b:02.0",)
     assert src.key == Path("~/.ssh/lab_ed25519").expanduser() and dst.known_hosts is None
     assert (dst.port, dst.user, dst.host_key_check) == (22, "root", True)
-    assert inv.peer.host == "src" and inv.peer.address == IPv4Interface("198.18.0.1/24")
+    assert inv.peer.host == "local" and inv.peer.address == IPv4Interface("198.18.0.1/24")
     assert inv.failover_macs == ("52:54:00:fa:10:01", "52:54:00:fa:10:02")
     assert inv.thresholds.max_gap_ms == 1000.0
     assert inv.thresholds.migration_deadline_s == 120.0  # absent: the run configuration's default
@@ -55,6 +55,7 @@ def test_one_local_host_with_two_vfs_is_a_local_migration_lab() -> None:
     data["hosts"]["src"]["address"] = "local"
     inv = parse_inventory(data, "lab.toml")
     assert inv.hosts["src"].is_local and inv.hosts["src"].key is None
+    assert inv.hosts["src"].standby_bridge == "br0"
 
 
 def test_relative_key_paths_are_taken_from_the_inventory_file(tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
     ("peer-without-prefix", {"peer.address": "198.18.0.1"},
      "lab.toml: peer.address: '198.18.0.1' has no prefix length"),
     ("unknown-peer-host", {"peer.host": "nowhere"},
-     "lab.toml: peer.host: 'nowhere' is not a host of this inventory (hosts: src, dst)"),
+     "lab.toml: peer.host: 'nowhere' is neither 'local' nor a host of this inventory (hosts: src, dst)"),
     ("multicast-mac", {"failover_macs[0]": "53:54:00:fa:10:01"},
      "lab.toml: failover_macs[0]: 53:54:00:fa:10:01 is a multicast address: a failover MAC must be unicast"),
     ("globally-administered-mac", {"failover_macs[1]": "00:1b:21:0a:0b:0c"},
@@ -113,6 +114,8 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
      "lab.toml: hosts.dst.mgmt_address: Input is not a valid IPv4"),
     ("bad-host-name", {"hosts.bad name": SAMPLE["hosts"]["src"]},
      "lab.toml: hosts.bad name: 'bad name' is not a host name"),
+    ("bad-standby-bridge", {"hosts.src.standby_bridge": "br0 up"},
+     "lab.toml: hosts.src.standby_bridge: 'br0 up' is not an interface name"),
     ("bad-threshold", {"thresholds.max_gap_ms": -1},
      "lab.toml: thresholds.max_gap_ms: Input should be greater than 0"),
 ]
