@@ -74,7 +74,7 @@ Scalar = bool | int | float | str | None
 CERTIFYING_TOPOLOGIES = frozenset({"host"})
 # Per-case run facts that describe the system rather than this run's timing: kept with the case.
 # The others (boot time, isolation, peak RSS, clock offsets) go under "run"; guest_kernel goes to the top.
-CASE_FACTS = ("accel", "l2_accel")
+CASE_FACTS = ("accel", "l2_accel", "guest_accel")
 # The metrics the HTML table shows for a case (a migration case records each per hop: hop1.max_gap_ms);
 # the JSON has every metric.
 KEY_METRICS = ("probes_lost", "max_gap_ms", "switch_to_standby_ms", "downtime_ms", "failback_ms",

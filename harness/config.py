@@ -61,7 +61,9 @@ class RunConfig(BaseModel):
 
     qemu_binary: str = "qemu-system-x86_64"
     accel: Literal["auto", "kvm", "tcg"] = "auto"
-    topology: Literal["flat", "nested"] = "flat"
+    topology: Literal["flat", "nested", "host"] = "flat"
+    # The lab inventory (TOML) of the host topology; see harness.inventory.
+    inventory: Path | None = None
     guest_kernel: Path | None = None
     guest_modules: Path | None = None
     guest_memory_mib: int = Field(512, ge=128, le=16384)
@@ -89,6 +91,12 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _paths_exist(self) -> RunConfig:
+        if self.topology == "host" and self.inventory is None:
+            raise ValueError("topology host: give the lab inventory, --inventory lab.toml "
+                             "(see profiles/lab-example.toml)")
+        if self.inventory is not None and self.topology != "host":
+            raise ValueError(f"inventory: only the host topology uses one (this run's is {self.topology}): "
+                             "add --topology host")
         if self.guest_kernel is not None and not self.guest_kernel.is_file():
             raise ValueError(f"guest_kernel: {self.guest_kernel} is not a file (give a bzImage path)")
         if self.guest_modules is not None:

@@ -35,6 +35,7 @@ from harness.accel import AccelChoice, choose_accel
 from harness.config import RunConfig, build_config, load_profile
 from harness.errors import CapabilityMissing, ConfigError
 from harness.image import GuestImage, ImageBuilder
+from harness.inventory import load_inventory
 from harness.isolation import timing_isolation
 from harness.kernel import KernelBuilder
 from harness.logscan import compile_allow_list, describe, scan_artifacts
@@ -42,6 +43,7 @@ from harness.report import ResultsJson, properties_table
 from harness.snapshot import SnapshotStore
 from harness.sweep import run_dir, sweep_leftovers
 from harness.topologies.flat import FlatBed
+from harness.topologies.host import HostBed
 from harness.topologies.nested import NestedBed
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,9 @@ BED_ALLOWS_KEY = pytest.StashKey[list[str]]()
 SNAPSHOTS_KEY = pytest.StashKey[SnapshotStore]()
 
 _bed_counter = itertools.count(1)
-_live_beds: set[FlatBed | NestedBed] = set()
-BED_CLASSES: dict[str, type[FlatBed] | type[NestedBed]] = {"flat": FlatBed, "nested": NestedBed}
+Bed = FlatBed | NestedBed | HostBed
+_live_beds: set[Bed] = set()
+BED_CLASSES: dict[str, type[Bed]] = {"flat": FlatBed, "nested": NestedBed, "host": HostBed}
 
 
 # -- options and configuration ------------------------------------------------
@@ -67,9 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="QEMU to test (default: qemu-system-x86_64 on PATH)")
     group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=None,
                     help="accelerator; auto (default) uses KVM only if a kernel really boots under it")
-    group.addoption("--topology", choices=("flat", "nested"), default=None,
+    group.addoption("--topology", choices=("flat", "nested", "host"), default=None,
                     help="flat (default): one host, emulated primary; nested: the guest in an L1 hypervisor, "
-                         "an igb VF passed through with VFIO as its primary, migrated between two L1s")
+                         "an igb VF passed through with VFIO as its primary, migrated between two L1s; "
+                         "host: the lab hosts of --inventory over SSH, their real VFs")
+    group.addoption("--inventory", metavar="TOML", default=None,
+                    help="the lab inventory of --topology host (see profiles/lab-example.toml); its "
+                         "[thresholds] are the run's, --threshold still overrides")
     group.addoption("--guest-kernel", metavar="BZIMAGE", default=None, help="boot this kernel in the guest")
     group.addoption("--guest-modules", metavar="DIR", default=None,
                     help="INSTALL_MOD_PATH of --guest-kernel's modules (make modules_install)")
@@ -111,10 +118,15 @@ def _threshold_overrides(values: list[str]) -> dict[str, Any]:
 def config_from_options(config: pytest.Config) -> RunConfig:
     opt = config.option
     profile = load_profile(Path(opt.harness_config)) if opt.harness_config else None
+    if opt.inventory:
+        # The lab's thresholds over the profile's (a certification record checks they are the inventory's).
+        lab = load_inventory(Path(opt.inventory)).thresholds.model_dump(exclude_unset=True)
+        profile = {**(profile or {}), "thresholds": {**(profile or {}).get("thresholds", {}), **lab}}
     overrides: dict[str, Any] = {
         "qemu_binary": opt.qemu_binary,
         "accel": opt.accel,
         "topology": opt.topology,
+        "inventory": opt.inventory,
         "guest_kernel": opt.guest_kernel,
         "guest_modules": opt.guest_modules,
         "guest_memory_mib": opt.guest_memory_mib,
@@ -388,7 +400,7 @@ atexit.register(_teardown_live_beds)
 
 @pytest.fixture
 def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, guest_image: GuestImage,
-                 accel: AccelChoice, test_artifacts: Path, record_property: Any) -> Iterator[FlatBed | NestedBed]:
+                 accel: AccelChoice, test_artifacts: Path, record_property: Any) -> Iterator[Bed]:
     """A running source guest with failover negotiated, on the configured topology.
 
     Options by indirect parametrization, e.g.
@@ -405,8 +417,15 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     tag = f"{worker}-{next(_bed_counter)}"
     record_property("run.accel", accel.accel)
     record_property("run.accel_reason", accel.reason)
-    bed: FlatBed | NestedBed
-    if harness_config.topology == "nested":
+    bed: Bed
+    if harness_config.topology == "host":
+        assert harness_config.inventory is not None  # RunConfig requires it
+        try:
+            bed = HostBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
+                          artifacts_dir=test_artifacts, inventory=load_inventory(harness_config.inventory), **options)
+        except ConfigError as e:
+            raise pytest.UsageError(f"failover-harness: {e}") from None
+    elif harness_config.topology == "nested":
         bed = NestedBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
                         artifacts_dir=test_artifacts, **options)
     else:

@@ -41,10 +41,10 @@ class Relay:
         ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
         line = self.proc.stdout.readline() if ready else b""
         if line.strip() != b"ready":
-            self.stop()
+            self.close()
             raise VMError(f"relay {mode} {source} {target} did not start (see {log_path})")
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Kill the relay. Idempotent."""
         if self.proc.poll() is None:
             self.proc.kill()

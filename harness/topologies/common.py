@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from harness import progress
 from harness.config import RunConfig
@@ -13,13 +15,17 @@ from harness.errors import HarnessError
 from harness.guest import ControlChannel, Guest
 from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
-from harness.vm import VM, Accel, VMSpec
+from harness.vm import VM, Accel, Device, VMSpec
+
+log = logging.getLogger(__name__)
 
 STANDBY_ID = "standby0"
 PRIMARY_ID = "primary0"
 # The second failover pair (bed option ``pairs=2``).
 STANDBY2_ID = "standby1"
 PRIMARY2_ID = "primary1"
+# How long a destination on another host may go on loading after the source reports completed.
+REMOTE_RESUME_TIMEOUT_S = 120.0
 
 
 def degrade_destination(spec: VMSpec, primary: DestinationPrimary, **broken: Any) -> VMSpec:
@@ -43,6 +49,7 @@ class BedCommon:
     artifacts_dir: Path
     accel: Accel
     boot_s: float | None
+    paused: bool
     addressing: Addressing
     network: TestNetwork
     source: VM
@@ -54,6 +61,14 @@ class BedCommon:
         channel = ControlChannel(vm.paths.control_socket, self.artifacts_dir / "control.log",
                                  qemu_running=vm.is_running)
         return Guest(channel, self.addressing.failover_mac)
+
+    def _boot_source(self, launch: Callable[[], VM]) -> None:
+        """Start the source with *launch* and, unless the bed is built paused, wait for its guest."""
+        started = time.monotonic()
+        self.source = launch()
+        self.guest = self._guest_of(self.source)
+        if not self.paused:
+            self._wait_booted(started)
 
     @property
     def guest_accel(self) -> Accel:
@@ -123,3 +138,67 @@ class BedCommon:
         except (HarnessError, AttributeError) as e:  # AttributeError: the guest never got that far
             text = f"(the guest's kernel log could not be read: {e})\n"
         path.write_text(text)
+
+
+class Carrier(Protocol):
+    """What carries a remote QEMU's QMP or agent to the harness (a relay, an SSH tunnel)."""
+
+    def close(self) -> None: ...
+
+
+class RemoteBedCommon(BedCommon):
+    """Mixed into the beds whose QEMUs run on other hosts (L1s, lab hosts): migrating between them,
+    and retiring a QEMU with what carried its QMP and agent."""
+
+    # Per VM name: what carries its QMP and agent (each bed fills it as it launches a VM).
+    _carriers: dict[str, list[Carrier]]
+    # Per host: its clock's (offset, uncertainty) against the harness's, in seconds.
+    _clock_offsets: dict[str, tuple[float, float]]
+    _dest_count: int
+
+    def devices(self) -> tuple[Device, ...]:
+        return self.source.spec.devices
+
+    def _next_destination_name(self) -> str:
+        self._dest_count += 1
+        return "dst" if self._dest_count == 1 else f"dst{self._dest_count}"
+
+    def _clock_facts(self) -> dict[str, object]:
+        """``run.<host>_clock_offset_ms``: how far each host's clock (its QEMU's QMP events) is from ours."""
+        return {f"run.{name}_clock_offset_ms": f"{offset * 1000:.1f} ± {uncertainty * 1000:.1f}"
+                for name, (offset, uncertainty) in self._clock_offsets.items()}
+
+    def _migrate_across(self, destination: VM, uri: str, plan: MigrationPlan) -> MigrationResult:
+        """Migrate to *destination* on another host over *uri*; on success it becomes the source.
+
+        A destination elsewhere (under nested TCG: for seconds) goes on loading after the
+        source reports ``completed``, and what reaches the guest's serial port before it
+        resumes is lost: the control channel moves there once it reported ``RESUME``.
+        """
+        assert destination.qmp is not None
+        mark = destination.qmp.mark()
+        result = self._drive_migration(destination, uri, plan)
+        if result.status != "completed":
+            self._retire(destination)
+            return result
+        destination.qmp.next_event("RESUME", REMOTE_RESUME_TIMEOUT_S, after=mark)
+        self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
+        old, self.source = self.source, destination
+        self._retire(old)
+        return result
+
+    def _retire_all(self) -> None:
+        """Close the guest's channel and retire every QEMU of the bed, last started first (teardown)."""
+        if hasattr(self, "guest"):
+            self.guest.channel.close()
+        for vm in reversed(self.vms):
+            self._retire(vm)
+
+    def _retire(self, vm: VM) -> None:
+        """Shut *vm* down and close what carried it. Idempotent; a host that died took its QEMU with it."""
+        try:
+            vm.shutdown()
+        except HarnessError as e:
+            log.warning("bed %s: shutting down %s: %s", self.tag, vm.name, e)
+        for carrier in self._carriers.pop(vm.name, []):
+            carrier.close()

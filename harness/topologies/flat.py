@@ -18,6 +18,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -179,11 +180,7 @@ class FlatBed(BedCommon):
                     log.warning("bed %s: %s; booting instead", self.tag, e)
                     self._discard_vms()
                     self.snapshots.drop(key)
-            started = time.monotonic()
-            self.source = self._launch(spec)
-            self.guest = self._guest_of(self.source)
-            if not self.paused:
-                self._wait_booted(started)
+            self._boot_source(partial(self._launch, spec))
         except BaseException:
             self.teardown()
             raise

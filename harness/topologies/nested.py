@@ -17,7 +17,7 @@ link; each L1 passes its own VF, with the failover MAC, to the L2 it hosts.
 
 Both data paths leave through the same igb tap in L0, so a reply's path is
 told on the L1 side: a reply the source L1 saw arrive from ``l2sby`` came by
-the standby; one seen only in L0 came by the VF (:class:`NestedPathCapture`).
+the standby; one seen only in L0 came by the VF (:class:`HypervisorPathCapture`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 from harness import progress
+from harness.accel import probe_kvm
 from harness.config import RunConfig
 from harness.errors import GuestError, HarnessError
 from harness.guest import Guest
@@ -46,7 +49,7 @@ from harness.netns import Addressing, TestNetwork
 from harness.relay import Relay
 from harness.timeline import PathSeen
 from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, SECOND_PAIR
-from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, BedCommon, degrade_destination
+from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, Carrier, RemoteBedCommon, degrade_destination
 from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append, second_pair_devices
 from harness.traffic.probe import PathCapture
 from harness.vf_claims import VirtualFunction
@@ -72,8 +75,6 @@ L2_MODULES = "virtio_pci,failover,net_failover,virtio_net,igbvf"
 L2_BOOT_TIMEOUT_S = 900.0
 L1_NAMES = ("l1a", "l1b")
 MIGRATION_PORT = 4600
-# How long a destination L2 may go on loading after the source reports completed.
-L2_RESUME_TIMEOUT_S = 120.0
 # A destination's primary QEMU cannot create (a degraded destination): no such PCI function in L1.
 MISSING_VF_ADDRESS = "0000:ff:1f.7"
 # The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
@@ -183,9 +184,21 @@ def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, a
         vm.launch(connect_timeout=120.0)
     except BaseException:
         for relay in relays:
-            relay.stop()
+            relay.close()
         raise
     return vm, relays
+
+
+def failover_guest_kernel(config: RunConfig, image: GuestImage) -> tuple[Path, str, str | None]:
+    """What a guest on a hypervisor host (an L1, a lab host) boots through qboot: the kernel, the
+    modules its init loads, the kernel's release (None: not known). The user's (``--guest-kernel``)
+    with the failover and VF drivers from the image, else the small kernel with everything built in
+    (Debian's generic one spends minutes initialising under nested TCG)."""
+    if config.guest_kernel is not None:  # uncompressed: qboot boots it through PVH
+        return uncompressed_kernel(image), L2_MODULES, image.kernel_release
+    with progress.step("the small guest kernel (built once from Debian's source, then cached)"):
+        vmlinux = KernelBuilder(config.cache_dir).get()
+    return vmlinux, "none", kernel_release(vmlinux)
 
 
 def l2_accel(host: L1Host, qemu_binary: str, kernel: Path) -> tuple[Accel, str]:
@@ -197,8 +210,8 @@ def l2_accel(host: L1Host, qemu_binary: str, kernel: Path) -> tuple[Accel, str]:
     """
     if host.run("test -c /dev/kvm").rc != 0:
         return "tcg", "L1 has no /dev/kvm (its CPU offers neither VMX nor SVM)"
-    probe = host.host_run([sys.executable, "-m", "harness.accel", qemu_binary, str(kernel)], timeout=120.0)
-    return ("kvm" if probe.rc == 0 else "tcg"), f"in {host.name}: {probe.output.strip()}"
+    usable, why = probe_kvm(qemu_binary, kernel, host=host.userspace())
+    return ("kvm" if usable else "tcg"), f"in {host.name}: kvm {'usable' if usable else 'unusable'}: {why}"
 
 
 class L1StandbyCapture:
@@ -243,12 +256,45 @@ def attribute_paths(seen_in_l0: list[PathSeen], standby_seqs: set[int]) -> list[
     return [replace(seen, path=STANDBY) if seen.seq in standby_seqs else seen for seen in seen_in_l0]
 
 
-class NestedPathCapture:
-    """Path attribution for the nested topology: every reply of the guest is seen in L0 on an
-    L1's igb tap, whichever path it took; those the L1s saw come from ``l2sby`` took the standby."""
+class StandbyCapture(Protocol):
+    """A capture on a hypervisor (an L1, a lab host) of the replies the guest sent through its standby."""
 
-    def __init__(self, l0: PathCapture, l1: list[L1StandbyCapture]) -> None:
+    @property
+    def host(self) -> HasName: ...
+
+    def ready(self) -> bool: ...
+
+    def errors(self) -> str: ...
+
+    def request_stop(self) -> None: ...
+
+    def standby_seqs(self) -> set[int]: ...
+
+
+class HasName(Protocol):
+    name: str
+
+
+class HypervisorPathCapture:
+    """Path attribution where the hypervisor tells the standby's replies apart: every reply of the
+    guest is seen where the peer is (nested: in L0 on an L1's igb tap), whichever path it took;
+    those a hypervisor saw come from the standby's tap took the standby."""
+
+    def __init__(self, l0: PathCapture, l1: Sequence[StandbyCapture]) -> None:
         self.l0, self.l1 = l0, l1
+
+    @classmethod
+    def start(cls, l0: PathCapture, starters: Iterable[Callable[[], StandbyCapture]]) -> HypervisorPathCapture:
+        """With *l0* running, start a standby capture per hypervisor; if one fails, stop them all."""
+        l1: list[StandbyCapture] = []
+        try:
+            for start in starters:
+                l1.append(start())
+        except BaseException:
+            cls(l0, l1).request_stop()
+            l0.stop()
+            raise
+        return cls(l0, l1)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -270,7 +316,7 @@ class NestedPathCapture:
 
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
-class NestedBed(BedCommon):
+class NestedBed(RemoteBedCommon):
     """A failover bed on the nested topology: two L1s, the L2 guest on one of them.
 
     :meth:`teardown` removes all of it (idempotent), the L1s' VFs included.
@@ -301,7 +347,7 @@ class NestedBed(BedCommon):
     guest_kernel: str | None = field(default=None, init=False)  # L2's kernel release; None: not known
     _vfs: dict[str, tuple[VirtualFunction, ...]] = field(default_factory=dict, init=False)  # per L1, a VF per pair
     _host_of: dict[str, L1Host] = field(default_factory=dict, init=False)
-    _relays: dict[str, list[Relay]] = field(default_factory=dict, init=False)
+    _carriers: dict[str, list[Carrier]] = field(default_factory=dict, init=False)  # per L2: its relays
     _dest_count: int = field(default=0, init=False)
     # Per L1: its clock's (offset, uncertainty) against the harness's, in seconds.
     _clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
@@ -333,18 +379,14 @@ class NestedBed(BedCommon):
                 for host in self.hosts:
                     self._vfs[host.name] = self._prepare(host)
             first = self.hosts[0]
-            kernel, modules = self._l2_kernel()
+            kernel, modules, self.guest_kernel = failover_guest_kernel(self.config, self.image)
             spec = l2_spec("src", self.config.qemu_binary, self.image, self.addressing, self._vfs[first.name],
                            kernel=kernel, modules=modules, memory_mib=self.config.guest_memory_mib,
                            paused=self.paused, extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
             with progress.step(f"bed {self.tag}: can the guest use KVM inside L1?") as step:
                 self.l2_accel, self.l2_accel_reason = l2_accel(first, self.config.qemu_binary, spec.kernel)
                 step.result = self.l2_accel
-            started = time.monotonic()
-            self.source = self._launch(first, replace(spec, accel=self.l2_accel))
-            self.guest = self._guest_of(self.source)
-            if not self.paused:
-                self._wait_booted(started)
+            self._boot_source(partial(self._launch, first, replace(spec, accel=self.l2_accel)))
         except BaseException:
             self.teardown()
             raise
@@ -353,19 +395,6 @@ class NestedBed(BedCommon):
     @property
     def guest_accel(self) -> Accel:
         return self.l2_accel
-
-    def _l2_kernel(self) -> tuple[Path, str]:
-        """L2's kernel and the modules its init loads: the user's (``--guest-kernel``) with the
-        failover and VF drivers from the image, else the small kernel with everything built in
-        (Debian's generic one spends minutes initialising under nested TCG). Notes its release
-        in :attr:`guest_kernel`."""
-        if self.config.guest_kernel is not None:  # uncompressed: qboot boots it through PVH
-            self.guest_kernel = self.image.kernel_release
-            return uncompressed_kernel(self.image), L2_MODULES
-        with progress.step("the small guest kernel (built once from Debian's source, then cached)"):
-            vmlinux = KernelBuilder(self.config.cache_dir).get()
-        self.guest_kernel = kernel_release(vmlinux)
-        return vmlinux, "none"
 
     @staticmethod
     def _mgmt_ip(index: int) -> str:
@@ -389,58 +418,27 @@ class NestedBed(BedCommon):
                                clock_offset_s=self._clock_offsets[host.name][0])
         self.vms.append(vm)
         self._host_of[vm.name] = host
-        self._relays[vm.name] = relays
+        self._carriers[vm.name] = list(relays)
         return vm
 
     def facts(self) -> dict[str, object]:
         facts: dict[str, object] = {"run.l1_boot_s": self.l1_boot_s, "run.boot_s": self.boot_s,
                                     "run.l2_accel": self.l2_accel, "run.l2_accel_reason": self.l2_accel_reason,
                                     "run.guest_kernel": self.guest_kernel}
-        for name, (offset, uncertainty) in self._clock_offsets.items():
-            facts[f"run.{name}_clock_offset_ms"] = f"{offset * 1000:.1f} ± {uncertainty * 1000:.1f}"
-        return facts
-
-    def devices(self) -> tuple[Device, ...]:
-        return self.source.spec.devices
+        return facts | self._clock_facts()
 
     def start_destination(self, *, primary: DestinationPrimary = "same") -> VM:
         """Start an incoming L2 in the other L1, with that L1's VF as its primary."""
-        self._dest_count += 1
-        name = "dst" if self._dest_count == 1 else f"dst{self._dest_count}"
+        name = self._next_destination_name()
         (host,) = (h for h in self.hosts if h is not self._host_of[self.source.name])
         spec = with_vfs(self.source.spec.as_destination(name, self.source.spec.netdevs), self._vfs[host.name])
         return self._launch(host, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
-        """Migrate over the management link; on success the destination becomes the source.
-
-        Under nested TCG the destination goes on loading for seconds after the
-        source reports ``completed``, and what reaches the guest's serial port
-        before it resumes is lost: the bed waits for its ``RESUME`` before the
-        control channel moves there.
-        """
-        assert destination.qmp is not None
+        """Migrate over the management link; on success the destination becomes the source."""
         host = self._host_of[destination.name]
-        mark = destination.qmp.mark()
-        uri = f"tcp:{self._mgmt_ip(self.hosts.index(host))}:{MIGRATION_PORT + self._dest_count}"
-        result = self._drive_migration(destination, uri, plan)
-        if result.status != "completed":
-            self._retire(destination)
-            return result
-        destination.qmp.next_event("RESUME", L2_RESUME_TIMEOUT_S, after=mark)
-        self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
-        old, self.source = self.source, destination
-        self._retire(old)
-        return result
-
-    def _retire(self, vm: VM) -> None:
-        """Shut *vm* down and stop its relays. Idempotent; an L1 that died took its L2 with it."""
-        try:
-            vm.shutdown()
-        except HarnessError as e:
-            log.warning("bed %s: shutting down %s: %s", self.tag, vm.name, e)
-        for relay in self._relays.pop(vm.name, []):
-            relay.stop()
+        return self._migrate_across(destination, f"tcp:{self._mgmt_ip(self.hosts.index(host))}:"
+                                                 f"{MIGRATION_PORT + self._dest_count}", plan)
 
     def expected_log_lines(self) -> list[str]:
         return []  # the VF has no netdev: nothing is hidden without a peer
@@ -449,25 +447,16 @@ class NestedBed(BedCommon):
         """Errors and warnings of every L2 QEMU, then of the L1s' QEMUs."""
         return [line for vm in [*self.vms, *(h.vm for h in self.hosts)] for line in vm.messages()]
 
-    def path_capture(self, log_path: Path, pair: int = 1) -> NestedPathCapture:
+    def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.pair_addressing(pair).guest_ip
         l0 = PathCapture(self.network.bridge_ns.exec_prefix(), guest_ip, {"l1?-pf": PRIMARY}, log_path)
-        l1: list[L1StandbyCapture] = []
-        try:
-            for host in self.hosts:
-                l1.append(L1StandbyCapture(host, guest_ip, standby_tap(pair), f"{log_path.stem}-{self.tag}-{pair}"))
-        except BaseException:
-            NestedPathCapture(l0, l1).request_stop()
-            l0.stop()
-            raise
-        return NestedPathCapture(l0, l1)
+        return HypervisorPathCapture.start(l0, [
+            partial(L1StandbyCapture, host, guest_ip, standby_tap(pair), f"{log_path.stem}-{self.tag}-{pair}")
+            for host in self.hosts])
 
     def teardown(self) -> None:
         """Stop the L2s, put the L1s' SR-IOV state back, stop the L1s, remove the network. Safe twice."""
-        if hasattr(self, "guest"):
-            self.guest.channel.close()
-        for vm in reversed(self.vms):
-            self._retire(vm)
+        self._retire_all()
         for host in reversed(self.hosts):
             host.shutdown()
         self.network.delete()

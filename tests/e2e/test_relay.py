@@ -58,6 +58,6 @@ def test_bytes_cross_a_unix_tcp_unix_chain_both_ways(ns: netns.Netns, tmp_path: 
         assert b"".join(received) == payload
     finally:
         for relay in relays:
-            relay.stop()
+            relay.close()
         far.close()
     assert all(relay.proc.poll() is not None for relay in relays)

@@ -28,6 +28,11 @@ USAGE_ERROR = 4
         (("--threshold", "max_gapms=10"), "thresholds.max_gapms (options): Extra inputs are not permitted"),
         (("--harness-config", "/nonexistent.toml"), "--harness-config: /nonexistent.toml does not exist"),
         (("--allow-log", "netdev (hn1"), "allow_log (options): Value error, 'netdev (hn1' is not a valid regular"),
+        (("--topology", "host"), "topology host: give the lab inventory, --inventory lab.toml"),
+        (("--topology", "host", "--inventory", "/nonexistent.toml"),
+         "/nonexistent.toml: no such inventory file (start from profiles/lab-example.toml)"),
+        (("--inventory", str(REPO / "profiles" / "lab-example.toml")),
+         "inventory: only the host topology uses one (this run's is flat): add --topology host"),
     ],
 )
 def test_bad_option_is_a_usage_error(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

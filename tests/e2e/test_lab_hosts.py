@@ -1,11 +1,15 @@
-"""``failover-harness doctor --inventory`` against two L1 hypervisors standing in for lab hosts.
+"""The lab hosts' tools against two L1 hypervisors standing in for lab hosts: the doctor, the host
+topology's run of a case, and the certification record.
 
 Each L1 runs the host's own sshd (from its read-only share of the host's root)
-on its management address, and its emulated igb's VFs are the "real" VFs. The
-doctor reaches them over SSH from the test's bridge namespace, as a harness in
-a lab reaches its hosts over the management network. A fit lab passes; a wrong
-host key, a wrong VF address, a VF already in use and an unreachable host each
-fail with the fix; the doctor changes nothing on any host.
+on its management address, and its emulated igb's VFs are the "real" VFs; its
+bridge ``br0`` holds the PF, as a lab host's bridge holds its uplink. The
+harness reaches them over SSH from the test's bridge namespace, as a harness
+in a lab reaches its hosts over the management network. The doctor: a fit lab
+passes; a wrong host key, a wrong VF address, a VF already in use and an
+unreachable host each fail with the fix, and nothing changes on any host. The
+host topology: a migration case passes over SSH, the record of that run says
+certified, and both hosts are left as they were.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +36,19 @@ from harness.hosts import netns_socket_factory
 from harness.hypervisor import L1Host, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, ImageBuilder
 from harness.inventory import Inventory, parse_inventory
-from harness.topologies.nested import MGMT_PREFIX, MGMT_PREFIX_LEN, address_mgmt_bridge
+from harness.topologies.nested import (
+    L1_BRIDGE,
+    MGMT_PREFIX,
+    MGMT_PREFIX_LEN,
+    address_mgmt_bridge,
+    connect_standbys_to_pf,
+)
 from harness.vf_claims import VirtualFunction
 from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
 
 NAMES = ("l1a", "l1b")
+REPO = Path(__file__).parents[2]
+NESTED_PROFILE = REPO / "profiles" / "nested-tcg.toml"
 SSH_PORT = 22
 UNREACHABLE_IP = f"{MGMT_PREFIX}.9"  # on the management link, no L1 has it
 
@@ -67,11 +80,13 @@ class Lab:
         return diagnose_inventory(inventory, lambda _: netns_socket_factory(self.network.bridge_ns.name))
 
     def state(self) -> dict[str, str]:
-        """What the doctor must not change: VF counts, drivers and MACs, per L1."""
+        """What the doctor and a bed must leave as it was: VF counts, drivers and MACs, per L1."""
         return {name: host.check(
             f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs; "
             "for d in /sys/bus/pci/devices/*/physfn; do v=${d%/physfn}; echo ${v##*/} $(readlink $v/driver); done; "
-            f"chroot /host /usr/bin/ip link show {host.pf_ifname}", "reading SR-IOV state")
+            # Without the link's flags and state: the PF's carrier comes up on its own after boot.
+            f"chroot /host /usr/bin/ip link show {host.pf_ifname} | sed 's/<[^>]*>//; s/ state [A-Z]*//'",
+            "reading SR-IOV state")
             for name, host in self.hosts.items()}
 
 
@@ -111,6 +126,7 @@ def lab(harness_config: RunConfig, accel: AccelChoice, host_ready: None,
             for vf in vfs[name]:
                 host.take_vf(vf)
             _start_sshd(host, keys, f"{MGMT_PREFIX}.{i + 1}")
+            connect_standbys_to_pf(host, [])  # the lab's bridge, br0: the PF is its uplink
         # A VM's QEMU would hold the group open; a shell's redirection does the same.
         group = hosts["l1b"].check(f"basename $(readlink /sys/bus/pci/devices/{vfs['l1b'][1].address}/iommu_group)",
                                    "the VF's IOMMU group").strip()
@@ -139,15 +155,23 @@ def test_a_fit_lab_passes_and_is_left_as_it_was(lab: Lab) -> None:
     assert lab.state() == before
 
 
-def _inventory_file(lab: Lab, path: Path) -> Path:
-    """The lab's inventory as a user writes it (each host's first VF)."""
+def _inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[str, str] | None = None) -> Path:
+    """The lab's inventory as a user writes it (each host's first VF, unless *vfs* names another); *for_runs*:
+    with what the host topology needs too (the standby bridge, the peer on this machine) and the nested
+    profile's limits."""
+    vf_of = {name: lab.vfs[name][0].address for name in NAMES} | (vfs or {})
+    peer = (['host = "local"', f'namespace = "{lab.network.peer_ns.name}"',
+             f'interface = "{netns.TestNetwork.PEER_IF}"'] if for_runs else ['host = "l1a"', 'interface = "mgmt0"'])
+    limits = tomllib.loads(NESTED_PROFILE.read_text())["thresholds"] if for_runs else {}
     path.write_text("\n".join([
         'failover_macs = ["52:54:00:fa:00:01"]',
         *(line for i, name in enumerate(NAMES) for line in (
             f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
             f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
-            f'vfs = ["{lab.vfs[name][0].address}"]', f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"')),
-        "[peer]", 'host = "l1a"', 'interface = "mgmt0"', 'address = "198.18.0.1/24"', ""]))
+            f'vfs = ["{vf_of[name]}"]', f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"',
+            *([f'standby_bridge = "{L1_BRIDGE}"'] if for_runs else []))),
+        "[peer]", *peer, 'address = "198.18.0.1/24"',
+        *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []), ""]))
     return path
 
 
@@ -219,3 +243,62 @@ def test_an_unfit_host_is_named_with_the_fix_and_nothing_changes(lab: Lab, tmp_p
     assert len(failures[host]) == 1, failures[host]
     assert re.search(message.format(pid=lab.holder_pid), failures[host][0], re.DOTALL), failures[host]
     assert lab.state() == before
+
+
+def _leftovers(lab: Lab) -> dict[str, str]:
+    """What a bed could leave on a lab host: taps, scratch files, QEMUs, captures."""
+    return {name: host.run("ls /sys/class/net | grep fohx; ls -d /host/run/fohx/fohx* 2>/dev/null; "
+                           "for p in /proc/[0-9]*; do readlink $p/exe; done | grep -E 'qemu|tcpdump'; "
+                           "true").output.strip() for name, host in lab.hosts.items()}
+
+
+def _run_probe_case(lab: Lab, inventory: Path, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The probe migration case on the host topology, as a lab user runs it from the management network
+    (its output, with the progress lines, kept in *reports*)."""
+    reports.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([*lab.network.bridge_ns.exec_prefix(), sys.executable, "-m", "pytest", "testcases",
+                           "--topology", "host", "--inventory", str(inventory), "--probe-rate", "100",
+                           "-k", "test_migration_with_failover_under_probes and acpi", "--progress",
+                           "--results-json", str(reports / "results.json"), "--artifacts-dir",
+                           str(reports / "artifacts"), "-p", "no:cacheprovider", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+    (reports / "pytest.out").write_text(done.stdout + done.stderr)
+    return done
+
+
+def test_a_host_the_doctor_refuses_is_not_touched(lab: Lab, tmp_path: Path) -> None:
+    """l1b's VF is held by another process: the bed refuses l1b with the doctor's fix before it changes
+    anything on either host (an error under --require-resources)."""
+    before = lab.state()
+    inventory = _inventory_file(lab, tmp_path / "lab.toml", for_runs=True, vfs={"l1b": lab.vfs["l1b"][1].address})
+    done = _run_probe_case(lab, inventory, tmp_path / "reports", "--require-resources")
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert re.search(r"lab host l1b is not ready: \[FAIL\] vf \S+: in use: process\(es\) \[\d+\]", done.stdout)
+    assert _leftovers(lab) == {"l1a": "", "l1b": ""}
+    assert lab.state() == before
+
+
+def test_a_case_runs_on_the_lab_hosts_over_ssh_and_its_record_certifies(lab: Lab, tmp_path: Path) -> None:
+    """``pytest testcases --topology host --inventory lab.toml``, run from the management network: the
+    guest boots on l1a with its VF, migrates to l1b over the management link, fails back to l1b's VF;
+    the probes show both paths. ``certify`` on that run says certified. Both hosts end as they began."""
+    before = lab.state()
+    inventory = _inventory_file(lab, tmp_path / "lab.toml", for_runs=True)
+    reports = tmp_path / "reports"
+    done = _run_probe_case(lab, inventory, reports)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    results = json.loads((reports / "results.json").read_text())
+    (case,) = results["tests"]
+    assert case["outcome"] == "passed", case
+    metrics, run = case["metrics"], case["run"]
+    assert metrics["replies_on_standby"] > 0 and metrics["replies_on_primary"] > 0, metrics
+    assert metrics["final_path"] == "primary", metrics
+    assert run["guest_accel"] == "kvm" and run["hosts"].startswith("l1a VF "), run
+    assert _leftovers(lab) == {"l1a": "", "l1b": ""}
+    assert lab.state() == before
+    out = tmp_path / "record"
+    certified = _run_cli(lab, "certify", "--results", str(reports / "results.json"), "--inventory", str(inventory),
+                         "--out", str(out))
+    assert certified.returncode == 0, certified.stdout + certified.stderr
+    record = json.loads((out / "certification.json").read_text())
+    assert record["verdict"] == "certified" and record["topology"] == "host", record["reasons"]

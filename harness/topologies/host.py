@@ -1,0 +1,427 @@
+"""The host topology: the failover guest runs on hypervisors a lab inventory names, reached over
+SSH, and its primary is a real SR-IOV VF passed through with VFIO.
+
+::
+
+    harness machine ══ SSH ══▶ source host:      QEMU ── VF (vfio-pci) ──┐
+          │                                        └── tap ── standby_bridge ─┤ the VFs'
+          │          ══ SSH ══▶ destination host: QEMU -incoming (its VF)    │ network
+          └─ peer (a namespace here) ────────────────────────────────────────┘
+                     source ── migration stream over the management network ──▶ destination
+
+Each QEMU binds only its host's loopback for QMP and the guest agent; the
+host's SSH connection carries them (:mod:`harness.tunnel`), so the harness
+drives it like a local VM. The guest's kernel and initramfs are copied to a
+host that does not already have them; everything the bed puts on a host (its
+scratch directory, taps, filter entries, VF claims) it takes away again.
+
+A reply's path is told on the hosts: the probe replies that a host saw enter
+its bridge from the guest's standby tap (``tcpdump`` there) took the
+standby; every other reply the peer received took the VF.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from functools import partial
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from harness import progress
+from harness.accel import probe_kvm
+from harness.config import RunConfig
+from harness.errors import CapabilityMissing, ConfigError, HarnessError
+from harness.guest import Guest
+from harness.host_doctor import connect, diagnose_host
+from harness.host_process import HostProcess
+from harness.hosts import LocalHost, SocketFactory, SSHHost
+from harness.hypervisor import L2Paths
+from harness.image import GuestImage
+from harness.inventory import LOCAL, HostSpec, Inventory
+from harness.metrics import PRIMARY
+from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
+from harness.netns import Addressing, Netns
+from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE
+from harness.topologies.common import Carrier, RemoteBedCommon, degrade_destination
+from harness.topologies.flat import NATIVE_HOTPLUG_ARGS
+from harness.topologies.nested import (
+    MISSING_VF_ADDRESS,
+    HypervisorPathCapture,
+    failover_guest_kernel,
+    l2_spec,
+    with_vfs,
+)
+from harness.traffic.icmp import parse_probe
+from harness.traffic.pcap import read_pcap
+from harness.traffic.probe import PathCapture
+from harness.tunnel import LOOPBACK, LocalForward, RemoteForward
+from harness.vf_claims import VfClaims, VirtualFunction
+from harness.vm import VM, Accel, TapNetdev, VMPaths, VMSpec
+
+log = logging.getLogger(__name__)
+
+SCRATCH_ROOT = "/run/fohx"
+BOOT_TIMEOUT_S = 600.0
+MIGRATION_PORT = 4700
+# The agent chardev's port on a host's loopback: one per VM of a bed, from a per-process base.
+AGENT_PORT_BASE = 20000
+CAPTURE_START_S = 30.0
+
+
+def guest_addressing(peer: IPv4Interface, failover_mac: str, peer_mac: str) -> Addressing:
+    """The guest takes the address after the peer's, in the peer's subnet. Pure."""
+    guest = peer.ip + 1
+    if guest not in peer.network or guest == peer.network.broadcast_address:
+        raise ConfigError(f"peer.address: {peer} leaves no address for the guest after it in {peer.network}")
+    return Addressing(str(peer.ip), str(guest), peer.network.prefixlen, failover_mac, peer_mac)
+
+
+def short_name(tag: str, what: str) -> str:
+    """An interface name (at most 15 characters) unique to this harness process, bed and *what*."""
+    digest = hashlib.sha256(f"{os.getpid()}-{tag}-{what}".encode()).hexdigest()[:8]
+    return f"fohx{digest}{what[:3]}"
+
+
+@dataclass
+class Slot:
+    """Where one VM of the bed runs: a host, the VF it passes through, its standby's tap."""
+
+    name: str  # the inventory's host name
+    host: LocalHost | SSHHost
+    spec: HostSpec
+    vf_address: str
+    tap: str
+    scratch: str
+    vf: VirtualFunction | None = None
+
+
+class HostStandbyCapture:
+    """``tcpdump`` on a host: the probe replies the guest sent through its standby's *tap* there."""
+
+    def __init__(self, slot: Slot, guest_ip: str, name: str) -> None:
+        self.host, self._guest_ip = slot.host, guest_ip
+        self._pcap = f"{slot.scratch}/{name}.pcap"
+        self._output = io.BytesIO()
+        # -Q in: what the guest sent (the tap's ingress); -U: each packet written at once; -Z root: the
+        # scratch directory is root's.
+        self._proc = HostProcess(self.host, f"{slot.scratch}/{name}",
+                                 ["tcpdump", "-i", slot.tap, "-Q", "in", "-n", "-U", "-Z", "root", "-w", self._pcap,
+                                  f"icmp and src host {guest_ip}"], self._output)
+        self._seqs: set[int] | None = None
+
+    def ready(self) -> bool:
+        self._proc.sync_output()
+        return b"listening on" in self._output.getvalue()
+
+    def errors(self) -> str:
+        return self._output.getvalue().decode(errors="replace").strip()[-1000:]
+
+    def request_stop(self) -> None:
+        if self._proc.poll() is None:
+            self.host.run(["kill", "-TERM", str(self._proc.pid)])
+
+    def standby_seqs(self) -> set[int]:
+        """The sequence numbers of the replies seen on the standby's tap (stops the capture)."""
+        if self._seqs is None:
+            self._proc.terminate()
+            data = base64.b64decode(self.host.check(["base64", "-w", "0", self._pcap], "reading the capture",
+                                                    timeout=120.0))
+            self.host.run(["rm", "-f", self._pcap])
+            guest = socket.inet_aton(self._guest_ip)
+            self._seqs = {seq for _, frame in read_pcap(data)
+                          if (seq := parse_probe(frame, src_ip=guest)) is not None}
+        return self._seqs
+
+
+@dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
+class HostBed(RemoteBedCommon):
+    """A failover bed on the lab hosts of *inventory*: the guest on the first host, migrating to the
+    second (or, with one host, to its second VF). :meth:`teardown` undoes all of it (idempotent)."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({HOTPLUG_STYLE, DEGRADED_DESTINATION})
+    boot_timeout_s: ClassVar[float] = BOOT_TIMEOUT_S
+
+    config: RunConfig
+    image: GuestImage
+    accel: Accel  # this machine's; the guest's is probed on the source host
+    tag: str
+    run_dir: Path
+    artifacts_dir: Path
+    inventory: Inventory
+    hotplug: Literal["acpi", "native"] = "acpi"
+    paused: bool = False
+    # How the harness reaches the hosts (tests: from inside a namespace); None: directly.
+    sock_factory: SocketFactory | None = None
+    addressing: Addressing = field(init=False)
+    vms: list[VM] = field(default_factory=list, init=False)
+    source: VM = field(init=False)
+    guest: Guest = field(init=False)
+    boot_s: float | None = field(default=None, init=False)
+    guest_accel_choice: Accel = field(default="tcg", init=False)
+    guest_accel_reason: str = field(default="", init=False)
+    guest_kernel: str | None = field(default=None, init=False)
+    _slots: list[Slot] = field(default_factory=list, init=False)
+    _connected: dict[str, LocalHost | SSHHost] = field(default_factory=dict, init=False)
+    _slot_of: dict[str, Slot] = field(default_factory=dict, init=False)  # VM name → where it runs
+    _carriers: dict[str, list[Carrier]] = field(default_factory=dict, init=False)  # per VM: its tunnels
+    _claims: list[VfClaims] = field(default_factory=list, init=False)
+    _undo: list[tuple[LocalHost | SSHHost, list[str]]] = field(default_factory=list, init=False)
+    _clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
+    _peer_address_added: bool = field(default=False, init=False)
+    _dest_count: int = field(default=0, init=False)
+    _staged: dict[str, tuple[str, str]] = field(default_factory=dict, init=False)  # host → kernel, initrd paths
+
+    def __post_init__(self) -> None:
+        peer = self.inventory.peer
+        if peer.host != LOCAL:
+            raise ConfigError(f"peer.host: {peer.host!r}: the host topology runs the traffic peer on the harness's "
+                              "own machine today; set peer.host = \"local\" (and its namespace and interface there)")
+        self.addressing = guest_addressing(peer.address, self.inventory.failover_macs[0], self._read_peer_mac())
+
+    # -- the peer, on this machine ------------------------------------------------------
+
+    def _peer_ns(self) -> Netns | None:
+        return Netns(self.inventory.peer.namespace) if self.inventory.peer.namespace else None
+
+    def peer_exec_prefix(self) -> list[str]:
+        ns = self._peer_ns()
+        return ns.exec_prefix() if ns is not None else []
+
+    def peer_interface(self) -> str:
+        return self.inventory.peer.interface
+
+    def peer_mac(self) -> str:
+        return self.addressing.peer_mac
+
+    def _peer_ip(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.peer_exec_prefix(), "ip", *args], capture_output=True, text=True, check=False)
+
+    def _read_peer_mac(self) -> str:
+        shown = self._peer_ip("-j", "link", "show", "dev", self.inventory.peer.interface)
+        if shown.returncode != 0:
+            where = f"namespace {self.inventory.peer.namespace}" if self.inventory.peer.namespace else "this machine"
+            raise ConfigError(f"peer.interface: no interface {self.inventory.peer.interface!r} in {where}: "
+                              f"{shown.stderr.strip()}")
+        return str(json.loads(shown.stdout)[0]["address"])
+
+    def _address_peer(self) -> None:
+        """Give the peer its address unless it has it (and take it away again in teardown only then)."""
+        peer = self.inventory.peer
+        shown = self._peer_ip("-j", "addr", "show", "dev", peer.interface).stdout
+        have = {f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown or "[]") for a in link["addr_info"]}
+        if str(peer.address) not in have:
+            added = self._peer_ip("addr", "add", str(peer.address), "dev", peer.interface)
+            if added.returncode != 0:
+                raise ConfigError(f"peer.address: cannot add {peer.address} to {peer.interface}: {added.stderr}")
+            self._peer_address_added = True
+        self._peer_ip("link", "set", peer.interface, "up")
+
+    # -- building -------------------------------------------------------------------------
+
+    def build(self) -> HostBed:
+        """Check the hosts, take a VF on each, and boot the guest on the source host."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            self._address_peer()
+            with progress.step(f"bed {self.tag}: checking the lab hosts"):
+                self._plan_slots()
+            with progress.step(f"bed {self.tag}: a VF and a standby tap on each host"):
+                for slot in self._slots:
+                    self._prepare(slot)
+            kernel, modules, self.guest_kernel = failover_guest_kernel(self.config, self.image)
+            source = self._slots[0]
+            for slot in self._slots:
+                if slot.name not in self._staged:
+                    self._staged[slot.name] = (self._stage(slot, kernel), self._stage(slot, self.image.initrd))
+            staged = self._staged
+            with progress.step(f"bed {self.tag}: can the guest use KVM on {source.name}?") as step:
+                self.guest_accel_choice, self.guest_accel_reason = self._guest_accel(source, staged[source.name][0])
+                step.result = self.guest_accel_choice
+            for slot in self._slots:
+                if slot.name not in self._clock_offsets:
+                    self._clock_offsets[slot.name] = self._clock_offset(slot)
+            assert source.vf is not None
+            spec = l2_spec("src", source.spec.qemu_binary, self.image, self.addressing, (source.vf,),
+                           kernel=staged[source.name][0], modules=modules, accel=self.guest_accel_choice,
+                           memory_mib=self.config.guest_memory_mib, paused=self.paused,
+                           extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
+            spec = replace(spec, initrd=staged[source.name][1], netdevs=(TapNetdev("hn0", source.tap),))
+            self._boot_source(partial(self._launch, source, spec))
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    @property
+    def guest_accel(self) -> Accel:
+        return self.guest_accel_choice
+
+    def _host(self, name: str) -> LocalHost | SSHHost:
+        if name not in self._connected:
+            self._connected[name] = connect(name, self.inventory.hosts[name], self.sock_factory)
+        return self._connected[name]
+
+    def _plan_slots(self) -> None:
+        """Source and destination: the first two hosts, or one host's first two VFs; each host checked
+        (the doctor's findings) before anything on it changes."""
+        names = list(self.inventory.hosts)
+        places = [(names[0], 0), (names[1], 0)] if len(names) > 1 else [(names[0], 0), (names[0], 1)]
+        for name in dict.fromkeys(n for n, _ in places):
+            spec = self.inventory.hosts[name]
+            if spec.standby_bridge is None:
+                raise ConfigError(f"hosts.{name}.standby_bridge: the host topology needs the bridge on {name} "
+                                  "that reaches the VFs' network, for the virtio-net standby's tap")
+            problems = [f.render() for f in diagnose_host(self._host(name), spec) if f.ok is False]
+            if problems:
+                raise CapabilityMissing(f"lab host {name} is not ready: " + "; ".join(problems))
+        for i, (name, vf_index) in enumerate(places):
+            role = "src" if i == 0 else "dst"
+            self._slots.append(Slot(name, self._host(name), self.inventory.hosts[name],
+                                    self.inventory.hosts[name].vfs[vf_index], short_name(self.tag, role),
+                                    f"{SCRATCH_ROOT}/{short_name(self.tag, role)}"))
+
+    def _prepare(self, slot: Slot) -> None:
+        """The slot's VF with the failover MAC on vfio-pci, the standby's tap on the bridge, and the MAC in
+        the PF's own filter so that frames for it also reach the bridge while the VF has it."""
+        host, spec, mac = slot.host, slot.spec, self.addressing.failover_mac
+        host.check(["mkdir", "-p", slot.scratch], "making the scratch directory")
+        self._undo.append((host, ["rm", "-rf", "--", slot.scratch]))
+        claims = VfClaims(host, spec.pf)
+        self._claims.append(claims)
+        slot.vf = claims.take(slot.vf_address, mac)
+        assert spec.standby_bridge is not None
+        steps = [(["ip", "tuntap", "add", "dev", slot.tap, "mode", "tap"], ["ip", "link", "del", slot.tap]),
+                 (["ip", "link", "set", slot.tap, "master", spec.standby_bridge, "up"], None)]
+        forget = ["bridge", "fdb", "del", mac, "dev", spec.pf, "self"]
+        if (host, forget) not in self._undo:  # one entry per PF (a local migration's two slots share it)
+            steps.append((["bridge", "fdb", "add", mac, "dev", spec.pf, "self", "permanent"], forget))
+        for argv, undo in steps:
+            host.check(argv, f"setting up {slot.tap}")
+            if undo is not None:
+                self._undo.append((host, undo))
+
+    def _stage(self, slot: Slot, local: Path) -> str:
+        """*local*'s path on the slot's host: the same path where the host has the same file (a shared
+        filesystem), else a copy in the scratch directory."""
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        there = slot.host.run(["sha256sum", "--", str(local)])
+        if there.rc == 0 and there.output.split()[:1] == [digest]:
+            return str(local)
+        remote = f"{slot.scratch}/{local.name}"
+        with progress.step(f"bed {self.tag}: copying {local.name} to {slot.name}"):
+            slot.host.put_file(local, remote)
+        return remote
+
+    def _guest_accel(self, slot: Slot, kernel: str) -> tuple[Accel, str]:
+        if self.config.accel in ("kvm", "tcg"):
+            return self.config.accel, "forced by --accel"  # type: ignore[return-value]
+        usable, why = probe_kvm(slot.spec.qemu_binary, Path(kernel), host=slot.host)
+        return ("kvm" if usable else "tcg"), f"on {slot.name}: {why}"
+
+    def _clock_offset(self, slot: Slot) -> tuple[float, float]:
+        """(offset, uncertainty) in seconds of the host's clock against ours (QMP events carry its clock)."""
+        if isinstance(slot.host, LocalHost):
+            return 0.0, 0.0
+        target = socket.gethostbyname(slot.spec.address)
+        out = subprocess.run([sys.executable, "-m", "harness.traffic.clock_offset", target],
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise HarnessError(f"measuring {slot.name}'s clock (ICMP timestamps to {target}): {out.stderr.strip()}")
+        measured = json.loads(out.stdout.strip().splitlines()[-1])
+        return float(measured["offset_s"]), float(measured["uncertainty_s"])
+
+    def _launch(self, slot: Slot, spec: VMSpec) -> VM:
+        """Start *spec*'s QEMU on the slot's host, its QMP and agent carried by the SSH connection."""
+        base = VMPaths.for_vm(spec.name, self.run_dir, self.artifacts_dir)
+        forwards: list[Carrier] = []
+        self._carriers[spec.name] = forwards
+        host = slot.host
+        console = f"{slot.scratch}/{spec.name}-console.log"
+        if isinstance(host, SSHHost):
+            qmp = RemoteForward(host, base.qmp_socket)
+            forwards.append(qmp)
+            agent_port = AGENT_PORT_BASE + (os.getpid() * 8 + len(self.vms)) % 30000
+            forwards.append(LocalForward(host, base.control_socket, agent_port))
+            paths: VMPaths = L2Paths(**vars(base), qmp_relay=f"{LOOPBACK}:{qmp.remote_port}",
+                                     control_listen=f"{LOOPBACK}:{agent_port}", l1_console=console)
+        else:
+            paths = replace(base, console_log=Path(console))
+        vm = VM(spec, paths, spawn=lambda argv, output: HostProcess(
+                    host, f"{slot.scratch}/{spec.name}", argv, output, collect={console: base.console_log}),
+                clock_offset_s=self._clock_offsets[slot.name][0])
+        self.vms.append(vm)
+        self._slot_of[vm.name] = slot
+        vm.launch(connect_timeout=120.0)
+        return vm
+
+    # -- what a case does -----------------------------------------------------------------
+
+    def facts(self) -> dict[str, object]:
+        facts: dict[str, object] = {"run.boot_s": self.boot_s, "run.guest_accel": self.guest_accel_choice,
+                                    "run.guest_accel_reason": self.guest_accel_reason,
+                                    "run.guest_kernel": self.guest_kernel,
+                                    "run.hosts": ", ".join(f"{s.name} VF {s.vf_address}" for s in self._slots)}
+        return facts | self._clock_facts()
+
+    def start_destination(self, *, primary: DestinationPrimary = "same") -> VM:
+        """Start an incoming guest on the destination slot, with its VF as the primary."""
+        name = self._next_destination_name()
+        current = self._slot_of[self.source.name]
+        slot = next(s for s in self._slots if s is not current)
+        assert slot.vf is not None
+        spec = with_vfs(self.source.spec.as_destination(name, (TapNetdev("hn0", slot.tap),)), (slot.vf,))
+        kernel, initrd = self._staged[slot.name]
+        spec = replace(spec, kernel=Path(kernel), initrd=Path(initrd))
+        return self._launch(slot, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
+
+    def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
+        """Migrate over the management network; on success the destination becomes the source."""
+        slot = self._slot_of[destination.name]
+        return self._migrate_across(destination, f"tcp:{slot.spec.mgmt_address}:{MIGRATION_PORT + self._dest_count}",
+                                    plan)
+
+    def expected_log_lines(self) -> list[str]:
+        return []
+
+    def qemu_messages(self) -> list[str]:
+        return [line for vm in self.vms for line in vm.messages()]
+
+    def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
+        guest_ip = self.addressing.guest_ip
+        peer = PathCapture(self.peer_exec_prefix(), guest_ip, {self.peer_interface(): PRIMARY}, log_path)
+        return HypervisorPathCapture.start(peer, [
+            partial(HostStandbyCapture, slot, guest_ip, f"{log_path.stem}-{slot.tap}") for slot in self._slots])
+
+    def teardown(self) -> None:
+        """Stop the guests, undo every change on the hosts, close the connections. Safe twice."""
+        self._retire_all()
+        for claims in reversed(self._claims):
+            claims.give_back()
+        self._claims.clear()
+        while self._undo:
+            host, argv = self._undo.pop()
+            try:
+                result = host.run(argv)
+                if result.rc != 0:
+                    log.warning("bed %s: %s on %s: %s", self.tag, " ".join(argv), host.name, result.output.strip())
+            except HarnessError as e:
+                log.warning("bed %s: %s on %s: %s", self.tag, " ".join(argv), host.name, e)
+        if self._peer_address_added:
+            self._peer_ip("addr", "del", str(self.inventory.peer.address), "dev", self.inventory.peer.interface)
+            self._peer_address_added = False
+        for host in self._connected.values():
+            host.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
