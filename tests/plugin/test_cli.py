@@ -27,7 +27,8 @@ def test_list_names_every_case_and_what_it_needs() -> None:
     assert len(cases) >= 24
     pairing = cases["testcases/test_pairing.py::test_pairing_error_is_recognised[igb-primary]"]
     assert pairing["needs"] == ["command-line-pairing"]
-    assert pairing["runs_on"] == {"flat": "yes", "nested": "no (command-line-pairing)"}
+    assert pairing["runs_on"] == {"flat": "yes", "nested": "no (command-line-pairing)",
+                                  "host": "no (command-line-pairing)"}
     assert pairing["about"].startswith("QEMU refuses a broken pairing")
     assert all(c["about"] for c in cases.values()), "every case says what it checks"
 
