@@ -279,11 +279,31 @@ class SSHHost(ArgvHost):
             self._client.close()
             self._client = None
 
-    def _open_channel(self, command: str) -> paramiko.Channel:
+    def start(self, argv: list[str]) -> tuple[paramiko.Channel, int]:
+        """Start *argv* and return once it runs: its channel (stdout and stderr apart, to read as they
+        come; stdin closed) and its pid on the host, which leads its process group."""
+        chan = self._open_channel(_REMOTE_PREFIX + shlex.join(argv), combine_stderr=False)
+        chan.shutdown_write()
+        chan.settimeout(self.connect_timeout)
+        head = b""
+        try:
+            while (m := _PID_LINE_RE.search(head)) is None:
+                byte = chan.recv(1)  # one at a time: what follows the pid line is the command's own
+                if not byte:
+                    raise HostCommandFailed(self.name, "starting it", argv, chan.recv_exit_status(),
+                                            chan.recv_stderr(4096).decode(errors="replace"))
+                head += byte
+        except TimeoutError:
+            chan.close()
+            raise HostUnreachable(f"{self.where}: {argv[0]} did not start in {self.connect_timeout:.0f} s") from None
+        chan.settimeout(None)
+        return chan, int(m.group(1))
+
+    def _open_channel(self, command: str, combine_stderr: bool = True) -> paramiko.Channel:
         transport = self.transport()
         try:
             chan = transport.open_session(timeout=self.connect_timeout)
-            chan.set_combine_stderr(True)
+            chan.set_combine_stderr(combine_stderr)
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
