@@ -44,8 +44,10 @@ from harness.hosts import SSHHost
 from harness.inventory import LOCAL, load_inventory
 
 PACKAGE = Path(__file__).parent
-# What the peer's python programs import: the traffic package and the package root with its errors.
-BUNDLED = ("__init__.py", "errors.py", "traffic/*.py")
+# The peer's python programs (the probe sender, the path capture) and what they import: the standard
+# library besides (tests/unit/test_remote_command.py checks).
+BUNDLED = ("__init__.py", "errors.py", "traffic/__init__.py", "traffic/probe_main.py", "traffic/capture_main.py",
+           "traffic/icmp.py", "traffic/rawsock.py", "traffic/pcapng.py")
 READ_CHUNK = 65536
 POLL_S = 0.1
 

@@ -1,9 +1,11 @@
 """The probe frame: an ICMP echo request carrying a 64-bit sequence number.
 
-Pure functions, shared by the sender in the peer namespace and the path
-capture in the bridge namespace. The template frame is built once with
-scapy; per probe only the sequence fields and the ICMP checksum change, so a
-1 kHz stream costs microseconds per probe, not a scapy build.
+Pure functions and the standard library only, shared by the sender in the
+peer namespace and the path capture in the bridge namespace (also on a lab
+host's python3). The template frame is built once by the harness, with scapy
+(:func:`harness.traffic.probe.build_template`); per probe only the sequence
+fields and the ICMP checksum change, so a 1 kHz stream costs microseconds per
+probe, not a scapy build.
 """
 
 from __future__ import annotations
@@ -17,17 +19,6 @@ ETHERTYPE_IPV4 = 0x0800
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 _PAYLOAD_LEN = len(MAGIC) + 8
-
-
-def build_template(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str) -> bytearray:
-    """Ethernet/IPv4/ICMP echo request with id :data:`ICMP_ID` and a zero sequence payload."""
-    from scapy.layers.inet import ICMP, IP
-    from scapy.layers.l2 import Ether
-    from scapy.packet import Raw
-
-    frame = (Ether(src=src_mac, dst=dst_mac) / IP(src=src_ip, dst=dst_ip, ttl=64)
-             / ICMP(type=ICMP_ECHO_REQUEST, id=ICMP_ID, seq=0) / Raw(MAGIC + bytes(8)))
-    return bytearray(bytes(frame))
 
 
 def internet_checksum(data: bytes | bytearray) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from harness.errors import HarnessError
 from harness.proc import die_with_parent
 from harness.timeline import PathSeen, ProbeReply, ProbeSent
+from harness.traffic.icmp import ICMP_ECHO_REQUEST, ICMP_ID, MAGIC
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +127,27 @@ def _module_argv(exec_prefix: list[str], module: str, *args: str) -> list[str]:
     return [*exec_prefix, sys.executable, "-m", module, *args]
 
 
+def build_template(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str) -> bytearray:
+    """The probe frame (:mod:`harness.traffic.icmp`): Ethernet/IPv4/ICMP echo request with id
+    :data:`~harness.traffic.icmp.ICMP_ID` and a zero sequence payload."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    frame = (Ether(src=src_mac, dst=dst_mac) / IP(src=src_ip, dst=dst_ip, ttl=64)
+             / ICMP(type=ICMP_ECHO_REQUEST, id=ICMP_ID, seq=0) / Raw(MAGIC + bytes(8)))
+    return bytearray(bytes(frame))
+
+
 class Prober(RecorderProcess):
     """Sequence-numbered ICMP probes from the peer to the guest at *rate_hz*."""
 
     def __init__(self, exec_prefix: list[str], iface: str, src_mac: str, src_ip: str, dst_ip: str,
                  dst_mac: str, rate_hz: float, log_path: Path) -> None:
+        template = build_template(src_mac, dst_mac, src_ip, dst_ip)
         super().__init__(_module_argv(exec_prefix, "harness.traffic.probe_main", "--iface", iface,
-                                      "--src-mac", src_mac, "--src-ip", src_ip, "--dst-ip", dst_ip,
-                                      "--dst-mac", dst_mac, "--rate", str(rate_hz)), log_path)
+                                      "--template", template.hex(), "--dst-ip", dst_ip, "--rate", str(rate_hz)),
+                         log_path)
 
     def wait_reply(self, timeout: float, after: float = 0.0) -> float | None:
         """Wait for a reply received after epoch time *after*; its time, or None."""
@@ -157,11 +171,13 @@ class PathRecorder(Protocol):
 class PathCapture(RecorderProcess):
     """Which data path carried each reply: capture on the interfaces named by *ports* (pattern → path)."""
 
-    def __init__(self, exec_prefix: list[str], guest_ip: str, ports: dict[str, str], log_path: Path) -> None:
+    def __init__(self, exec_prefix: list[str], guest_ip: str, ports: dict[str, str], log_path: Path,
+                 pcap: str | None = None) -> None:
         port_args = [arg for pattern, path in ports.items() for arg in ("--port", f"{pattern}={path}")]
         # The pcapng beside the log is evidence: the guest's frames on every interface, with their names.
+        # (*pcap*: where the capture writes it instead, on a machine that copies it there after.)
         super().__init__(_module_argv(exec_prefix, "harness.traffic.capture_main", "--guest-ip", guest_ip,
-                                      "--pcap", str(log_path.with_suffix(".pcapng")), *port_args), log_path)
+                                      "--pcap", pcap or str(log_path.with_suffix(".pcapng")), *port_args), log_path)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until the capture listens (started separately: other work can overlap its start-up)."""

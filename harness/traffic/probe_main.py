@@ -8,7 +8,11 @@ is JSON lines on stdout, ``{"s": seq, "t": sent}`` and ``{"r": seq, "t":
 received}``, then a ``{"stats": ...}`` line with its own CPU time. It stops on
 SIGTERM or SIGINT, after flushing.
 
-    python -m harness.traffic.probe_main --iface peer0 --src-mac .. --src-ip .. --dst-ip .. --dst-mac .. --rate 1000
+    python -m harness.traffic.probe_main --iface peer0 --template HEX --dst-ip .. --rate 1000
+
+The frame (``--template``, hex) is built by the harness (:func:`harness.traffic.probe.build_template`,
+with scapy), so this program needs only the standard library: it also runs on a lab host's own
+python3 (:mod:`harness.remote_command`).
 """
 
 from __future__ import annotations
@@ -21,24 +25,22 @@ import sys
 import threading
 import time
 
-from harness.traffic.icmp import build_template, parse_probe, stamp
+from harness.traffic.icmp import parse_probe, stamp
 from harness.traffic.rawsock import PACKET_OUTGOING, StopRequest, open_packet_socket, receive
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="probe_main")
     parser.add_argument("--iface", required=True)
-    parser.add_argument("--src-mac", required=True)
-    parser.add_argument("--src-ip", required=True)
-    parser.add_argument("--dst-ip", required=True)
-    parser.add_argument("--dst-mac", required=True)
+    parser.add_argument("--template", required=True, help="the echo request frame with sequence 0, in hex")
+    parser.add_argument("--dst-ip", required=True, help="the guest's address: replies come from it")
     parser.add_argument("--rate", type=float, default=100.0)
     args = parser.parse_args(argv)
 
     sock = open_packet_socket(args.iface)
     sock.settimeout(0.2)  # the receiver wakes at least every 0.2 s to see a stop request
     guest_ip = socket.inet_aton(args.dst_ip)
-    template = build_template(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip)
+    template = bytearray.fromhex(args.template)
     stop = StopRequest().on_signals()
     done_receiving = threading.Event()  # set by the main thread once the last replies had time to come
     lock = threading.Lock()

@@ -76,10 +76,10 @@ def test_output_comes_back_on_our_clock_and_sigterm_stops_the_program_there(lab:
 def test_a_harness_module_runs_on_the_hosts_python3_and_its_exit_status_comes_back(lab: SshLab,
                                                                                     tmp_path: Path) -> None:
     files = tmp_path / "files"
-    done = subprocess.run(_relay(lab, files, "--", sys.executable, "-m", "harness.traffic.outage", "--bogus"),
+    done = subprocess.run(_relay(lab, files, "--", sys.executable, "-m", "harness.traffic.probe_main"),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done  # argparse's usage error, from the module the host ran
-    assert "usage: outage" in done.stderr and "required: --iface" in done.stderr
+    assert "usage: probe_main" in done.stderr and "required: --iface" in done.stderr
     (bundle,) = files.iterdir()
     assert bundle.name.startswith("harness-") and bundle.suffix == ".zip"
 

@@ -7,7 +7,8 @@ import socket
 from scapy.layers.inet import ICMP
 from scapy.layers.l2 import Ether
 
-from harness.traffic.icmp import ICMP_ECHO_REQUEST, ICMP_ID, build_template, parse_probe, stamp
+from harness.traffic.icmp import ICMP_ECHO_REQUEST, ICMP_ID, parse_probe, stamp
+from harness.traffic.probe import build_template
 
 TEMPLATE_ARGS = ("02:00:00:00:00:01", "52:54:00:fa:00:01", "198.18.0.1", "198.18.0.2")
 
