@@ -7,7 +7,7 @@
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
     failover-harness image                                   build (or find) the guest image
-    failover-harness sweep                                   remove what killed runs left behind
+    failover-harness sweep [--inventory TOML]                remove what killed runs left behind (here, on the lab)
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.host_doctor import diagnose_inventory, render
 from harness.image import ImageBuilder
 from harness.inventory import load_inventory
+from harness.lab_sweep import sweep_inventory
 from harness.plugin import BED_CLASSES
 from harness.sweep import sweep_leftovers
 
@@ -206,6 +207,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     removed = sweep_leftovers()
+    if args.inventory is not None:
+        removed += [f"and undid {item}" for item in sweep_inventory(load_inventory(args.inventory))]
     print("\n".join(f"removed {item}" for item in removed) or "nothing left behind by earlier runs")
     return 0
 
@@ -247,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise the last report")
     report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     report.set_defaults(func=_report)
-    sub.add_parser("sweep", help="remove leftovers of killed runs").set_defaults(func=_sweep)
+    sweep = sub.add_parser("sweep", help="remove leftovers of killed runs")
+    sweep.add_argument("--inventory", type=Path, default=None,
+                       help="also undo what killed host-topology runs of this machine left on the lab's hosts")
+    sweep.set_defaults(func=_sweep)
     sub.add_parser("image", help="build the guest image").set_defaults(func=_image)
     for command in (run, listing):
         command.add_argument("--cases", type=Path, default=DEFAULT_CASES, help=f"default: {DEFAULT_CASES}")

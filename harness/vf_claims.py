@@ -12,7 +12,9 @@ puts that back, last taken first, and is idempotent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.errors import CapabilityMissing, HarnessError
 from harness.hosts import Host
@@ -46,11 +48,19 @@ class _Before:
 
 @dataclass
 class VfClaims:
-    """The VFs of PF *pf* (an interface name) the harness took on *host*."""
+    """The VFs of PF *pf* (an interface name) the harness took on *host*; *note* is handed what each VF
+    was before anything of it changes (:meth:`restore_noted` puts that back, e.g. after a killed run)."""
 
     host: Host
     pf: str
+    note: Callable[[dict[str, Any]], None] | None = None
     _taken: list[_Before] = field(default_factory=list, init=False)
+
+    @classmethod
+    def restore_noted(cls, host: Host, noted: dict[str, Any]) -> None:
+        """Put back a VF as *note* was told it was."""
+        vf = VirtualFunction(int(noted["index"]), str(noted["address"]), noted["mac"])
+        cls(host, str(noted["pf"]))._restore(_Before(vf, str(noted["driver"]), noted["override"]))
 
     def take(self, address: str, mac: str | None = None) -> VirtualFunction:
         """Give the VF at *address* the MAC *mac* (None: leave it) from the PF and bind it to vfio-pci;
@@ -59,6 +69,9 @@ class VfClaims:
         dev = f"/sys/bus/pci/devices/{address}"
         before = _Before(VirtualFunction(index, address, self._macs().get(index)),
                          link_name(self.host, f"{dev}/driver"), attribute(self.host, f"{dev}/driver_override"))
+        if self.note is not None:
+            self.note({"pf": self.pf, "index": index, "address": address, "mac": before.vf.mac,
+                       "driver": before.driver, "override": before.override})
         self._taken.append(before)
         vf = before.vf if mac is None else self._set_mac(before.vf, mac)
         self._bind(address, before.driver, VFIO_DRIVER)
