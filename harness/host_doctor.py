@@ -4,9 +4,10 @@ For every host of the inventory: the connection (host key, key, reachability),
 its kernel, IOMMU, SR-IOV on the PF, each VF the harness may take (it exists,
 belongs to the PF, its IOMMU group holds nothing else, its driver, whether a
 process holds it through VFIO already, the PF's view of its MAC, spoof check
-and trust), and the QEMU under test (version, ``vfio-pci``, virtio-net's
-``failover``, KVM). It only reads: nothing on a host is changed. Each failure
-says what to do. Parsers are pure and tested on recorded output.
+and trust), the QEMU under test (version, ``vfio-pci``, virtio-net's
+``failover``, KVM), and on the traffic peer's host what the peer runs there.
+It only reads: nothing on a host is changed. Each failure says what to do.
+Parsers are pure and tested on recorded output.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from harness import capabilities
 from harness.doctor import Finding, parse_device_names, parse_device_properties
 from harness.errors import HarnessError
 from harness.hosts import Host, LocalHost, SocketFactory, SSHHost
-from harness.inventory import LOCAL, HostSpec, Inventory
+from harness.inventory import LOCAL, HostSpec, Inventory, PeerSpec
 from harness.sriov import VfState, parse_vf_states
 from harness.sysfs import attribute, link_name
 
@@ -179,8 +180,37 @@ def standby_findings(host: Host, spec: HostSpec) -> list[Finding]:
     return findings
 
 
-def diagnose_host(host: Host, spec: HostSpec) -> list[Finding]:
-    """Every finding for one inventory host; a connection failure is the only one then."""
+# The oldest python3 the peer's programs (harness.traffic, run by harness.remote_command) run on.
+PEER_PYTHON = (3, 9)
+
+
+def peer_findings(host: Host, peer: PeerSpec) -> list[Finding]:
+    """What the traffic peer needs on its lab host: its namespace and interface, python3 for the probes
+    and the capture, iperf3 for the throughput cases."""
+    findings = []
+    netns = ["ip", "netns", "exec", peer.namespace] if peer.namespace else []
+    where = f"namespace {peer.namespace}" if peer.namespace else "the root namespace"
+    if peer.namespace and host.run([*netns, "true"]).rc != 0:
+        return [Finding("peer namespace", False, f"no namespace {peer.namespace} on {host.name}",
+                        f"create it (ip netns add {peer.namespace}) with the peer's interface, or correct "
+                        "peer.namespace")]
+    shown = host.run([*netns, "ip", "link", "show", "dev", peer.interface]).rc == 0
+    findings.append(Finding("peer interface", shown, f"{peer.interface} in {where}" if shown else
+                            f"no {peer.interface} in {where}", "" if shown else
+                            "give the peer an interface on the VFs' network there, or correct peer.interface"))
+    rc, version = _text(host, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+    fit = rc == 0 and tuple(int(part) for part in version.split(".")) >= PEER_PYTHON
+    findings.append(Finding("peer python3", fit, version if rc == 0 else "absent", "" if fit else
+                            f"apt install python3 (>= {'.'.join(map(str, PEER_PYTHON))}): the probes run on it"))
+    iperf = host.run(["iperf3", "--version"]).rc == 0
+    findings.append(Finding("peer iperf3", iperf, "present" if iperf else "absent", "" if iperf else
+                            "apt install iperf3"))
+    return findings
+
+
+def diagnose_host(host: Host, spec: HostSpec, peer: PeerSpec | None = None) -> list[Finding]:
+    """Every finding for one inventory host (and the traffic *peer*'s, if it lives there); a connection
+    failure is the only one then."""
     try:
         findings = [Finding("connection", True, f"{host.name} is {_text(host, ['uname', '-n'])[1]}")]
         findings += kernel_findings(host)
@@ -190,6 +220,8 @@ def diagnose_host(host: Host, spec: HostSpec) -> list[Finding]:
             findings += vf_findings(host, spec, index_of, shown)
         findings += qemu_findings(host, spec)
         findings += standby_findings(host, spec)
+        if peer is not None:
+            findings += peer_findings(host, peer)
     except HarnessError as e:
         return [Finding("connection", False, str(e))]
     return findings
@@ -213,7 +245,9 @@ def diagnose_inventory(inventory: Inventory,
                        sock_factory: Callable[[str], SocketFactory | None] = lambda _: None,
                        ) -> dict[str, list[Finding]]:
     """Findings per inventory host; *sock_factory* gives each host's socket maker (e.g. in a namespace)."""
-    return on_each_host(inventory, diagnose_host, sock_factory)
+    peer = inventory.peer
+    return on_each_host(inventory, lambda host, spec: diagnose_host(host, spec, peer if host.name == peer.host
+                                                                     else None), sock_factory)
 
 
 def render(findings: dict[str, list[Finding]], source: Path) -> list[str]:

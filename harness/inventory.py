@@ -43,7 +43,9 @@ how the rest of the file and the reports call it.
 ``[peer]``: the traffic peer the probes and iperf3 talk to.
     ``host``
         The inventory host it runs on, or ``"local"``: the harness's own
-        machine (the only place ``--topology host`` runs it today).
+        machine. On a lab host, its programs (probes, capture, iperf3) run
+        there over SSH (:mod:`harness.remote_command`; the host needs
+        python3 and iperf3, which the doctor checks).
     ``namespace`` (optional)
         The network namespace on that host that holds *interface*; absent:
         the host's own.

@@ -43,7 +43,7 @@ from harness.report import ResultsJson, properties_table
 from harness.snapshot import SnapshotStore
 from harness.sweep import run_dir, sweep_leftovers
 from harness.topologies.flat import FlatBed
-from harness.topologies.host import HostBed
+from harness.topologies.host import HostBed, LabSession
 from harness.topologies.nested import NestedBed
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ PHASE_REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 ARTIFACTS_KEY = pytest.StashKey[Path]()
 BED_ALLOWS_KEY = pytest.StashKey[list[str]]()
 SNAPSHOTS_KEY = pytest.StashKey[SnapshotStore]()
+LAB_KEY = pytest.StashKey[LabSession]()
 
 _bed_counter = itertools.count(1)
 Bed = FlatBed | NestedBed | HostBed
@@ -422,7 +423,8 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
         assert harness_config.inventory is not None  # RunConfig requires it
         try:
             bed = HostBed(harness_config, guest_image, accel.accel, tag, run_dir=run_dir(os.getpid(), tag),
-                          artifacts_dir=test_artifacts, inventory=load_inventory(harness_config.inventory), **options)
+                          artifacts_dir=test_artifacts, inventory=load_inventory(harness_config.inventory),
+                          lab=request.config.stash.setdefault(LAB_KEY, LabSession()), **options)
         except ConfigError as e:
             raise pytest.UsageError(f"failover-harness: {e}") from None
     elif harness_config.topology == "nested":

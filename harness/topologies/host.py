@@ -6,14 +6,20 @@ SSH, and its primary is a real SR-IOV VF passed through with VFIO.
     harness machine ══ SSH ══▶ source host:      QEMU ── VF (vfio-pci) ──┐
           │                                        └── tap ── standby_bridge ─┤ the VFs'
           │          ══ SSH ══▶ destination host: QEMU -incoming (its VF)    │ network
-          └─ peer (a namespace here) ────────────────────────────────────────┘
+          └─ peer (a namespace here, or on a lab host) ──────────────────────┘
                      source ── migration stream over the management network ──▶ destination
 
 Each QEMU binds only its host's loopback for QMP and the guest agent; the
 host's SSH connection carries them (:mod:`harness.tunnel`), so the harness
 drives it like a local VM. The guest's kernel and initramfs are copied to a
 host that does not already have them; everything the bed puts on a host (its
-scratch directory, taps, filter entries, VF claims) it takes away again.
+scratch directory, taps, filter entries, VF claims) it takes away again, and
+notes on the host how to (:mod:`harness.lab_sweep`, for a run killed outright).
+
+A peer on a lab host runs its programs there through
+:mod:`harness.remote_command`, their records put on the harness's clock.
+What a run learns of the hosts once (the doctor's verdict, KVM, file digests)
+its beds share (:class:`LabSession`).
 
 A reply's path is told on the hosts: the probe replies that a host saw enter
 its bridge from the guest's standby tap (``tcpdump`` there) took the
@@ -42,13 +48,14 @@ from harness import progress
 from harness.accel import probe_kvm
 from harness.config import RunConfig
 from harness.errors import CapabilityMissing, ConfigError, HarnessError
-from harness.guest import Guest
+from harness.guest import CommandResult, Guest
 from harness.host_doctor import connect, diagnose_host
 from harness.host_process import HostProcess
 from harness.hosts import LocalHost, SocketFactory, SSHHost
 from harness.hypervisor import L2Paths
 from harness.image import GuestImage
 from harness.inventory import LOCAL, HostSpec, Inventory
+from harness.lab_sweep import KILL_LISTED, OWNER_FILE, SCRATCH_ROOT, UNDO_FILE, owner_record, undo_lines
 from harness.metrics import PRIMARY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, Netns
@@ -71,7 +78,6 @@ from harness.vm import VM, Accel, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
 
-SCRATCH_ROOT = "/run/fohx"
 BOOT_TIMEOUT_S = 600.0
 MIGRATION_PORT = 4700
 # The agent chardev's port on a host's loopback: one per VM of a bed, from a per-process base.
@@ -91,6 +97,22 @@ def short_name(tag: str, what: str) -> str:
     """An interface name (at most 15 characters) unique to this harness process, bed and *what*."""
     digest = hashlib.sha256(f"{os.getpid()}-{tag}-{what}".encode()).hexdigest()[:8]
     return f"fohx{digest}{what[:3]}"
+
+
+@dataclass
+class LabSession:
+    """What a run finds out about the lab hosts once, not per case: whether each host is ready (the
+    doctor's findings: a VF's holder, a missing bridge, ... ; the beds give back all they change), which
+    accelerator the guest gets there, and the digests of the local files staged to the hosts."""
+
+    problems: dict[str, list[str]] = field(default_factory=dict)  # host → the doctor's failures
+    guest_accel: dict[str, tuple[Accel, str]] = field(default_factory=dict)  # host → choice, why
+    digests: dict[Path, str] = field(default_factory=dict)
+
+    def digest(self, local: Path) -> str:
+        if local not in self.digests:
+            self.digests[local] = hashlib.sha256(local.read_bytes()).hexdigest()
+        return self.digests[local]
 
 
 @dataclass
@@ -163,6 +185,7 @@ class HostBed(RemoteBedCommon):
     paused: bool = False
     # How the harness reaches the hosts (tests: from inside a namespace); None: directly.
     sock_factory: SocketFactory | None = None
+    lab: LabSession = field(default_factory=LabSession)  # the run's, shared by its beds
     addressing: Addressing = field(init=False)
     vms: list[VM] = field(default_factory=list, init=False)
     source: VM = field(init=False)
@@ -184,19 +207,42 @@ class HostBed(RemoteBedCommon):
 
     def __post_init__(self) -> None:
         peer = self.inventory.peer
-        if peer.host != LOCAL:
-            raise ConfigError(f"peer.host: {peer.host!r}: the host topology runs the traffic peer on the harness's "
-                              "own machine today; set peer.host = \"local\" (and its namespace and interface there)")
-        self.addressing = guest_addressing(peer.address, self.inventory.failover_macs[0], self._read_peer_mac())
+        try:
+            self.addressing = guest_addressing(peer.address, self.inventory.failover_macs[0], self._read_peer_mac())
+        except BaseException:
+            self._close_connections()
+            raise
 
-    # -- the peer, on this machine ------------------------------------------------------
+    # -- the peer: a namespace (or the root one) here or on a lab host --------------------
 
-    def _peer_ns(self) -> Netns | None:
-        return Netns(self.inventory.peer.namespace) if self.inventory.peer.namespace else None
+    def _peer_host(self) -> LocalHost | SSHHost:
+        name = self.inventory.peer.host
+        return LocalHost(LOCAL) if name == LOCAL else self._host(name)
+
+    def _peer_netns_prefix(self) -> list[str]:
+        namespace = self.inventory.peer.namespace
+        return Netns(namespace).exec_prefix() if namespace else []
+
+    def _peer_files(self) -> str:
+        """The peer host's scratch directory (the harness's traffic modules, captures)."""
+        return f"{SCRATCH_ROOT}/{short_name(self.tag, 'peer')}"
+
+    def _relay_prefix(self, collect: dict[str, Path] | None = None) -> list[str]:
+        """What runs a peer program on the peer's lab host (:mod:`harness.remote_command`)."""
+        peer = self.inventory.peer
+        assert self.config.inventory is not None  # RunConfig requires it for this topology
+        offset = self._clock_offsets.get(peer.host, (0.0, 0.0))[0]
+        return [sys.executable, "-m", "harness.remote_command", "--inventory", str(self.config.inventory.resolve()),
+                "--host", peer.host, "--files", self._peer_files(), "--clock-offset", f"{offset:.6f}",
+                *(["--netns", peer.namespace] if peer.namespace else []),
+                *(arg for remote, local in (collect or {}).items() for arg in ("--collect", f"{remote}={local}")),
+                "--"]
+
+    def _peer_is_remote(self) -> bool:
+        return isinstance(self._peer_host(), SSHHost)
 
     def peer_exec_prefix(self) -> list[str]:
-        ns = self._peer_ns()
-        return ns.exec_prefix() if ns is not None else []
+        return self._relay_prefix() if self._peer_is_remote() else self._peer_netns_prefix()
 
     def peer_interface(self) -> str:
         return self.inventory.peer.interface
@@ -204,26 +250,37 @@ class HostBed(RemoteBedCommon):
     def peer_mac(self) -> str:
         return self.addressing.peer_mac
 
-    def _peer_ip(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.peer_exec_prefix(), "ip", *args], capture_output=True, text=True, check=False)
+    def _peer_ip(self, *args: str) -> CommandResult:
+        return self._peer_host().run([*self._peer_netns_prefix(), "ip", *args])
 
     def _read_peer_mac(self) -> str:
-        shown = self._peer_ip("-j", "link", "show", "dev", self.inventory.peer.interface)
-        if shown.returncode != 0:
-            where = f"namespace {self.inventory.peer.namespace}" if self.inventory.peer.namespace else "this machine"
-            raise ConfigError(f"peer.interface: no interface {self.inventory.peer.interface!r} in {where}: "
-                              f"{shown.stderr.strip()}")
-        return str(json.loads(shown.stdout)[0]["address"])
+        peer = self.inventory.peer
+        shown = self._peer_ip("-j", "link", "show", "dev", peer.interface)
+        if shown.rc != 0:
+            where = f"namespace {peer.namespace}" if peer.namespace else "the root namespace"
+            raise ConfigError(f"peer.interface: no interface {peer.interface!r} in {where} on {peer.host}: "
+                              f"{shown.output.strip()}")
+        return str(json.loads(shown.output)[0]["address"])
 
     def _address_peer(self) -> None:
-        """Give the peer its address unless it has it (and take it away again in teardown only then)."""
+        """Give the peer its address unless it has it (and take it away again in teardown only then); on a
+        lab host, a scratch directory for the programs the peer runs there."""
         peer = self.inventory.peer
-        shown = self._peer_ip("-j", "addr", "show", "dev", peer.interface).stdout
+        remote = self._peer_is_remote()
+        if remote:
+            host, files = self._peer_host(), self._peer_files()
+            self._make_scratch(host, files)
+            # A program whose local relay was killed outright (the harness killed) runs on: its pid file says.
+            self._undo.append((host, ["sh", "-c", KILL_LISTED, "kill-listed", files]))
+        shown = self._peer_ip("-j", "addr", "show", "dev", peer.interface).output
         have = {f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown or "[]") for a in link["addr_info"]}
         if str(peer.address) not in have:
+            if remote:
+                self._note_undo(host, files, [{"argv": [*self._peer_netns_prefix(), "ip", "addr", "del",
+                                                        str(peer.address), "dev", peer.interface]}])
             added = self._peer_ip("addr", "add", str(peer.address), "dev", peer.interface)
-            if added.returncode != 0:
-                raise ConfigError(f"peer.address: cannot add {peer.address} to {peer.interface}: {added.stderr}")
+            if added.rc != 0:
+                raise ConfigError(f"peer.address: cannot add {peer.address} to {peer.interface}: {added.output}")
             self._peer_address_added = True
         self._peer_ip("link", "set", peer.interface, "up")
 
@@ -249,9 +306,9 @@ class HostBed(RemoteBedCommon):
             with progress.step(f"bed {self.tag}: can the guest use KVM on {source.name}?") as step:
                 self.guest_accel_choice, self.guest_accel_reason = self._guest_accel(source, staged[source.name][0])
                 step.result = self.guest_accel_choice
-            for slot in self._slots:
-                if slot.name not in self._clock_offsets:
-                    self._clock_offsets[slot.name] = self._clock_offset(slot)
+            for name in {slot.name: None for slot in self._slots} | {self.inventory.peer.host: None}:
+                if name not in self._clock_offsets and name != LOCAL:
+                    self._clock_offsets[name] = self._clock_offset(self.inventory.hosts[name].address)
             assert source.vf is not None
             spec = l2_spec("src", source.spec.qemu_binary, self.image, self.addressing, (source.vf,),
                            kernel=staged[source.name][0], modules=modules, accel=self.guest_accel_choice,
@@ -278,14 +335,17 @@ class HostBed(RemoteBedCommon):
         (the doctor's findings) before anything on it changes."""
         names = list(self.inventory.hosts)
         places = [(names[0], 0), (names[1], 0)] if len(names) > 1 else [(names[0], 0), (names[0], 1)]
-        for name in dict.fromkeys(n for n, _ in places):
+        peer = self.inventory.peer
+        for name in dict.fromkeys([*(n for n, _ in places), *([peer.host] if peer.host != LOCAL else [])]):
             spec = self.inventory.hosts[name]
-            if spec.standby_bridge is None:
+            if spec.standby_bridge is None and name in dict(places):
                 raise ConfigError(f"hosts.{name}.standby_bridge: the host topology needs the bridge on {name} "
                                   "that reaches the VFs' network, for the virtio-net standby's tap")
-            problems = [f.render() for f in diagnose_host(self._host(name), spec) if f.ok is False]
-            if problems:
-                raise CapabilityMissing(f"lab host {name} is not ready: " + "; ".join(problems))
+            if name not in self.lab.problems:
+                findings = diagnose_host(self._host(name), spec, peer if name == peer.host else None)
+                self.lab.problems[name] = [f.render() for f in findings if f.ok is False]
+            if self.lab.problems[name]:
+                raise CapabilityMissing(f"lab host {name} is not ready: " + "; ".join(self.lab.problems[name]))
         for i, (name, vf_index) in enumerate(places):
             role = "src" if i == 0 else "dst"
             self._slots.append(Slot(name, self._host(name), self.inventory.hosts[name],
@@ -296,9 +356,8 @@ class HostBed(RemoteBedCommon):
         """The slot's VF with the failover MAC on vfio-pci, the standby's tap on the bridge, and the MAC in
         the PF's own filter so that frames for it also reach the bridge while the VF has it."""
         host, spec, mac = slot.host, slot.spec, self.addressing.failover_mac
-        host.check(["mkdir", "-p", slot.scratch], "making the scratch directory")
-        self._undo.append((host, ["rm", "-rf", "--", slot.scratch]))
-        claims = VfClaims(host, spec.pf)
+        self._make_scratch(host, slot.scratch)
+        claims = VfClaims(host, spec.pf, note=lambda vf: self._note_undo(host, slot.scratch, [{"vf": vf}]))
         self._claims.append(claims)
         slot.vf = claims.take(slot.vf_address, mac)
         assert spec.standby_bridge is not None
@@ -307,15 +366,27 @@ class HostBed(RemoteBedCommon):
         forget = ["bridge", "fdb", "del", mac, "dev", spec.pf, "self"]
         if (host, forget) not in self._undo:  # one entry per PF (a local migration's two slots share it)
             steps.append((["bridge", "fdb", "add", mac, "dev", spec.pf, "self", "permanent"], forget))
+        self._note_undo(host, slot.scratch, [{"argv": undo} for _, undo in steps if undo is not None])
         for argv, undo in steps:
             host.check(argv, f"setting up {slot.tap}")
             if undo is not None:
                 self._undo.append((host, undo))
 
+    def _make_scratch(self, host: LocalHost | SSHHost, scratch: str) -> None:
+        """A scratch directory on *host* that says who made it (removed in teardown; by the lab sweep if the
+        harness was killed)."""
+        host.check(["mkdir", "-p", scratch], "making the scratch directory")
+        self._undo.append((host, ["rm", "-rf", "--", scratch]))
+        host.write_file(f"{scratch}/{OWNER_FILE}", owner_record())
+
+    def _note_undo(self, host: LocalHost | SSHHost, scratch: str, entries: list[dict[str, object]]) -> None:
+        """How to undo changes about to be made on *host*, for the lab sweep (:mod:`harness.lab_sweep`)."""
+        host.check(["tee", "-a", f"{scratch}/{UNDO_FILE}"], "noting how to undo", input=undo_lines(entries))
+
     def _stage(self, slot: Slot, local: Path) -> str:
         """*local*'s path on the slot's host: the same path where the host has the same file (a shared
         filesystem), else a copy in the scratch directory."""
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        digest = self.lab.digest(local)
         there = slot.host.run(["sha256sum", "--", str(local)])
         if there.rc == 0 and there.output.split()[:1] == [digest]:
             return str(local)
@@ -327,18 +398,22 @@ class HostBed(RemoteBedCommon):
     def _guest_accel(self, slot: Slot, kernel: str) -> tuple[Accel, str]:
         if self.config.accel in ("kvm", "tcg"):
             return self.config.accel, "forced by --accel"  # type: ignore[return-value]
-        usable, why = probe_kvm(slot.spec.qemu_binary, Path(kernel), host=slot.host)
-        return ("kvm" if usable else "tcg"), f"on {slot.name}: {why}"
+        if slot.name not in self.lab.guest_accel:
+            usable, why = probe_kvm(slot.spec.qemu_binary, Path(kernel), host=slot.host)
+            self.lab.guest_accel[slot.name] = ("kvm" if usable else "tcg"), f"on {slot.name}: {why}"
+        return self.lab.guest_accel[slot.name]
 
-    def _clock_offset(self, slot: Slot) -> tuple[float, float]:
-        """(offset, uncertainty) in seconds of the host's clock against ours (QMP events carry its clock)."""
-        if isinstance(slot.host, LocalHost):
+    def _clock_offset(self, address: str) -> tuple[float, float]:
+        """(offset, uncertainty) in seconds of the clock of the host at *address* against ours (QMP events
+        and a remote peer's records carry its clock)."""
+        if address == LOCAL:
             return 0.0, 0.0
-        target = socket.gethostbyname(slot.spec.address)
+        target = socket.gethostbyname(address)
         out = subprocess.run([sys.executable, "-m", "harness.traffic.clock_offset", target],
                              capture_output=True, text=True, check=False)
         if out.returncode != 0:
-            raise HarnessError(f"measuring {slot.name}'s clock (ICMP timestamps to {target}): {out.stderr.strip()}")
+            raise HarnessError(f"measuring the clock of {address} (ICMP timestamps to {target}): "
+                               f"{out.stderr.strip()}")
         measured = json.loads(out.stdout.strip().splitlines()[-1])
         return float(measured["offset_s"]), float(measured["uncertainty_s"])
 
@@ -400,7 +475,13 @@ class HostBed(RemoteBedCommon):
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.addressing.guest_ip
-        peer = PathCapture(self.peer_exec_prefix(), guest_ip, {self.peer_interface(): PRIMARY}, log_path)
+        ports = {self.peer_interface(): PRIMARY}
+        if self._peer_is_remote():
+            pcap = f"{self._peer_files()}/{log_path.stem}.pcapng"
+            peer = PathCapture(self._relay_prefix(collect={pcap: log_path.with_suffix(".pcapng")}), guest_ip, ports,
+                               log_path, pcap=pcap)
+        else:
+            peer = PathCapture(self.peer_exec_prefix(), guest_ip, ports, log_path)
         return HypervisorPathCapture.start(peer, [
             partial(HostStandbyCapture, slot, guest_ip, f"{log_path.stem}-{slot.tap}") for slot in self._slots])
 
@@ -421,7 +502,10 @@ class HostBed(RemoteBedCommon):
         if self._peer_address_added:
             self._peer_ip("addr", "del", str(self.inventory.peer.address), "dev", self.inventory.peer.interface)
             self._peer_address_added = False
+        self._close_connections()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _close_connections(self) -> None:
         for host in self._connected.values():
             host.close()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
 

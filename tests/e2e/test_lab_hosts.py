@@ -1,11 +1,7 @@
-"""The lab hosts' tools against two L1 hypervisors standing in for lab hosts: the doctor, the host
-topology's run of a case, and the certification record.
+"""The lab hosts' tools against two L1 hypervisors standing in for lab hosts (:mod:`tests.e2e.lab`):
+the doctor, the host topology's run of a case, and the certification record.
 
-Each L1 runs the host's own sshd (from its read-only share of the host's root)
-on its management address, and its emulated igb's VFs are the "real" VFs; its
-bridge ``br0`` holds the PF, as a lab host's bridge holds its uplink. The
-harness reaches them over SSH from the test's bridge namespace, as a harness
-in a lab reaches its hosts over the management network. The doctor: a fit lab
+The doctor: a fit lab
 passes; a wrong host key, a wrong VF address, a VF already in use and an
 unreachable host each fail with the fix, and nothing changes on any host. The
 host topology: a migration case passes over SSH, the record of that run says
@@ -17,126 +13,32 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import netns
 from harness.accel import AccelChoice
 from harness.config import RunConfig
 from harness.doctor import Finding
-from harness.host_doctor import diagnose_inventory
-from harness.hosts import netns_socket_factory
-from harness.hypervisor import L1Host, l1_spec, start_l1
-from harness.image import L1_RECIPE_DIR, ImageBuilder
-from harness.inventory import Inventory, parse_inventory
-from harness.topologies.nested import (
-    L1_BRIDGE,
-    MGMT_PREFIX,
-    MGMT_PREFIX_LEN,
-    address_mgmt_bridge,
-    connect_standbys_to_pf,
-)
-from harness.vf_claims import VirtualFunction
-from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
+from harness.topologies.nested import MGMT_PREFIX
+from tests.e2e.lab import NAMES, REPO, Lab, inventory_file, peer_namespace, standing_lab
+from tests.e2e.test_ssh_hosts import SSHD, keygen
 
-NAMES = ("l1a", "l1b")
-REPO = Path(__file__).parents[2]
-NESTED_PROFILE = REPO / "profiles" / "nested-tcg.toml"
-SSH_PORT = 22
 UNREACHABLE_IP = f"{MGMT_PREFIX}.9"  # on the management link, no L1 has it
 
 pytestmark = pytest.mark.skipif(not SSHD.exists(), reason=f"no {SSHD}: 'make setup' installs openssh-server")
 
 
-@dataclass
-class Lab:
-    """Two L1s with sshd, two VFs each bound to vfio-pci; the second VF of l1b held by a process."""
-
-    network: netns.TestNetwork
-    hosts: dict[str, L1Host]
-    vfs: dict[str, list[VirtualFunction]]
-    keys: Path
-    holder_pid: int
-
-    def inventory(self, **host_changes: dict[str, Any]) -> Inventory:
-        """An inventory of this lab (each host's first VF), with *host_changes* per host name."""
-        hosts = {name: {"address": f"{MGMT_PREFIX}.{i + 1}", "port": SSH_PORT, "key": str(self.keys / "client_key"),
-                        "known_hosts": str(self.keys / "known_hosts"), "pf": host.pf_ifname,
-                        "vfs": [self.vfs[name][0].address], "mgmt_address": f"{MGMT_PREFIX}.{i + 1}"}
-                 | host_changes.get(name, {})
-                 for i, (name, host) in enumerate(self.hosts.items())}
-        return parse_inventory({"failover_macs": ["52:54:00:fa:00:01"], "hosts": hosts,
-                                "peer": {"host": "l1a", "interface": "mgmt0", "address": "198.18.0.1/24"}},
-                               "lab.toml")
-
-    def diagnose(self, inventory: Inventory) -> dict[str, list[Finding]]:
-        return diagnose_inventory(inventory, lambda _: netns_socket_factory(self.network.bridge_ns.name))
-
-    def state(self) -> dict[str, str]:
-        """What the doctor and a bed must leave as it was: VF counts, drivers and MACs, per L1."""
-        return {name: host.check(
-            f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs; "
-            "for d in /sys/bus/pci/devices/*/physfn; do v=${d%/physfn}; echo ${v##*/} $(readlink $v/driver); done; "
-            # Without the link's flags and state: the PF's carrier comes up on its own after boot.
-            f"chroot /host /usr/bin/ip link show {host.pf_ifname} | sed 's/<[^>]*>//; s/ state [A-Z]*//'",
-            "reading SR-IOV state")
-            for name, host in self.hosts.items()}
-
-
-def _start_sshd(host: L1Host, keys: Path, ip: str) -> None:
-    """The host's sshd inside L1 (chroot /host), its config and keys read from the host's /tmp share."""
-    config = keys / f"sshd_config.{host.name}"
-    config.write_text(SSHD_CONFIG.format(ip=ip, port=SSH_PORT, dir=keys)
-                      .replace(f"PidFile {keys}/sshd.pid", "PidFile /run/fohx/sshd.pid"))
-    host.check(f"mkdir -p /host{PRIVSEP_DIR} && chroot /host {SSHD} -f {config} -E /run/fohx/sshd.log",
-               "starting sshd")
-
-
 @pytest.fixture(scope="module")
 def lab(harness_config: RunConfig, accel: AccelChoice, host_ready: None,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    tmp = tmp_path_factory.mktemp("hostlab")
-    keys = tmp / "keys"
-    keys.mkdir()
-    host_pub = keygen(keys / "host_key")
-    (keys / "authorized_keys").write_text(keygen(keys / "client_key") + "\n")
-    (keys / "known_hosts").write_text("".join(f"{MGMT_PREFIX}.{i + 1} {host_pub}\n" for i in range(len(NAMES))))
-    network = netns.TestNetwork(f"hd-{os.getpid() % 10000}").create()
-    hosts: dict[str, L1Host] = {}
-    try:
-        image = ImageBuilder(harness_config.cache_dir, L1_RECIPE_DIR).get()
-        for i, name in enumerate(NAMES):
-            spec = l1_spec(name, harness_config.qemu_binary, accel.accel, image, pf_mac=f"52:54:00:aa:00:{i + 1:02x}",
-                           mgmt_mac=f"52:54:00:ab:00:{i + 1:02x}",
-                           mgmt_addr=f"{MGMT_PREFIX}.{i + 1}/{MGMT_PREFIX_LEN}")
-            hosts[name] = start_l1(spec, network, tmp / "run", tmp / "artifacts")
-        address_mgmt_bridge(network)
-        vfs = {}
-        for i, (name, host) in enumerate(hosts.items()):
-            host.wait_ready()
-            host.preflight()
-            vfs[name] = host.create_vfs(2)
-            for vf in vfs[name]:
-                host.take_vf(vf)
-            _start_sshd(host, keys, f"{MGMT_PREFIX}.{i + 1}")
-            connect_standbys_to_pf(host, [])  # the lab's bridge, br0: the PF is its uplink
-        # A VM's QEMU would hold the group open; a shell's redirection does the same.
-        group = hosts["l1b"].check(f"basename $(readlink /sys/bus/pci/devices/{vfs['l1b'][1].address}/iommu_group)",
-                                   "the VF's IOMMU group").strip()
-        holder = int(hosts["l1b"].check(f"sleep 3600 < /dev/vfio/{group} > /dev/null 2>&1 & echo $!",
-                                        "holding the VF").split()[-1])
-        yield Lab(network, hosts, vfs, keys, holder)
-    finally:
-        for host in hosts.values():
-            host.shutdown()
-        network.delete()
+    with standing_lab(harness_config, accel.accel, tmp_path_factory.mktemp("hostlab")) as lab:
+        yield lab
 
 
 def _failures(findings: dict[str, list[Finding]]) -> dict[str, list[str]]:
@@ -155,26 +57,6 @@ def test_a_fit_lab_passes_and_is_left_as_it_was(lab: Lab) -> None:
     assert lab.state() == before
 
 
-def _inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[str, str] | None = None) -> Path:
-    """The lab's inventory as a user writes it (each host's first VF, unless *vfs* names another); *for_runs*:
-    with what the host topology needs too (the standby bridge, the peer on this machine) and the nested
-    profile's limits."""
-    vf_of = {name: lab.vfs[name][0].address for name in NAMES} | (vfs or {})
-    peer = (['host = "local"', f'namespace = "{lab.network.peer_ns.name}"',
-             f'interface = "{netns.TestNetwork.PEER_IF}"'] if for_runs else ['host = "l1a"', 'interface = "mgmt0"'])
-    limits = tomllib.loads(NESTED_PROFILE.read_text())["thresholds"] if for_runs else {}
-    path.write_text("\n".join([
-        'failover_macs = ["52:54:00:fa:00:01"]',
-        *(line for i, name in enumerate(NAMES) for line in (
-            f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
-            f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
-            f'vfs = ["{vf_of[name]}"]', f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"',
-            *([f'standby_bridge = "{L1_BRIDGE}"'] if for_runs else []))),
-        "[peer]", *peer, 'address = "198.18.0.1/24"',
-        *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []), ""]))
-    return path
-
-
 def _run_cli(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
     """``failover-harness`` as a user runs it: on a machine of the management network (the test's bridge ns)."""
     cli = Path(sys.executable).parent / "failover-harness"
@@ -183,7 +65,7 @@ def _run_cli(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_command_line_doctor_reaches_the_lab_from_its_network(lab: Lab, tmp_path: Path) -> None:
-    done = _run_cli(lab, "doctor", "--inventory", str(_inventory_file(lab, tmp_path / "lab.toml")))
+    done = _run_cli(lab, "doctor", "--inventory", str(inventory_file(lab, tmp_path / "lab.toml")))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every host can run the host topology" in done.stdout
 
@@ -200,7 +82,7 @@ def test_certify_records_what_each_lab_host_is_and_changes_nothing(lab: Lab, tmp
     before = lab.state()
     out = tmp_path / "record"
     done = _run_cli(lab, "certify", "--results", str(Path(__file__).parents[1] / "data" / "results-small.json"),
-                    "--inventory", str(_inventory_file(lab, tmp_path / "lab.toml")), "--out", str(out))
+                    "--inventory", str(inventory_file(lab, tmp_path / "lab.toml")), "--out", str(out))
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("NOT CERTIFIED"), done.stdout
     record = json.loads((out / "certification.json").read_text())
@@ -246,9 +128,9 @@ def test_an_unfit_host_is_named_with_the_fix_and_nothing_changes(lab: Lab, tmp_p
 
 
 def _leftovers(lab: Lab) -> dict[str, str]:
-    """What a bed could leave on a lab host: taps, scratch files, QEMUs, captures."""
+    """What a bed could leave on a lab host: taps, scratch files, QEMUs, captures, the peer's programs."""
     return {name: host.run("ls /sys/class/net | grep fohx; ls -d /host/run/fohx/fohx* 2>/dev/null; "
-                           "for p in /proc/[0-9]*; do readlink $p/exe; done | grep -E 'qemu|tcpdump'; "
+                           "for p in /proc/[0-9]*; do readlink $p/exe; done | grep -E 'qemu|tcpdump|python|iperf'; "
                            "true").output.strip() for name, host in lab.hosts.items()}
 
 
@@ -270,7 +152,8 @@ def test_a_host_the_doctor_refuses_is_not_touched(lab: Lab, tmp_path: Path) -> N
     """l1b's VF is held by another process: the bed refuses l1b with the doctor's fix before it changes
     anything on either host (an error under --require-resources)."""
     before = lab.state()
-    inventory = _inventory_file(lab, tmp_path / "lab.toml", for_runs=True, vfs={"l1b": lab.vfs["l1b"][1].address})
+    inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True,
+                               vfs={"l1a": [lab.vfs["l1a"][0].address], "l1b": [lab.vfs["l1b"][1].address]})
     done = _run_probe_case(lab, inventory, tmp_path / "reports", "--require-resources")
     assert done.returncode == 1, done.stdout[-3000:]
     assert re.search(r"lab host l1b is not ready: \[FAIL\] vf \S+: in use: process\(es\) \[\d+\]", done.stdout)
@@ -283,7 +166,7 @@ def test_a_case_runs_on_the_lab_hosts_over_ssh_and_its_record_certifies(lab: Lab
     guest boots on l1a with its VF, migrates to l1b over the management link, fails back to l1b's VF;
     the probes show both paths. ``certify`` on that run says certified. Both hosts end as they began."""
     before = lab.state()
-    inventory = _inventory_file(lab, tmp_path / "lab.toml", for_runs=True)
+    inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True)
     reports = tmp_path / "reports"
     done = _run_probe_case(lab, inventory, reports)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
@@ -302,3 +185,73 @@ def test_a_case_runs_on_the_lab_hosts_over_ssh_and_its_record_certifies(lab: Lab
     assert certified.returncode == 0, certified.stdout + certified.stderr
     record = json.loads((out / "certification.json").read_text())
     assert record["verdict"] == "certified" and record["topology"] == "host", record["reasons"]
+
+
+def test_a_case_runs_with_the_peer_in_a_namespace_on_a_lab_host(lab: Lab, tmp_path: Path) -> None:
+    """The peer on l1a (a namespace with a port of its own): its probes and capture run there through
+    harness.remote_command, their records on the harness's clock. The case passes, the probes show both
+    paths, and nothing of the peer's stays on l1a: no program, no scratch, not its address."""
+    with peer_namespace(lab) as peer:
+        before = lab.state()
+        inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True, peer=peer)
+        reports = tmp_path / "reports"
+        done = _run_probe_case(lab, inventory, reports)
+        assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+        (case,) = json.loads((reports / "results.json").read_text())["tests"]
+        metrics = case["metrics"]
+        assert case["outcome"] == "passed", case
+        assert metrics["replies_on_standby"] > 0 and metrics["replies_on_primary"] > 0, metrics
+        assert metrics["final_path"] == "primary", metrics
+        assert _leftovers(lab) == {"l1a": "", "l1b": ""}
+        assert lab.state() == before
+        addresses = lab.hosts["l1a"].userspace().check(["ip", "-n", peer.namespace, "-4", "addr", "show",
+                                                        peer.interface], "the peer's addresses")
+        assert peer.address.split("/")[0] not in addresses
+
+
+def test_a_case_migrates_between_two_vfs_of_one_host(lab: Lab, tmp_path: Path) -> None:
+    """An inventory of one host with two VFs: the guest migrates from the first VF's QEMU to the second's
+    on the same host (a local migration), and fails back to the second VF."""
+    before = lab.state()
+    inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True,
+                               vfs={"l1a": [vf.address for vf in lab.vfs["l1a"]]})
+    reports = tmp_path / "reports"
+    done = _run_probe_case(lab, inventory, reports)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    (case,) = json.loads((reports / "results.json").read_text())["tests"]
+    assert case["outcome"] == "passed", case
+    assert case["metrics"]["replies_on_standby"] > 0 and case["metrics"]["final_path"] == "primary", case["metrics"]
+    assert case["run"]["hosts"] == ", ".join(f"l1a VF {vf.address}" for vf in lab.vfs["l1a"]), case["run"]
+    assert _leftovers(lab) == {"l1a": "", "l1b": ""}
+    assert lab.state() == before
+
+
+def test_what_a_killed_run_left_on_the_hosts_the_sweep_undoes(lab: Lab, tmp_path: Path) -> None:
+    """The harness SIGKILLed while the guest runs on l1a: its QEMU, taps, VF claims and scratch stay on
+    the hosts (no teardown ran). ``failover-harness sweep --inventory`` undoes them from the notes the bed
+    left there, and both hosts are as they were."""
+    before = lab.state()
+    inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True)
+    run = subprocess.Popen([*lab.network.bridge_ns.exec_prefix(), sys.executable, "-m", "pytest", "testcases",
+                            "--topology", "host", "--inventory", str(inventory), "--progress", "-p",
+                            "no:cacheprovider", "-k", "test_migration_with_failover_under_probes and acpi"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    seen = []
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:  # the bed prints its steps; the guest is up once its boot is done
+            seen.append(line)
+            if re.search(r"booting the guest \(\w+\): done", line):
+                break
+        assert run.poll() is None, "".join(seen[-30:])
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    left = _leftovers(lab)
+    assert "qemu" in left["l1a"] and "fohx" in left["l1b"], left
+    swept = _run_cli(lab, "sweep", "--inventory", str(inventory))
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert re.search(r"undid l1a: /run/fohx/fohx\w+", swept.stdout), swept.stdout
+    assert _leftovers(lab) == {"l1a": "", "l1b": ""}
+    assert lab.state() == before

@@ -1,11 +1,13 @@
-"""The host doctor's parsers and its verdict lines, on recorded output."""
+"""The host doctor's parsers and its verdict lines, on recorded output; the peer's checks on this machine."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.doctor import Finding
-from harness.host_doctor import parse_vfio_holders, render
+from harness.host_doctor import parse_vfio_holders, peer_findings, render
+from harness.hosts import LocalHost
+from harness.inventory import PeerSpec
 
 
 def test_vfio_holders_are_the_pids_whose_fds_point_at_the_group() -> None:
@@ -25,3 +27,17 @@ def test_the_verdict_counts_failures_across_hosts() -> None:
     assert "[FAIL] vf 0000:3b:02.0: bound to ixgbevf: the host uses it\n         fix: unbind it" in lines
     assert lines[-1] == "\n1 problem(s)"
     assert render({"src": findings["src"]}, Path("lab.toml"))[-1] == "\nevery host can run the host topology"
+
+
+def test_the_peers_host_is_checked_for_what_the_peer_runs_there() -> None:
+    """On this machine (its lo, its python3 and iperf3, which `make setup` installs), then a namespace
+    that does not exist: named, with the fix."""
+    here = LocalHost("local")
+    fit = peer_findings(here, PeerSpec(host="local", interface="lo", address="198.18.0.1/24"))
+    assert [(f.area, f.ok) for f in fit] == [("peer interface", True), ("peer python3", True), ("peer iperf3", True)]
+    (missing,) = peer_findings(here, PeerSpec(host="local", namespace="fohx-no-such-ns", interface="lo",
+                                              address="198.18.0.1/24"))
+    assert missing.ok is False and "no namespace fohx-no-such-ns" in missing.render(), missing.render()
+    assert "ip netns add fohx-no-such-ns" in missing.render()
+    no_interface = peer_findings(here, PeerSpec(host="local", interface="fohx-none0", address="198.18.0.1/24"))[0]
+    assert no_interface.ok is False and "no fohx-none0 in the root namespace" in no_interface.render()

@@ -1,0 +1,234 @@
+"""Two L1 hypervisors standing in for a lab's hosts, for the lab tools' tests and a whole suite's run.
+
+Each L1 runs the host's own sshd (from its read-only share of the host's root)
+on its management address, and its emulated igb's VFs are the "real" VFs; its
+bridge ``br0`` holds the PF, as a lab host's bridge holds its uplink. The
+harness reaches them over SSH from the lab network's bridge namespace, as a
+harness in a lab reaches its hosts over the management network.
+
+Run as a program, it stands the lab up and runs the conformance suite on it::
+
+    python -m tests.e2e.lab --reports reports/lab [-- PYTEST-ARGS]
+
+(``failover-harness run --profile profiles/nested-tcg.toml -- --topology host
+--inventory lab.toml``, the inventory written into the reports directory),
+then shuts the lab down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness import netns
+from harness.accel import choose_accel
+from harness.config import RunConfig, build_config
+from harness.doctor import Finding
+from harness.host_doctor import diagnose_inventory
+from harness.hosts import netns_socket_factory
+from harness.hypervisor import L1Host, l1_spec, start_l1
+from harness.image import L1_RECIPE_DIR, ImageBuilder
+from harness.inventory import Inventory, parse_inventory
+from harness.topologies.nested import (
+    L1_BRIDGE,
+    MGMT_PREFIX,
+    MGMT_PREFIX_LEN,
+    address_mgmt_bridge,
+    connect_standbys_to_pf,
+)
+from harness.vf_claims import VirtualFunction
+from harness.vm import Accel, Device, TapNetdev, VMSpec
+from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
+
+NAMES = ("l1a", "l1b")
+REPO = Path(__file__).parents[2]
+NESTED_PROFILE = REPO / "profiles" / "nested-tcg.toml"
+SSH_PORT = 22
+# The lab host that has a port for a traffic peer on it (tests of a peer on a lab host), and its MAC.
+PEER_HOST = "l1a"
+PEER_PORT_MAC = "52:54:00:ac:00:01"
+
+
+@dataclass
+class Lab:
+    """Two L1s with sshd, two VFs each bound to vfio-pci; the second VF of l1b held by a process."""
+
+    network: netns.TestNetwork
+    hosts: dict[str, L1Host]
+    vfs: dict[str, list[VirtualFunction]]
+    keys: Path
+    holder_pid: int
+
+    def inventory(self, **host_changes: dict[str, Any]) -> Inventory:
+        """An inventory of this lab (each host's first VF), with *host_changes* per host name."""
+        hosts = {name: {"address": f"{MGMT_PREFIX}.{i + 1}", "port": SSH_PORT, "key": str(self.keys / "client_key"),
+                        "known_hosts": str(self.keys / "known_hosts"), "pf": host.pf_ifname,
+                        "vfs": [self.vfs[name][0].address], "mgmt_address": f"{MGMT_PREFIX}.{i + 1}"}
+                 | host_changes.get(name, {})
+                 for i, (name, host) in enumerate(self.hosts.items())}
+        return parse_inventory({"failover_macs": ["52:54:00:fa:00:01"], "hosts": hosts,
+                                "peer": {"host": "l1a", "interface": "mgmt0", "address": "198.18.0.1/24"}},
+                               "lab.toml")
+
+    def diagnose(self, inventory: Inventory) -> dict[str, list[Finding]]:
+        return diagnose_inventory(inventory, lambda _: netns_socket_factory(self.network.bridge_ns.name))
+
+    def state(self) -> dict[str, str]:
+        """What the doctor and a bed must leave as it was: VF counts, drivers and MACs, per L1."""
+        return {name: host.check(
+            f"cat /sys/bus/pci/devices/{host.pf_address}/sriov_numvfs; "
+            "for d in /sys/bus/pci/devices/*/physfn; do v=${d%/physfn}; echo ${v##*/} $(readlink $v/driver); done; "
+            # Without the link's flags and state: the PF's carrier comes up on its own after boot.
+            f"chroot /host /usr/bin/ip link show {host.pf_ifname} | sed 's/<[^>]*>//; s/ state [A-Z]*//'",
+            "reading SR-IOV state")
+            for name, host in self.hosts.items()}
+
+
+def start_sshd(host: L1Host, keys: Path, ip: str) -> None:
+    """The host's sshd inside L1 (chroot /host), its config and keys read from the host's /tmp share."""
+    config = keys / f"sshd_config.{host.name}"
+    config.write_text(SSHD_CONFIG.format(ip=ip, port=SSH_PORT, dir=keys)
+                      .replace(f"PidFile {keys}/sshd.pid", "PidFile /run/fohx/sshd.pid"))
+    host.check(f"mkdir -p /host{PRIVSEP_DIR} && chroot /host {SSHD} -f {config} -E /run/fohx/sshd.log",
+               "starting sshd")
+
+
+@contextlib.contextmanager
+def standing_lab(config: RunConfig, accel: Accel, tmp: Path) -> Iterator[Lab]:
+    """Two L1s as lab hosts (their files under *tmp*), shut down and their network deleted on exit."""
+    keys = tmp / "keys"
+    keys.mkdir(parents=True)
+    host_pub = keygen(keys / "host_key")
+    (keys / "authorized_keys").write_text(keygen(keys / "client_key") + "\n")
+    (keys / "known_hosts").write_text("".join(f"{MGMT_PREFIX}.{i + 1} {host_pub}\n" for i in range(len(NAMES))))
+    network = netns.TestNetwork(f"hd-{os.getpid() % 10000}").create()
+    hosts: dict[str, L1Host] = {}
+    try:
+        image = ImageBuilder(config.cache_dir, L1_RECIPE_DIR).get()
+        for i, name in enumerate(NAMES):
+            spec = l1_spec(name, config.qemu_binary, accel, image, pf_mac=f"52:54:00:aa:00:{i + 1:02x}",
+                           mgmt_mac=f"52:54:00:ab:00:{i + 1:02x}",
+                           mgmt_addr=f"{MGMT_PREFIX}.{i + 1}/{MGMT_PREFIX_LEN}")
+            if name == PEER_HOST:
+                spec = with_peer_port(spec)
+            hosts[name] = start_l1(spec, network, tmp / "run", tmp / "artifacts")
+        address_mgmt_bridge(network)
+        vfs = {}
+        for i, (name, host) in enumerate(hosts.items()):
+            host.wait_ready()
+            host.preflight()
+            vfs[name] = host.create_vfs(2)
+            for vf in vfs[name]:
+                host.take_vf(vf)
+            start_sshd(host, keys, f"{MGMT_PREFIX}.{i + 1}")
+            connect_standbys_to_pf(host, [])  # the lab's bridge, br0: the PF is its uplink
+        # A VM's QEMU would hold the group open; a shell's redirection does the same.
+        group = hosts["l1b"].check(f"basename $(readlink /sys/bus/pci/devices/{vfs['l1b'][1].address}/iommu_group)",
+                                   "the VF's IOMMU group").strip()
+        holder = int(hosts["l1b"].check(f"sleep 3600 < /dev/vfio/{group} > /dev/null 2>&1 & echo $!",
+                                        "holding the VF").split()[-1])
+        yield Lab(network, hosts, vfs, keys, holder)
+    finally:
+        for host in hosts.values():
+            host.shutdown()
+        network.delete()
+
+
+@dataclass(frozen=True)
+class LabPeer:
+    """The traffic peer in a namespace on a lab host."""
+
+    host: str
+    namespace: str
+    interface: str
+    # Not the test network's peer address: its peer namespace here has that, on the same data network.
+    address: str = "198.18.2.1/24"
+
+
+def with_peer_port(spec: VMSpec) -> VMSpec:
+    """*spec* with a NIC of its own on the VFs' network for a traffic peer (as a lab gives the peer a
+    port apart from the VFs' PF: a NIC's internal switch would hand a frame for the failover MAC to the
+    local VF that still has it, even after the guest left this host). Pure."""
+    tap = TapNetdev("peerport", f"{spec.name}-pp")
+    return replace(spec, netdevs=(*spec.netdevs, tap), devices=(
+        *spec.devices, Device.of("virtio-net-pci", "peerport", netdev=tap.id, mac=PEER_PORT_MAC, bus="pcie.0")))
+
+
+@contextlib.contextmanager
+def peer_namespace(lab: Lab) -> Iterator[LabPeer]:
+    """A namespace on :data:`PEER_HOST` holding its peer port (:func:`with_peer_port`), as a lab's admin
+    would give the traffic peer. Removed on exit (the port goes back to the host's namespace)."""
+    peer = LabPeer(PEER_HOST, "fohx-labpeer", "peer0")
+    host = lab.hosts[PEER_HOST].userspace()
+    links = json.loads(host.check(["ip", "-j", "link", "show"], "the host's interfaces"))
+    (port,) = [link["ifname"] for link in links if link.get("address") == PEER_PORT_MAC]
+    try:
+        host.check(["ip", "netns", "add", peer.namespace], "making the peer's namespace")
+        host.check(["ip", "link", "set", "dev", port, "netns", peer.namespace], "moving the peer port")
+        for argv in (["ip", "link", "set", "dev", port, "name", peer.interface], ["ip", "link", "set", "lo", "up"],
+                     ["ip", "link", "set", "dev", peer.interface, "up"]):
+            host.check(["ip", "netns", "exec", peer.namespace, *argv], "setting up the peer port")
+        yield peer
+    finally:
+        host.run(["ip", "netns", "del", peer.namespace])
+
+
+def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[str, list[str]] | None = None,
+                   peer: LabPeer | None = None) -> Path:
+    """The lab's inventory as a user writes it: the hosts *vfs* names with those VFs (default: both, each
+    with its first VF); *for_runs*:
+    with what the host topology needs too (the standby bridge, the peer on this machine unless *peer*
+    places it on a lab host) and the nested profile's limits."""
+    vf_of = vfs or {name: [lab.vfs[name][0].address] for name in NAMES}
+    if peer is not None:
+        peer_lines = [f'host = "{peer.host}"', f'namespace = "{peer.namespace}"', f'interface = "{peer.interface}"']
+    elif for_runs:
+        peer_lines = ['host = "local"', f'namespace = "{lab.network.peer_ns.name}"',
+                      f'interface = "{netns.TestNetwork.PEER_IF}"']
+    else:
+        peer_lines = ['host = "l1a"', 'interface = "mgmt0"']
+    limits = tomllib.loads(NESTED_PROFILE.read_text())["thresholds"] if for_runs else {}
+    path.write_text("\n".join([
+        'failover_macs = ["52:54:00:fa:00:01"]',
+        *(line for i, name in enumerate(NAMES) if name in vf_of for line in (
+            f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
+            f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
+            f"vfs = {json.dumps(vf_of[name])}", f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"',
+            *([f'standby_bridge = "{L1_BRIDGE}"'] if for_runs else []))),
+        "[peer]", *peer_lines, f'address = "{peer.address if peer else "198.18.0.1/24"}"',
+        *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []), ""]))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.lab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=Path, default=REPO / "reports" / "lab")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
+    args = parser.parse_args()
+    config = build_config(None, {})
+    kernel = ImageBuilder(config.cache_dir, L1_RECIPE_DIR).get().kernel
+    accel = choose_accel(config.accel, config.qemu_binary, kernel)
+    print(f"L1 accelerator: {accel.accel} ({accel.reason})", flush=True)
+    args.reports.mkdir(parents=True, exist_ok=True)
+    with standing_lab(config, accel.accel, args.reports / "lab") as lab:
+        inventory = inventory_file(lab, args.reports / "lab.toml", for_runs=True)
+        cli = Path(sys.executable).parent / "failover-harness"
+        # The nested profile's limits and rates: the lab's hosts are L1s under TCG.
+        argv = [*lab.network.bridge_ns.exec_prefix(), str(cli), "run", "--reports", str(args.reports),
+                "--profile", str(NESTED_PROFILE), "--",
+                "--topology", "host", "--inventory", str(inventory),
+                *(arg for arg in args.pytest_args if arg != "--")]
+        return subprocess.call(argv, cwd=REPO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
