@@ -63,9 +63,14 @@ def traffic_bundle() -> bytes:
     return out.getvalue()
 
 
+def runs_harness_module(argv: list[str]) -> bool:
+    """Whether *argv* is ``<this python> -m harness.*`` (what needs the bundle on the host). Pure."""
+    return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" and argv[2].startswith("harness.")
+
+
 def remote_argv(argv: list[str], bundle: str, netns: str | None) -> list[str]:
     """*argv* as the host runs it: a ``<this python> -m harness.*`` on the bundle, in *netns*. Pure."""
-    if len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" and argv[2].startswith("harness."):
+    if runs_harness_module(argv):
         argv = ["env", f"PYTHONPATH={bundle}", "python3", *argv[1:]]
     return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     host = connect(args.host, spec)
     assert isinstance(host, SSHHost)
     try:
-        bundle = stage_bundle(host, args.files) if any(a.startswith("harness.") for a in program[2:3]) else ""
+        bundle = stage_bundle(host, args.files) if runs_harness_module(program) else ""
         chan, pid = host.start(remote_argv(program, bundle, args.netns))
         # Whoever cleans up the directory kills what is listed there, should this relay be killed outright.
         pid_file = f"{args.files}/{pid}.pid"
