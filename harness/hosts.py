@@ -15,6 +15,7 @@ side, not merely abandoned. Its socket can be made inside a network namespace
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import logging
@@ -122,6 +123,13 @@ class ArgvHost(ABC):
     def write_file(self, path: str, text: str) -> None:
         """Replace *path*'s content with *text* (tee: also what writing a sysfs attribute takes)."""
         self.check(["tee", "--", path], f"writing {path}", input=text)
+
+    def take_file(self, path: str, what: str, timeout: float = COMMAND_TIMEOUT_S) -> bytes:
+        """*path*'s bytes (as base64: commands carry text), removing it from the host, read or not."""
+        try:
+            return base64.b64decode(self.check(["base64", "-w", "0", "--", path], what, timeout=timeout))
+        finally:
+            self.run(["rm", "-f", "--", path])
 
     @abstractmethod
     def close(self) -> None:

@@ -23,7 +23,6 @@ are copied here once the program ended and removed there.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import io
 import json
@@ -126,12 +125,10 @@ def stage_bundle(host: SSHHost, files: str) -> str:
 
 
 def collect(host: SSHHost, remote: str, local: Path) -> None:
-    copied = host.run(["base64", "-w", "0", remote], timeout=120.0)
-    if copied.rc == 0:
-        local.write_bytes(base64.b64decode(copied.output))
-    else:
-        print(f"remote_command: {remote} not copied from {host.name}: {copied.output.strip()}", file=sys.stderr)
-    host.run(["rm", "-f", "--", remote])
+    try:
+        local.write_bytes(host.take_file(remote, f"copying {remote}", timeout=120.0))
+    except HarnessError as e:
+        print(f"remote_command: {remote} not copied from {host.name}: {e}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

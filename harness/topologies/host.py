@@ -28,7 +28,6 @@ standby; every other reply the peer received took the VF.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -157,9 +156,7 @@ class HostStandbyCapture:
         """The sequence numbers of the replies seen on the standby's tap (stops the capture)."""
         if self._seqs is None:
             self._proc.terminate()
-            data = base64.b64decode(self.host.check(["base64", "-w", "0", self._pcap], "reading the capture",
-                                                    timeout=120.0))
-            self.host.run(["rm", "-f", self._pcap])
+            data = self.host.take_file(self._pcap, "reading the capture", timeout=120.0)
             guest = socket.inet_aton(self._guest_ip)
             self._seqs = {seq for _, frame in read_pcap(data)
                           if (seq := parse_probe(frame, src_ip=guest)) is not None}

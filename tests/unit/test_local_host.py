@@ -63,3 +63,10 @@ def test_close_is_idempotent_and_context_managed() -> None:
     with LocalHost() as host:
         assert host.run(["id", "-u"]).output.strip() == str(os.getuid())
     host.close()
+
+
+def test_take_file_brings_binary_bytes_back_and_removes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "capture.pcap"
+    path.write_bytes(b"\xd4\xc3\xb2\xa1\0\n\xff")
+    assert LocalHost("here").take_file(str(path), "reading it") == b"\xd4\xc3\xb2\xa1\0\n\xff"
+    assert not path.exists()
