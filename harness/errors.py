@@ -64,6 +64,10 @@ class DeadlineExceeded(HarnessError):
     """A wait for an event or condition ran past its deadline."""
 
 
+class GuestSilent(DeadlineExceeded):
+    """The guest did not answer a command in time; its channel stayed open."""
+
+
 class EnvironmentalError(HarnessError):
     """The test environment failed, not the system under test.
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ControlChannelLost, DeadlineExceeded, GuestBootFailed, GuestError
+from harness.errors import ControlChannelLost, DeadlineExceeded, GuestBootFailed, GuestError, GuestSilent
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class ControlChannel:
         while True:
             line = self._readline(deadline, on_idle)
             if line is None:
-                raise DeadlineExceeded(f"guest did not answer {command!r} within {timeout:.0f} s")
+                raise GuestSilent(f"guest did not answer {command!r} within {timeout:.0f} s")
             if req_id is None:
                 if until_ready and line.endswith(_READY):  # maybe after the tty's echo of a probe
                     return None

@@ -54,6 +54,11 @@ ARTIFACTS_KEY = pytest.StashKey[Path]()
 BED_ALLOWS_KEY = pytest.StashKey[list[str]]()
 SNAPSHOTS_KEY = pytest.StashKey[SnapshotStore]()
 LAB_KEY = pytest.StashKey[LabSession]()
+# The exception that failed the running attempt first (kept on the item, not the report:
+# reports travel to the xdist controller, exceptions cannot); set by harness.rerun.
+FAILURE_KEY = pytest.StashKey[BaseException | None]()
+# Why the attempt's failure was the emulated hardware's, as the bed judged it at teardown.
+EMULATION_FAULT_KEY = pytest.StashKey[str | None]()
 
 _bed_counter = itertools.count(1)
 Bed = FlatBed | NestedBed | HostBed
@@ -452,8 +457,13 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
             yield bed
             if _failed_so_far(request.node):
                 bed.save_guest_log(test_artifacts / "guest-dmesg.log")
+        except Exception as e:  # the build's (a test's failure does not come back here)
+            request.node.stash[FAILURE_KEY] = e
+            raise
         finally:
             bed.teardown()
             _live_beds.discard(bed)
+            if (failure := request.node.stash.get(FAILURE_KEY, None)) is not None:
+                request.node.stash[EMULATION_FAULT_KEY] = bed.emulation_fault(failure)
             if (peak := bed.peak_rss_mib()) is not None:
                 record_property("run.qemu_peak_rss_mib", round(peak, 1))

@@ -1,7 +1,9 @@
 """Flake policy: a case that failed for an environmental reason runs once more, and says so.
 
 Environmental means :class:`~harness.errors.EnvironmentalError` (a guest that
-did not boot, a control channel lost while QEMU kept running). Anything else,
+did not boot, a control channel lost while QEMU kept running), or a failure the
+bed judged the emulated hardware's (``Bed.emulation_fault``: nested under TCG,
+an L2 that fell silent or an L1 that panicked). Anything else,
 above all a failed conformance check, is never retried: retrying a real
 failure until it passes is how a harness loses its users' trust.
 
@@ -19,12 +21,9 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from harness.errors import EnvironmentalError
-from harness.plugin import ARTIFACTS_KEY
+from harness.plugin import ARTIFACTS_KEY, EMULATION_FAULT_KEY, FAILURE_KEY
 
 RETRIED_PROPERTY = "run.retried"
-# The exception that failed the running attempt first (kept on the item, not the
-# report: reports travel to the xdist controller, exceptions cannot).
-FAILURE_KEY = pytest.StashKey[BaseException | None]()
 
 
 def environmental_cause(failure: BaseException | None) -> str | None:
@@ -44,8 +43,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _attempt(item: pytest.Item, nextitem: pytest.Item | None) -> tuple[list[pytest.TestReport], str | None]:
     item.stash[FAILURE_KEY] = None
+    item.stash[EMULATION_FAULT_KEY] = None
     reports = runtestprotocol(item, nextitem=nextitem, log=False)
-    return reports, environmental_cause(item.stash[FAILURE_KEY])
+    if not any(report.failed for report in reports):
+        return reports, None
+    return reports, environmental_cause(item.stash[FAILURE_KEY]) or item.stash[EMULATION_FAULT_KEY]
 
 
 @pytest.hookimpl(tryfirst=True)

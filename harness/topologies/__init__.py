@@ -61,6 +61,10 @@ class FailoverBed(Protocol):
         """Errors and warnings of every QEMU this bed started."""
         ...
 
+    def emulation_fault(self, failure: BaseException) -> str | None:
+        """Why *failure* (of a case on this bed, torn down) is the emulation's fault, if it is."""
+        ...
+
     def unplug_primary(self, timeout: float = 30.0) -> None:
         """Hot-unplug the source's primary (``device_del``) and wait for the guest's eject."""
         ...

@@ -131,6 +131,11 @@ class BedCommon:
         peaks = [vm.peak_rss_mib for vm in self.vms if vm.peak_rss_mib is not None]
         return max(peaks) if peaks else None
 
+    def emulation_fault(self, failure: BaseException) -> str | None:
+        """Why *failure* is the emulated hardware's fault, not the system under test's, if it is
+        (the flake policy retries such a case once): never, unless a topology knows better."""
+        return None
+
     def save_guest_log(self, path: Path) -> None:
         """Evidence of a failed case: the guest's whole kernel log, or why it could not be read."""
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import sys
@@ -37,7 +38,7 @@ from typing import ClassVar, Literal, Protocol
 from harness import progress
 from harness.accel import probe_kvm
 from harness.config import RunConfig
-from harness.errors import GuestError, HarnessError
+from harness.errors import GuestError, GuestSilent, HarnessError
 from harness.guest import Guest
 from harness.host_process import HostProcess
 from harness.hypervisor import L1_SCRATCH, L1Host, L2Paths, l1_spec, start_l1
@@ -79,6 +80,23 @@ MIGRATION_PORT = 4600
 MISSING_VF_ADDRESS = "0000:ff:1f.7"
 # The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
 VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
+# What TCG's emulation of a hypervisor (L1s under TCG, their guest under KVM in them) has been
+# seen to do to a case that is otherwise fine: an L2 QEMU that cannot load its vCPU state, an L1
+# kernel that dies. Under real nesting each of these is a finding, and is not excused.
+EMULATED_NESTING_FAULTS = re.compile(r"Failed to set nested state|Kernel panic|corrupted stack end")
+
+
+def emulated_nesting_fault(failure: BaseException, logs: dict[str, str]) -> str | None:
+    """Why *failure*, on a bed whose L1s run under TCG, is the emulation's fault, if it is: one of
+    *logs* (name: text) shows a known emulation failure, or the L2 guest fell silent (seen under
+    TCG with no trace in any log; under KVM a hung guest is a finding). Pure."""
+    for name, text in logs.items():
+        if (sign := EMULATED_NESTING_FAULTS.search(text)) is not None:
+            line = text[text.rfind("\n", 0, sign.start()) + 1:].split("\n", 1)[0].strip()
+            return f"the L1s run under TCG and {name} says: {line}"
+    if isinstance(failure, GuestSilent):
+        return f"the L1s run under TCG and the L2 guest fell silent ({failure})"
+    return None
 
 
 def standby_tap(pair: int) -> str:
@@ -446,6 +464,16 @@ class NestedBed(RemoteBedCommon):
     def qemu_messages(self) -> list[str]:
         """Errors and warnings of every L2 QEMU, then of the L1s' QEMUs."""
         return [line for vm in [*self.vms, *(h.vm for h in self.hosts)] for line in vm.messages()]
+
+    def emulation_fault(self, failure: BaseException) -> str | None:
+        """Under TCG, see :func:`emulated_nesting_fault`: the L2 QEMUs' output and the L1s' consoles."""
+        if self.accel != "tcg":
+            return None
+        logs = {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
+        for host in self.hosts:
+            console = host.vm.paths.console_log
+            logs[f"{host.name}'s console"] = console.read_text(errors="replace") if console.is_file() else ""
+        return emulated_nesting_fault(failure, logs)
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.pair_addressing(pair).guest_ip

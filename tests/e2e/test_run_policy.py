@@ -93,6 +93,15 @@ def test_environmental_failure_is_retried_once_and_reported_flaky(tmp_path: Path
     assert "Reruns" in (reports / "report.html").read_text()
 
 
+def test_a_guest_that_hangs_is_a_finding_never_retried(tmp_path: Path) -> None:
+    """On flat, a guest that stops answering after ejecting its primary fails the case once:
+    only TCG-emulated nesting (tests/e2e/test_nested_suite.py) excuses a silent guest."""
+    run = run_broken(tmp_path, "guest-hangs-after-eject", "-k", "unplug_and_replug")
+    assert "rerun" not in run.output.strip().splitlines()[-1], run.output
+    test = _only_test(run.results())
+    assert "guest did not answer" in test["message"] and "retried" not in test["run"], test
+
+
 def test_soak_command_reports_each_metrics_distribution(tmp_path: Path) -> None:
     proc = subprocess.run([str(CLI), "soak", "--migrations", "2", "--reports", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

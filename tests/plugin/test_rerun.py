@@ -58,3 +58,35 @@ def test_environmental_failures_retry_once_conformance_failures_never(pytester: 
     assert len(cases) == 3  # a retried case is one testcase, with its property
     flaky = next(c for c in cases if c.get("name") == "test_boot_flakes_once")
     assert {p.get("name") for p in flaky.iter("property")} >= {"run.retried"}
+
+
+EMULATION_CASES = """
+    import pytest
+    from harness.errors import GuestSilent
+    from harness.plugin import EMULATION_FAULT_KEY, FAILURE_KEY
+
+    @pytest.fixture
+    def bed(request):
+        # As the failover_bed fixture does at teardown: the bed judges the failure.
+        yield
+        failure = request.node.stash.get(FAILURE_KEY, None)
+        if isinstance(failure, GuestSilent):
+            request.node.stash[EMULATION_FAULT_KEY] = f"the L2 guest fell silent ({failure})"
+
+    def test_guest_falls_silent(bed):
+        raise GuestSilent("guest did not answer 'fo-state' within 240 s")
+
+    def test_check_fails(bed):
+        raise AssertionError("FAIL probes_lost: 5000 > 4000")
+"""
+
+
+def test_a_failure_the_bed_calls_the_emulations_is_retried_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_emulation=EMULATION_CASES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-json=results.json")
+    assert result.parseoutcomes() == {"failed": 2, "rerun": 1}
+    result.stdout.fnmatch_lines(["*flaky: retried once after an environmental error*",
+                                 "*test_guest_falls_silent (call): the L2 guest fell silent*"])
+    tests = {t["nodeid"].split("::")[1]: t for t in json.loads((pytester.path / "results.json").read_text())["tests"]}
+    assert tests["test_guest_falls_silent"]["run"]["retried"].startswith("once, after the L2 guest fell silent")
+    assert "reruns" not in tests["test_check_fails"]

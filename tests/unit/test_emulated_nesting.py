@@ -1,0 +1,34 @@
+"""Which failures on a nested bed under TCG are the emulation's (retried once) and which are findings."""
+
+from __future__ import annotations
+
+from harness.errors import DeadlineExceeded, GuestSilent
+from harness.topologies.nested import emulated_nesting_fault
+
+# As printed in runs on this machine (L1s under TCG, the L2 under KVM in them).
+L2_QEMU_LOG = ("qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.80000001H:ECX.svm [bit 2]\n"
+               "qemu-system-x86_64: Failed to set nested state: Invalid argument\n")
+L1_PANIC = ("[  812.301562] Call Trace:\n"
+            "[  812.318245] Kernel panic - not syncing: corrupted stack end detected inside scheduler\n"
+            "[  812.322977] Kernel Offset: disabled\n")
+QUIET = {"dst's QEMU": "", "l1a's console": "[    0.000000] Linux version 6.1.0\n"}
+
+
+def test_a_silent_guest_is_the_emulations_fault() -> None:
+    cause = emulated_nesting_fault(GuestSilent("guest did not answer 'fo-state' within 240 s"), QUIET)
+    assert cause == ("the L1s run under TCG and the L2 guest fell silent "
+                     "(guest did not answer 'fo-state' within 240 s)")
+
+
+def test_a_known_emulation_failure_in_a_log_is_quoted_whatever_failed() -> None:
+    failed_check = AssertionError("FAIL migration_completed: destination never resumed")
+    assert emulated_nesting_fault(failed_check, {**QUIET, "dst's QEMU": L2_QEMU_LOG}) == (
+        "the L1s run under TCG and dst's QEMU says: qemu-system-x86_64: Failed to set nested state: Invalid argument")
+    assert emulated_nesting_fault(failed_check, {**QUIET, "l1b's console": L1_PANIC}) == (
+        "the L1s run under TCG and l1b's console says: [  812.318245] Kernel panic - not syncing: "
+        "corrupted stack end detected inside scheduler")
+
+
+def test_other_failures_are_findings() -> None:
+    assert emulated_nesting_fault(AssertionError("FAIL probes_lost: 5000 > 4000"), QUIET) is None
+    assert emulated_nesting_fault(DeadlineExceeded("no RESUME within 600 s"), QUIET) is None
