@@ -52,6 +52,34 @@ def _text(host: Host, argv: list[str], input: str | None = None) -> tuple[int, s
     return result.rc, result.output.strip()
 
 
+# The model name of QEMU's 'max' CPU under TCG: such a host is a hypervisor emulated by TCG.
+TCG_CPU_MODEL = "QEMU TCG CPU"
+
+
+def parse_cpu_model(cpuinfo: str) -> str:
+    """The first ``model name`` of ``/proc/cpuinfo`` (x86), or "unknown". Pure."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return "unknown"
+
+
+def cpu_model(host: Host) -> str:
+    rc, cpuinfo = _text(host, ["cat", "/proc/cpuinfo"])
+    return parse_cpu_model(cpuinfo) if rc == 0 else "unknown"
+
+
+def emulated_by_tcg(model: str) -> bool:
+    return model.startswith(TCG_CPU_MODEL)
+
+
+def cpu_finding(model: str) -> Finding:
+    return Finding("cpu", None, model + ("; an emulated hypervisor (a VM under TCG), not hardware: its timings say "
+                                         "little, and a case that fails from what TCG's emulation of nesting is "
+                                         "known to do runs once more" if emulated_by_tcg(model) else ""))
+
+
 def kernel_findings(host: Host) -> list[Finding]:
     rc, release = _text(host, ["uname", "-r"])
     findings = [Finding("kernel", None, release if rc == 0 else f"uname -r failed: {release}")]
@@ -213,7 +241,7 @@ def diagnose_host(host: Host, spec: HostSpec, peer: PeerSpec | None = None) -> l
     failure is the only one then."""
     try:
         findings = [Finding("connection", True, f"{host.name} is {_text(host, ['uname', '-n'])[1]}")]
-        findings += kernel_findings(host)
+        findings += [cpu_finding(cpu_model(host)), *kernel_findings(host)]
         pf, index_of, shown = pf_findings(host, spec)
         findings += pf
         if index_of:

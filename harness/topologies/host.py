@@ -48,7 +48,7 @@ from harness.accel import probe_kvm
 from harness.config import RunConfig
 from harness.errors import CapabilityMissing, ConfigError, HarnessError
 from harness.guest import CommandResult, Guest
-from harness.host_doctor import connect, diagnose_host
+from harness.host_doctor import connect, diagnose_host, emulated_by_tcg
 from harness.host_process import HostProcess
 from harness.hosts import LocalHost, SocketFactory, SSHHost
 from harness.hypervisor import L2Paths
@@ -64,6 +64,7 @@ from harness.topologies.flat import NATIVE_HOTPLUG_ARGS
 from harness.topologies.nested import (
     MISSING_VF_ADDRESS,
     HypervisorPathCapture,
+    emulated_nesting_fault,
     failover_guest_kernel,
     l2_spec,
     with_vfs,
@@ -105,6 +106,7 @@ class LabSession:
     accelerator the guest gets there, and the digests of the local files staged to the hosts."""
 
     problems: dict[str, list[str]] = field(default_factory=dict)  # host → the doctor's failures
+    under_tcg: set[str] = field(default_factory=set)  # hosts whose CPU is TCG's: emulated hypervisors
     guest_accel: dict[str, tuple[Accel, str]] = field(default_factory=dict)  # host → choice, why
     digests: dict[Path, str] = field(default_factory=dict)
 
@@ -341,6 +343,8 @@ class HostBed(RemoteBedCommon):
             if name not in self.lab.problems:
                 findings = diagnose_host(self._host(name), spec, peer if name == peer.host else None)
                 self.lab.problems[name] = [f.render() for f in findings if f.ok is False]
+                if any(f.area == "cpu" and emulated_by_tcg(f.detail) for f in findings):
+                    self.lab.under_tcg.add(name)
             if self.lab.problems[name]:
                 raise CapabilityMissing(f"lab host {name} is not ready: " + "; ".join(self.lab.problems[name]))
         for i, (name, vf_index) in enumerate(places):
@@ -469,6 +473,15 @@ class HostBed(RemoteBedCommon):
 
     def qemu_messages(self) -> list[str]:
         return [line for vm in self.vms for line in vm.messages()]
+
+    def emulation_fault(self, failure: BaseException) -> str | None:
+        """On lab hosts that are themselves VMs under TCG (the doctor's ``cpu``), see
+        :func:`~harness.topologies.nested.emulated_nesting_fault`: the guest's QEMUs' output."""
+        emulated = sorted({slot.name for slot in self._slots} & self.lab.under_tcg)
+        if not emulated:
+            return None
+        logs = {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
+        return emulated_nesting_fault(failure, logs, f"lab host {', '.join(emulated)}")
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.addressing.guest_ip

@@ -86,16 +86,17 @@ VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
 EMULATED_NESTING_FAULTS = re.compile(r"Failed to set nested state|Kernel panic|corrupted stack end")
 
 
-def emulated_nesting_fault(failure: BaseException, logs: dict[str, str]) -> str | None:
-    """Why *failure*, on a bed whose L1s run under TCG, is the emulation's fault, if it is: one of
-    *logs* (name: text) shows a known emulation failure, or the L2 guest fell silent (seen under
-    TCG with no trace in any log; under KVM a hung guest is a finding). Pure."""
+def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str) -> str | None:
+    """Why *failure*, with a guest on *hypervisors* that run under TCG, is the emulation's fault, if
+    it is: one of *logs* (name: text) shows a known emulation failure, or the guest fell silent (seen
+    under TCG with no trace in any log; under KVM a hung guest is a finding). Pure."""
+    where = f"emulated hypervisor ({hypervisors} under TCG)"
     for name, text in logs.items():
         if (sign := EMULATED_NESTING_FAULTS.search(text)) is not None:
             line = text[text.rfind("\n", 0, sign.start()) + 1:].split("\n", 1)[0].strip()
-            return f"the L1s run under TCG and {name} says: {line}"
+            return f"{where}: {name} says: {line}"
     if isinstance(failure, GuestSilent):
-        return f"the L1s run under TCG and the L2 guest fell silent ({failure})"
+        return f"{where}: the guest fell silent ({failure})"
     return None
 
 
@@ -473,7 +474,7 @@ class NestedBed(RemoteBedCommon):
         for host in self.hosts:
             console = host.vm.paths.console_log
             logs[f"{host.name}'s console"] = console.read_text(errors="replace") if console.is_file() else ""
-        return emulated_nesting_fault(failure, logs)
+        return emulated_nesting_fault(failure, logs, "the L1s")
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.pair_addressing(pair).guest_ip

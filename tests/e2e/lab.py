@@ -183,9 +183,9 @@ def peer_namespace(lab: Lab) -> Iterator[LabPeer]:
 
 
 def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[str, list[str]] | None = None,
-                   peer: LabPeer | None = None) -> Path:
+                   peer: LabPeer | None = None, qemu_binary: str | None = None) -> Path:
     """The lab's inventory as a user writes it: the hosts *vfs* names with those VFs (default: both, each
-    with its first VF); *for_runs*:
+    with its first VF), running *qemu_binary* if given; *for_runs*:
     with what the host topology needs too (the standby bridge, the peer on this machine unless *peer*
     places it on a lab host) and the nested profile's limits."""
     vf_of = vfs or {name: [lab.vfs[name][0].address] for name in NAMES}
@@ -203,7 +203,8 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
             f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
             f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
             f"vfs = {json.dumps(vf_of[name])}", f'mgmt_address = "{MGMT_PREFIX}.{i + 1}"',
-            *([f'standby_bridge = "{L1_BRIDGE}"'] if for_runs else []))),
+            *([f'standby_bridge = "{L1_BRIDGE}"'] if for_runs else []),
+            *([f'qemu_binary = "{qemu_binary}"'] if qemu_binary else []))),
         "[peer]", *peer_lines, f'address = "{peer.address if peer else "198.18.0.1/24"}"',
         *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []), ""]))
     return path

@@ -76,7 +76,8 @@ def test_nested_guest_that_falls_silent_under_tcg_is_retried_once(tmp_path: Path
     assert "guest did not answer" in test["message"], test
     if test["run"]["accel"] == "tcg":
         assert test["reruns"] == 1, test
-        assert test["run"]["retried"].startswith("once, after the L1s run under TCG and the L2 guest fell silent")
+        assert test["run"]["retried"].startswith(
+            "once, after emulated hypervisor (the L1s under TCG): the guest fell silent")
         assert list(run.artifacts.glob("*.attempt1")), "the first attempt's evidence is kept"
     else:
         assert "retried" not in test["run"], test

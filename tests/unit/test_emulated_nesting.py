@@ -15,20 +15,21 @@ QUIET = {"dst's QEMU": "", "l1a's console": "[    0.000000] Linux version 6.1.0\
 
 
 def test_a_silent_guest_is_the_emulations_fault() -> None:
-    cause = emulated_nesting_fault(GuestSilent("guest did not answer 'fo-state' within 240 s"), QUIET)
-    assert cause == ("the L1s run under TCG and the L2 guest fell silent "
+    cause = emulated_nesting_fault(GuestSilent("guest did not answer 'fo-state' within 240 s"), QUIET, "the L1s")
+    assert cause == ("emulated hypervisor (the L1s under TCG): the guest fell silent "
                      "(guest did not answer 'fo-state' within 240 s)")
 
 
 def test_a_known_emulation_failure_in_a_log_is_quoted_whatever_failed() -> None:
     failed_check = AssertionError("FAIL migration_completed: destination never resumed")
-    assert emulated_nesting_fault(failed_check, {**QUIET, "dst's QEMU": L2_QEMU_LOG}) == (
-        "the L1s run under TCG and dst's QEMU says: qemu-system-x86_64: Failed to set nested state: Invalid argument")
-    assert emulated_nesting_fault(failed_check, {**QUIET, "l1b's console": L1_PANIC}) == (
-        "the L1s run under TCG and l1b's console says: [  812.318245] Kernel panic - not syncing: "
+    assert emulated_nesting_fault(failed_check, {**QUIET, "dst's QEMU": L2_QEMU_LOG}, "lab host l1b") == (
+        "emulated hypervisor (lab host l1b under TCG): dst's QEMU says: "
+        "qemu-system-x86_64: Failed to set nested state: Invalid argument")
+    assert emulated_nesting_fault(failed_check, {**QUIET, "l1b's console": L1_PANIC}, "the L1s") == (
+        "emulated hypervisor (the L1s under TCG): l1b's console says: [  812.318245] Kernel panic - not syncing: "
         "corrupted stack end detected inside scheduler")
 
 
 def test_other_failures_are_findings() -> None:
-    assert emulated_nesting_fault(AssertionError("FAIL probes_lost: 5000 > 4000"), QUIET) is None
-    assert emulated_nesting_fault(DeadlineExceeded("no RESUME within 600 s"), QUIET) is None
+    assert emulated_nesting_fault(AssertionError("FAIL probes_lost: 5000 > 4000"), QUIET, "the L1s") is None
+    assert emulated_nesting_fault(DeadlineExceeded("no RESUME within 600 s"), QUIET, "the L1s") is None

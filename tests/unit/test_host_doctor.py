@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.doctor import Finding
-from harness.host_doctor import parse_vfio_holders, peer_findings, render
+from harness.host_doctor import cpu_finding, emulated_by_tcg, parse_cpu_model, parse_vfio_holders, peer_findings, render
 from harness.hosts import LocalHost
 from harness.inventory import PeerSpec
 
@@ -41,3 +41,14 @@ def test_the_peers_host_is_checked_for_what_the_peer_runs_there() -> None:
     assert "ip netns add fohx-no-such-ns" in missing.render()
     no_interface = peer_findings(here, PeerSpec(host="local", interface="fohx-none0", address="198.18.0.1/24"))[0]
     assert no_interface.ok is False and "no fohx-none0 in the root namespace" in no_interface.render()
+
+
+def test_a_host_under_tcg_is_told_from_one_on_hardware_by_its_cpu() -> None:
+    # /proc/cpuinfo of an L1 (QEMU 10.0 'max' under TCG) and of a lab server.
+    tcg = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu\n"
+    real = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\nmodel name\t: ignored\n"
+    assert parse_cpu_model(tcg) == "QEMU TCG CPU version 2.5+" and emulated_by_tcg(parse_cpu_model(tcg))
+    assert parse_cpu_model(real) == "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    assert not emulated_by_tcg(parse_cpu_model(real)) and parse_cpu_model("processor\t: 0\n") == "unknown"
+    assert cpu_finding(parse_cpu_model(real)).render() == "[info] cpu: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    assert "an emulated hypervisor (a VM under TCG)" in cpu_finding(parse_cpu_model(tcg)).render()
