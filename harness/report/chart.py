@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from harness.metrics import attribute, probe_stats
@@ -26,14 +27,20 @@ KEY_EVENTS = {"UNPLUG_PRIMARY": "#e67e22", "STOP": "#c0392b", "RESUME": "#27ae60
 LANES = ["guest link", "lost", "standby path", "primary path", "dst", "src"]
 
 
-def render_png(timeline: Timeline, title: str = "") -> bytes:
-    """Draw *timeline*; returns PNG bytes (Agg backend, no display, no network)."""
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot on the Agg backend (no display, no network); the first call imports it (~0.5 s)."""
     os.environ.setdefault("MPLCONFIGDIR", tempfile.gettempdir())
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def render_png(timeline: Timeline, title: str = "") -> bytes:
+    """Draw *timeline*; returns PNG bytes."""
+    plt = pyplot()
     t0 = timeline.window_start
     has_tput = bool(timeline.throughput)
     fig, axes = plt.subplots(2 if has_tput else 1, 1, figsize=(12, 6.5 if has_tput else 4.8), sharex=True,
