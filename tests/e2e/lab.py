@@ -24,8 +24,8 @@ import os
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ SSH_PORT = 22
 # The lab host that has a port for a traffic peer on it (tests of a peer on a lab host), and its MAC.
 PEER_HOST = "l1a"
 PEER_PORT_MAC = "52:54:00:ac:00:01"
+L1_PANIC = "Kernel panic"
 
 
 @dataclass
@@ -67,6 +68,29 @@ class Lab:
     vfs: dict[str, list[VirtualFunction]]
     keys: Path
     holder_pid: int
+    # Per L1: how much of its console was read for kernel panics.
+    console_read: dict[str, int] = field(default_factory=dict)
+
+    def new_panics(self) -> dict[str, str]:
+        """Per L1 whose kernel panicked since the last look (under TCG it has: a stack overflow in an
+        interrupt, in the scheduler), the panic line. Such an L1 rebooted (``panic=-1``) and lost the
+        lab's setup: :meth:`recover`."""
+        found = {}
+        for name, host in self.hosts.items():
+            text = host.vm.paths.console_log.read_text(errors="replace")
+            start, self.console_read[name] = self.console_read.get(name, 0), len(text)
+            if (line := next((ln for ln in text[start:].splitlines() if L1_PANIC in ln), None)) is not None:
+                found[name] = line.strip()
+        return found
+
+    def recover(self, names: Iterable[str]) -> None:
+        """Set the L1s *names*, rebooted after a panic, up again as :func:`standing_lab` did."""
+        for name in names:
+            host = self.hosts[name]
+            host.wait_ready()
+            self.vfs[name] = set_up_host(host, self.keys, NAMES.index(name))
+            if name == "l1b":
+                self.holder_pid = hold_vf(host, self.vfs[name][1])
 
     def inventory(self, **host_changes: dict[str, Any]) -> Inventory:
         """An inventory of this lab (each host's first VF), with *host_changes* per host name."""
@@ -102,6 +126,24 @@ def start_sshd(host: L1Host, keys: Path, ip: str) -> None:
                "starting sshd")
 
 
+def set_up_host(host: L1Host, keys: Path, index: int) -> list[VirtualFunction]:
+    """An L1 that has booted made a lab host: two VFs bound to vfio-pci, sshd, the bridge ``br0``."""
+    host.preflight()
+    vfs = host.create_vfs(2)
+    for vf in vfs:
+        host.take_vf(vf)
+    start_sshd(host, keys, f"{MGMT_PREFIX}.{index + 1}")
+    connect_standbys_to_pf(host, [])  # the lab's bridge, br0: the PF is its uplink
+    return vfs
+
+
+def hold_vf(host: L1Host, vf: VirtualFunction) -> int:
+    """The pid of a process in *host* that holds *vf*'s VFIO group open, as a VM's QEMU would."""
+    group = host.check(f"basename $(readlink /sys/bus/pci/devices/{vf.address}/iommu_group)",
+                       "the VF's IOMMU group").strip()
+    return int(host.check(f"sleep 3600 < /dev/vfio/{group} > /dev/null 2>&1 & echo $!", "holding the VF").split()[-1])
+
+
 @contextlib.contextmanager
 def standing_lab(config: RunConfig, accel: Accel, tmp: Path) -> Iterator[Lab]:
     """Two L1s as lab hosts (their files under *tmp*), shut down and their network deleted on exit."""
@@ -125,18 +167,10 @@ def standing_lab(config: RunConfig, accel: Accel, tmp: Path) -> Iterator[Lab]:
         vfs = {}
         for i, (name, host) in enumerate(hosts.items()):
             host.wait_ready()
-            host.preflight()
-            vfs[name] = host.create_vfs(2)
-            for vf in vfs[name]:
-                host.take_vf(vf)
-            start_sshd(host, keys, f"{MGMT_PREFIX}.{i + 1}")
-            connect_standbys_to_pf(host, [])  # the lab's bridge, br0: the PF is its uplink
-        # A VM's QEMU would hold the group open; a shell's redirection does the same.
-        group = hosts["l1b"].check(f"basename $(readlink /sys/bus/pci/devices/{vfs['l1b'][1].address}/iommu_group)",
-                                   "the VF's IOMMU group").strip()
-        holder = int(hosts["l1b"].check(f"sleep 3600 < /dev/vfio/{group} > /dev/null 2>&1 & echo $!",
-                                        "holding the VF").split()[-1])
-        yield Lab(network, hosts, vfs, keys, holder)
+            vfs[name] = set_up_host(host, keys, i)
+        lab = Lab(network, hosts, vfs, keys, hold_vf(hosts["l1b"], vfs["l1b"][1]))
+        lab.new_panics()  # the consoles so far
+        yield lab
     finally:
         for host in hosts.values():
             host.shutdown()

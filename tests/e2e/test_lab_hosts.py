@@ -10,12 +10,14 @@ certified, and both hosts are left as they were.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ import pytest
 from harness.accel import AccelChoice
 from harness.config import RunConfig
 from harness.doctor import Finding
+from harness.errors import HarnessError
+from harness.plugin import EMULATION_FAULT_KEY, FAILURE_KEY
 from harness.topologies.nested import MGMT_PREFIX
 from tests.e2e.lab import NAMES, REPO, Lab, inventory_file, peer_namespace, standing_lab
 from tests.e2e.test_flat_suite import WRAPPERS
@@ -40,6 +44,21 @@ def lab(harness_config: RunConfig, accel: AccelChoice, host_ready: None,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with standing_lab(harness_config, accel.accel, tmp_path_factory.mktemp("hostlab")) as lab:
         yield lab
+
+
+@pytest.fixture(autouse=True)
+def _l1_panics_are_the_emulations(lab: Lab, request: pytest.FixtureRequest) -> Iterator[None]:
+    """An L1 under TCG whose kernel panicked (seen twice in CI: a kernel stack overflow in an interrupt,
+    in the scheduler) reboots without the lab's setup, and every later test would fail on it. The
+    flake policy runs a test that failed meanwhile once more (reported as a rerun, with the panic);
+    the lab is set up again before that and before any later test."""
+    lab.recover(lab.new_panics())
+    yield
+    panics = lab.new_panics()
+    if panics and request.node.stash.get(FAILURE_KEY, None) is not None:
+        request.node.stash[EMULATION_FAULT_KEY] = "; ".join(
+            f"lab host {name}'s kernel panicked: {line}" for name, line in panics.items())
+    lab.recover(panics)
 
 
 def _failures(findings: dict[str, list[Finding]]) -> dict[str, list[str]]:
@@ -289,3 +308,18 @@ def test_a_guest_that_falls_silent_on_lab_hosts_under_tcg_is_retried_once(lab: L
         assert "retried" not in case["run"], case["run"]
     assert _leftovers(lab) == {"l1a": "", "l1b": ""}
     assert lab.state() == before
+
+
+def test_a_lab_host_whose_kernel_panicked_is_set_up_again(lab: Lab) -> None:
+    """What happens to an L1 whose kernel panics (here on purpose, by sysrq): it reboots, the lab sees
+    the panic on its console and sets it up again; the doctor then passes and its state is as before."""
+    before = lab.state()
+    with contextlib.suppress(HarnessError):  # the shell dies with the kernel
+        lab.hosts["l1a"].run("echo c > /proc/sysrq-trigger", timeout=5)
+    deadline = time.monotonic() + 60
+    while not (panics := lab.new_panics()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "sysrq triggered crash" in panics.get("l1a", ""), panics
+    lab.recover(panics)
+    assert lab.state() == before
+    assert _failures(lab.diagnose(lab.inventory())) == {"l1a": [], "l1b": []}
