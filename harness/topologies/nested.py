@@ -83,7 +83,8 @@ VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
 # What TCG's emulation of a hypervisor (L1s under TCG, their guest under KVM in them) has been
 # seen to do to a case that is otherwise fine: an L2 QEMU that cannot load its vCPU state, an L1
 # kernel that dies. Under real nesting each of these is a finding, and is not excused.
-EMULATED_NESTING_FAULTS = re.compile(r"Failed to set nested state|Kernel panic|corrupted stack end")
+L1_PANIC = "Kernel panic"
+EMULATED_NESTING_FAULTS = re.compile(rf"Failed to set nested state|{L1_PANIC}")
 
 
 def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str) -> str | None:

@@ -40,6 +40,7 @@ from harness.image import L1_RECIPE_DIR, ImageBuilder
 from harness.inventory import Inventory, parse_inventory
 from harness.topologies.nested import (
     L1_BRIDGE,
+    L1_PANIC,
     MGMT_PREFIX,
     MGMT_PREFIX_LEN,
     address_mgmt_bridge,
@@ -56,7 +57,6 @@ SSH_PORT = 22
 # The lab host that has a port for a traffic peer on it (tests of a peer on a lab host), and its MAC.
 PEER_HOST = "l1a"
 PEER_PORT_MAC = "52:54:00:ac:00:01"
-L1_PANIC = "Kernel panic"
 
 
 @dataclass
