@@ -192,6 +192,10 @@ class RemoteBedCommon(BedCommon):
         self._retire(old)
         return result
 
+    def _qemu_outputs(self) -> dict[str, str]:
+        """What each guest QEMU of the bed printed, by name (evidence for :meth:`emulation_fault`)."""
+        return {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
+
     def _retire_all(self) -> None:
         """Close the guest's channel and retire every QEMU of the bed, last started first (teardown)."""
         if hasattr(self, "guest"):

@@ -480,8 +480,7 @@ class HostBed(RemoteBedCommon):
         emulated = sorted({slot.name for slot in self._slots} & self.lab.under_tcg)
         if not emulated:
             return None
-        logs = {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
-        return emulated_nesting_fault(failure, logs, f"lab host {', '.join(emulated)}")
+        return emulated_nesting_fault(failure, self._qemu_outputs(), f"lab host {', '.join(emulated)}")
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.addressing.guest_ip

@@ -471,7 +471,7 @@ class NestedBed(RemoteBedCommon):
         """Under TCG, see :func:`emulated_nesting_fault`: the L2 QEMUs' output and the L1s' consoles."""
         if self.accel != "tcg":
             return None
-        logs = {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
+        logs = self._qemu_outputs()
         for host in self.hosts:
             console = host.vm.paths.console_log
             logs[f"{host.name}'s console"] = console.read_text(errors="replace") if console.is_file() else ""
