@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -169,8 +170,13 @@ class KernelBuilder:
         if not path.exists() or sha256_file(path) != deb.sha256:
             log.info("fetching %s", deb.filename)
             # apt-get download writes into the cwd; the exact version, so the SHA-256 is the one resolved.
-            subprocess.run(["apt-get", "download", "-q", f"{deb.package}={deb_version(deb)}"], cwd=deb_dir,
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+            argv = ["apt-get", "download", "-q", f"{deb.package}={deb_version(deb)}"]
+            done = subprocess.run(argv, cwd=deb_dir, capture_output=True, text=True, timeout=1800, check=False)
+            if done.returncode != 0:
+                raise CapabilityMissing(f"{shlex.join(argv)} failed (exit {done.returncode}): "
+                                        f"{(done.stdout + done.stderr).strip()[-LOG_TAIL_CHARS:]}; the small guest "
+                                        "kernel is built from it, once (then cached): the first run must be where "
+                                        "apt reaches its mirror, not inside a network namespace")
             if not path.exists() or sha256_file(path) != deb.sha256:
                 raise CapabilityMissing(f"download of {deb.filename} failed or does not match apt's SHA-256")
         return path

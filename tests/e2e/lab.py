@@ -38,6 +38,7 @@ from harness.hosts import netns_socket_factory
 from harness.hypervisor import L1Host, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, ImageBuilder
 from harness.inventory import Inventory, parse_inventory
+from harness.kernel import KernelBuilder
 from harness.topologies.nested import (
     L1_BRIDGE,
     L1_PANIC,
@@ -152,6 +153,10 @@ def standing_lab(config: RunConfig, accel: Accel, tmp: Path) -> Iterator[Lab]:
     host_pub = keygen(keys / "host_key")
     (keys / "authorized_keys").write_text(keygen(keys / "client_key") + "\n")
     (keys / "known_hosts").write_text("".join(f"{MGMT_PREFIX}.{i + 1} {host_pub}\n" for i in range(len(NAMES))))
+    if config.guest_kernel is None:
+        # The cases run in the lab's management namespace, where apt cannot reach its mirror: the
+        # small guest kernel they boot is built (on a fresh machine) or found in the cache here.
+        KernelBuilder(config.cache_dir).get()
     network = netns.TestNetwork(f"hd-{os.getpid() % 10000}").create()
     hosts: dict[str, L1Host] = {}
     try:
