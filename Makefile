@@ -7,7 +7,7 @@ PYTEST  := $(VENV)/bin/pytest
 REPORTS := reports
 ARGS    ?=
 
-.PHONY: all setup setup-host venv conformance check lint bench soak sweep clean
+.PHONY: all setup setup-host venv conformance check check-full lint bench soak sweep clean
 
 all: check
 
@@ -28,9 +28,21 @@ $(VENV)/.installed: pyproject.toml
 conformance: setup
 	$(VENV)/bin/failover-harness run --reports $(REPORTS) -- $(ARGS)
 
-# The harness's own tests: pure units, plugin tests and end-to-end runs with real QEMU.
+# The harness's own tests: pure units, plugin tests and end-to-end runs with real QEMU, in two
+# passes (scripts/check.sh): what can share the host on two workers, then what needs it whole.
 check: setup lint
-	$(PYTEST) tests $(ARGS)
+	@bash scripts/check.sh $(PYTEST) $(ARGS)
+
+# make check, then slow runs that add confidence but prove nothing make check does not
+# (README "make check-full"): whole suites on the nested topology and on the two-L1 lab,
+# the whole-host tests repeated REPEATS times with their failure rate, a short soak.
+REPEATS ?= 3
+check-full: check
+	$(VENV)/bin/failover-harness run --profile profiles/nested-tcg.toml --reports $(REPORTS)/check-full/nested
+	$(PY) -m tests.e2e.lab --reports $(REPORTS)/check-full/lab
+	$(PYTEST) tests -m check_full $(ARGS)
+	$(PY) bench/failure_rate.py --runs $(REPEATS) --junit-dir $(REPORTS)/check-full/repeats -- -m whole_host $(ARGS)
+	$(VENV)/bin/failover-harness soak --migrations 20 -- $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check harness testcases tests bench soak conftest.py

@@ -19,6 +19,16 @@ DATA = Path(__file__).parent / "data"
 pytest_plugins = ["pytester"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "whole_host: needs this host's cores to itself (L1 hypervisors under TCG, in-process timing "
+        "calibration, a timeout that must land mid-migration); make check runs these after the rest, one at a "
+        "time (scripts/check.sh)")
+    config.addinivalue_line(
+        "markers", "check_full(why): adds confidence but proves nothing make check does not (why says what "
+        "does); make check leaves it out, make check-full runs it")
+
+
 def load_json_gz(path: Path) -> Any:
     """A recorded JSON document, stored gzip-compressed in tests/data."""
     with gzip.open(path) as f:

@@ -74,6 +74,7 @@ TIMEOUT_CASE = ("-k", "dirtying")
 CASE_TIMEOUT_S = 25
 
 
+@pytest.mark.whole_host  # the timeout must land inside the migration: the case's pace must be the host's own
 def test_case_that_times_out_leaves_nothing(tmp_path: Path) -> None:
     # pytest-timeout (signal method) interrupts the case mid-migration; teardown still runs.
     run = run_suite(tmp_path, *TIMEOUT_CASE, "--timeout", str(CASE_TIMEOUT_S), "--no-snapshots")

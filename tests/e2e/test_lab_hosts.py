@@ -36,7 +36,8 @@ from tests.e2e.test_ssh_hosts import SSHD, keygen
 
 UNREACHABLE_IP = f"{MGMT_PREFIX}.9"  # on the management link, no L1 has it
 
-pytestmark = pytest.mark.skipif(not SSHD.exists(), reason=f"no {SSHD}: 'make setup' installs openssh-server")
+pytestmark = [pytest.mark.skipif(not SSHD.exists(), reason=f"no {SSHD}: 'make setup' installs openssh-server"),
+              pytest.mark.whole_host]
 
 
 @pytest.fixture(scope="module")

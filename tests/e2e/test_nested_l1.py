@@ -20,6 +20,7 @@ from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder
 from harness.vm import Device, VMSpec
 
 FAILOVER_MAC = "52:54:00:fa:00:01"
+pytestmark = pytest.mark.whole_host  # L1s under TCG take both cores
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ NESTED_PROBES_CASE = (*NESTED, "-k", "under_probes and acpi")
 # Two L1 boots, the L2 boot under nested TCG, the migration and its observation; the
 # first run on a machine also builds the small guest kernel (about 12 minutes).
 NESTED_RUN_TIMEOUT_S = 1800
-pytestmark = pytest.mark.timeout(NESTED_RUN_TIMEOUT_S + 60)
+pytestmark = [pytest.mark.timeout(NESTED_RUN_TIMEOUT_S + 60), pytest.mark.whole_host]
 
 
 def _the_case(results: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +43,9 @@ def test_nested_migration_case_passes(tmp_path: Path, record_property: Any) -> N
     assert leftovers(run.pid) == []
 
 
+@pytest.mark.check_full("the flat suite's test_fails_when_destination_lacks_its_primary fails primary_restored "
+                        "with the same wrapper (the check reads the guest, whatever the topology), and the nested "
+                        "silent-guest test below runs a wrapper in L1")
 def test_nested_destination_without_its_vf_fails_the_case(tmp_path: Path) -> None:
     """The destination L2 started without its VF: the guest stays on the standby, and the case says so."""
     run = run_suite(tmp_path, *NESTED_PROBES_CASE, "--qemu-binary", str(WRAPPERS / "destination-without-primary"),

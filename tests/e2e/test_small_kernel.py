@@ -23,7 +23,8 @@ from harness.topologies.flat import FlatBed
 from harness.topologies.nested import QBOOT
 
 # A cold kernel build took 12 minutes on two busy cores; the default 900 s covers fixtures too.
-pytestmark = pytest.mark.timeout(3600)
+# Whole host: the cold build uses every core.
+pytestmark = [pytest.mark.timeout(3600), pytest.mark.whole_host]
 
 
 @pytest.fixture(scope="module")
