@@ -79,6 +79,9 @@ class RunConfig(BaseModel):
     require_resources: bool = False
     # Start sources from a saved booted guest (harness.snapshot) where the bed allows it.
     snapshots: bool = True
+    # host: a timing case runs with no other harness QEMU on the host (harness.isolation); shared: it
+    # runs beside non-timing ones, for runs whose timing figures are not judged (broken setups).
+    timing_isolation: Literal["host", "shared"] = "host"
     # Regexes of guest console or QEMU lines that do not fail a case (see harness.logscan).
     allow_log: tuple[str, ...] = ()
     thresholds: Thresholds = Thresholds()
