@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -259,22 +258,15 @@ def diagnose_host(host: Host, spec: HostSpec, peer: PeerSpec | None = None) -> l
 def on_each_host(inventory: Inventory, read: Callable[[Host, HostSpec], T],
                  sock_factory: Callable[[str], SocketFactory | None] = lambda _: None) -> dict[str, T]:
     """*read* on every inventory host, connected for it and closed after; *sock_factory* gives each
-    host's socket maker (e.g. in a namespace). What the doctor and the certification record share.
-
-    The hosts are read at once, each on its own connection and thread: a lab of N hosts takes as long
-    as its slowest host, not their sum. The result keeps the inventory's order; the first host whose
-    *read* raised raises here, after every host was closed."""
-
-    def read_one(name: str, spec: HostSpec) -> T:
+    host's socket maker (e.g. in a namespace). What the doctor and the certification record share."""
+    out = {}
+    for name, spec in inventory.hosts.items():
         host = connect(name, spec, sock_factory(name))
         try:
-            return read(host, spec)
+            out[name] = read(host, spec)
         finally:
             host.close()
-
-    with ThreadPoolExecutor(max_workers=max(len(inventory.hosts), 1), thread_name_prefix="lab-host") as pool:
-        reads = {name: pool.submit(read_one, name, spec) for name, spec in inventory.hosts.items()}
-    return {name: future.result() for name, future in reads.items()}
+    return out
 
 
 def diagnose_inventory(inventory: Inventory,
