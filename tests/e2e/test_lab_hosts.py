@@ -37,7 +37,10 @@ from tests.e2e.test_ssh_hosts import SSHD, keygen
 UNREACHABLE_IP = f"{MGMT_PREFIX}.9"  # on the management link, no L1 has it
 
 pytestmark = [pytest.mark.skipif(not SSHD.exists(), reason=f"no {SSHD}: 'make setup' installs openssh-server"),
-              pytest.mark.whole_host]
+              pytest.mark.whole_host,
+              # A case run through _run_case may take its subprocess's 1200 s (two attempts under the flake
+              # policy, L1s under TCG on a slow day); the default 900 s would cut it off first.
+              pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")
