@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness.errors import DeadlineExceeded, GuestSilent
-from harness.topologies.nested import emulated_nesting_fault
+from harness.topologies.nested import emulated_nesting_fault, kernel_oops_summary
 
 # As printed in runs on this machine (L1s under TCG, the L2 under KVM in them).
 L2_QEMU_LOG = ("qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.80000001H:ECX.svm [bit 2]\n"
@@ -33,3 +35,17 @@ def test_a_known_emulation_failure_in_a_log_is_quoted_whatever_failed() -> None:
 def test_other_failures_are_findings() -> None:
     assert emulated_nesting_fault(AssertionError("FAIL probes_lost: 5000 > 4000"), QUIET, "the L1s") is None
     assert emulated_nesting_fault(DeadlineExceeded("no RESUME within 600 s"), QUIET, "the L1s") is None
+
+
+SYSRQ_TRACE = ("trace dump_stack_lvl < panic < sysrq_handle_crash < __handle_sysrq.cold < write_sysrq_trigger < "
+               "proc_reg_write < vfs_write < ksys_write < do_syscall_64 < entry_SYSCALL_64_after_hwframe")
+
+
+def test_a_panics_call_trace_is_summarised_from_a_real_console(data_dir: Path) -> None:
+    """A lab L1's console (tests/e2e/test_lab_hosts.py's sysrq crash), up to the banner of its reboot: the
+    panic's own trace, printed after the panic line, in one line; the next boot is not read."""
+    console = (data_dir / "l1-console-sysrq-panic.txt").read_text()
+    assert kernel_oops_summary(console, console.index("Kernel panic")) == SYSRQ_TRACE
+    assert emulated_nesting_fault(AssertionError("FAIL x"), {"l1a's console": console}, "the L1s") == (
+        "emulated hypervisor (the L1s under TCG): l1a's console says: [ 1958.227628] Kernel panic - not syncing: "
+        f"sysrq triggered crash ({SYSRQ_TRACE})")
