@@ -51,6 +51,8 @@ def data_dir() -> Path:
 
 
 REPO = Path(__file__).resolve().parent.parent
+# How long an interrupted suite run gets to tear down (nested: two L1s to stop) before SIGKILL.
+INTERRUPTED_RUN_TEARDOWN_S = 120.0
 
 
 @dataclass
@@ -77,5 +79,16 @@ def run_suite(tmp_path: Path, *args: str, prefix: tuple[str, ...] = (), timeout:
     """Run the conformance suite as a user would, in a subprocess, and wait for it."""
     proc = subprocess.Popen([*prefix, *suite_argv(tmp_path, *args)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        # Interrupted (Ctrl-C of make check, a timeout): SIGTERM, which the plugin turns into Ctrl-C's
+        # teardown (SIGINT may be ignored in a background job), so the run is not orphaned with its QEMUs
+        # and namespaces (seen when only make check's pytest got SIGINT).
+        proc.terminate()
+        try:
+            proc.communicate(timeout=INTERRUPTED_RUN_TEARDOWN_S)
+        finally:
+            proc.kill()
+        raise
     return SuiteRun(proc.returncode, out, proc.pid, tmp_path / "results.json", tmp_path / "artifacts")
