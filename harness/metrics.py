@@ -1,9 +1,9 @@
 """Metrics as pure functions of a recorded :class:`~harness.timeline.Timeline`.
 
 No I/O and no clocks here: the same numbers come out of a live run and of a
-timeline replayed from ``tests/data``. Definitions are the ones in
-DESIGN.md ("Measurements"); times are in milliseconds, ``None`` where the
-timeline lacks what a metric needs.
+timeline replayed from ``tests/data``. Definitions are the ones the README
+gives under "Reading a report" (``metric.<name>``); times are in milliseconds,
+``None`` where the timeline lacks what a metric needs.
 """
 
 from __future__ import annotations
