@@ -16,18 +16,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 
 @contextmanager
-def timing_isolation(lock_path: Path, exclusive: bool) -> Iterator[str]:
-    """Hold the host-wide lock (exclusive for timing cases); yields how the case runs, for the report."""
+def timing_isolation(lock_path: Path, timing_case: bool, mode: Literal["host", "shared"] = "host") -> Iterator[str]:
+    """Hold the host-wide lock: exclusively for a timing case under *mode* ``host``, else shared (a
+    run whose times are not judged, ``--timing-isolation shared``, lets its timing cases overlap the
+    non-timing ones). Yields how the case runs, for the report."""
+    exclusive = timing_case and mode == "host"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         started = time.monotonic()
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         waited = time.monotonic() - started
-        yield (f"alone (timing case; waited {waited:.1f} s for other cases to finish)" if exclusive
-               else f"beside other non-timing cases (waited {waited:.1f} s)")
+        if exclusive:
+            yield f"alone (timing case; waited {waited:.1f} s for other cases to finish)"
+        else:
+            yield (f"beside other non-timing cases (waited {waited:.1f} s)"
+                   + (", a timing case (--timing-isolation shared: its times include the neighbours')"
+                      if timing_case else ""))
     finally:
         os.close(fd)  # closing releases the flock

@@ -455,12 +455,10 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     _live_beds.add(bed)
     request.node.stash[BED_ALLOWS_KEY] = bed.expected_log_lines()
     timing = request.node.get_closest_marker("timing") is not None
-    alone = timing and harness_config.timing_isolation == "host"
     # Torn down inside the lock: the next timing case must find no QEMU of ours running.
-    with timing_isolation(harness_config.cache_dir / "timing.lock", exclusive=alone) as how:
+    with timing_isolation(harness_config.cache_dir / "timing.lock", timing, harness_config.timing_isolation) as how:
         try:
-            record_property("run.isolation", how if alone or not timing else
-                            f"{how}, a timing case (--timing-isolation shared: its times include the neighbours')")
+            record_property("run.isolation", how)
             if build:
                 try:
                     bed.build()

@@ -28,7 +28,7 @@ def _other_process_gets(lock: Path, mode: str) -> bool:
 
 def test_shared_holders_coexist_and_exclude_a_timing_case(tmp_path: Path) -> None:
     lock = tmp_path / "timing.lock"
-    with timing_isolation(lock, exclusive=False) as how:
+    with timing_isolation(lock, timing_case=False) as how:
         assert how.startswith("beside other non-timing cases")
         assert _other_process_gets(lock, "sh")
         assert not _other_process_gets(lock, "ex")
@@ -37,9 +37,17 @@ def test_shared_holders_coexist_and_exclude_a_timing_case(tmp_path: Path) -> Non
 
 def test_a_timing_case_runs_alone(tmp_path: Path) -> None:
     lock = tmp_path / "timing.lock"
-    with timing_isolation(lock, exclusive=True) as how:
+    with timing_isolation(lock, timing_case=True) as how:
         assert how.startswith("alone (timing case; waited 0.0 s")
         assert not _other_process_gets(lock, "sh")
     fd = os.open(lock, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
     os.close(fd)
+
+
+def test_a_timing_case_of_a_run_that_judges_no_time_shares_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "timing.lock"
+    with timing_isolation(lock, timing_case=True, mode="shared") as how:
+        assert how.endswith("a timing case (--timing-isolation shared: its times include the neighbours')"), how
+        assert _other_process_gets(lock, "sh")
+        assert not _other_process_gets(lock, "ex")
