@@ -35,10 +35,6 @@ class Tally:
     skipped: int = 0
     retried: list[str] = field(default_factory=list)  # the causes of its retries
 
-    @property
-    def runs(self) -> int:
-        return self.passed + self.failed + self.skipped
-
 
 def tally_junit(path: Path, tallies: dict[str, Tally]) -> None:
     """Add the outcomes of one JUnit file (xunit1, as the harness writes it) to *tallies*. Pure."""
@@ -56,9 +52,9 @@ def tally_junit(path: Path, tallies: dict[str, Tally]) -> None:
 
 
 def render(tallies: dict[str, Tally], runs: int) -> str:
-    lines = [f"{'test':<90} {'passed':>6} {'failed':>6} {'retried':>7}"]
+    lines = [f"{'test':<90} {'passed':>6} {'failed':>6} {'skipped':>7} {'retried':>7}"]
     for name, t in sorted(tallies.items()):
-        lines.append(f"{name[-90:]:<90} {t.passed:>6} {t.failed:>6} {len(t.retried):>7}")
+        lines.append(f"{name[-90:]:<90} {t.passed:>6} {t.failed:>6} {t.skipped:>7} {len(t.retried):>7}")
         lines += [f"    retried {cause}" for cause in t.retried]
     failed_runs = sum(t.failed for t in tallies.values())
     executed = sum(t.passed + t.failed for t in tallies.values())

@@ -126,6 +126,17 @@ def kernel_oops_summary(console: str, panic_at: int) -> str:
     return "; ".join(parts)
 
 
+def _line_at(text: str, at: int) -> str:
+    return text[text.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
+
+
+def panic_report(console: str, at: int) -> str:
+    """The console line of the kernel panic at offset *at*, with its :func:`kernel_oops_summary` in
+    parentheses when there is one. Pure."""
+    oops = kernel_oops_summary(console, at)
+    return _line_at(console, at) + (f" ({oops})" if oops else "")
+
+
 def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str) -> str | None:
     """Why *failure*, with a guest on *hypervisors* that run under TCG, is the emulation's fault, if
     it is: one of *logs* (name: text) shows a known emulation failure (an L1's kernel panic with its
@@ -134,9 +145,8 @@ def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervi
     where = f"emulated hypervisor ({hypervisors} under TCG)"
     for name, text in logs.items():
         if (sign := EMULATED_NESTING_FAULTS.search(text)) is not None:
-            line = text[text.rfind("\n", 0, sign.start()) + 1:].split("\n", 1)[0].strip()
-            oops = kernel_oops_summary(text, sign.start()) if sign.group() == L1_PANIC else ""
-            return f"{where}: {name} says: {line}" + (f" ({oops})" if oops else "")
+            said = panic_report(text, sign.start()) if sign.group() == L1_PANIC else _line_at(text, sign.start())
+            return f"{where}: {name} says: {said}"
     if isinstance(failure, GuestSilent):
         return f"{where}: the guest fell silent ({failure})"
     return None

@@ -46,7 +46,7 @@ from harness.topologies.nested import (
     MGMT_PREFIX_LEN,
     address_mgmt_bridge,
     connect_standbys_to_pf,
-    kernel_oops_summary,
+    panic_report,
 )
 from harness.vf_claims import VirtualFunction
 from harness.vm import Accel, Device, TapNetdev, VMSpec
@@ -82,9 +82,7 @@ class Lab:
             text = host.vm.paths.console_log.read_text(errors="replace")
             start, self.console_read[name] = self.console_read.get(name, 0), len(text)
             if (at := text.find(L1_PANIC, start)) >= 0:
-                line = text[text.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
-                oops = kernel_oops_summary(text, at)
-                found[name] = line + (f" ({oops})" if oops else "")
+                found[name] = panic_report(text, at)
         return found
 
     def recover(self, names: Iterable[str]) -> None:
