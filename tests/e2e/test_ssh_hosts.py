@@ -42,6 +42,10 @@ pytestmark = [
     pytest.mark.skipif(not SSHD.exists(), reason=f"no {SSHD}: 'make setup' installs openssh-server"),
 ]
 
+# SetEnv SHLVL=1: bash then skips the rc files it otherwise reads for every command sshd runs (it
+# reads them only as a first-level shell). The sshd stands in for a lab host's; this machine's root
+# .bashrc (pyenv's init) is this machine's, and cost 1 s per command in an L1 under TCG: 55 s of the
+# doctor's 43 commands on two hosts, and more in every lab case's setup and teardown.
 SSHD_CONFIG = """\
 ListenAddress {ip}:{port}
 HostKey {dir}/host_key
@@ -55,6 +59,7 @@ StrictModes no
 UsePAM no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
+SetEnv SHLVL=1
 """
 
 
