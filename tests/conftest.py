@@ -70,7 +70,11 @@ class SuiteRun:
 
 
 def suite_argv(tmp_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", str(REPO / "testcases"), "-p", "no:cacheprovider", "-rA",
+    """``pytest testcases`` as a user runs it from a terminal: with SIGINT at its default, which Python
+    turns into KeyboardInterrupt. A job started in the background (``cmd &`` in a script, some CI
+    runners) inherits SIGINT ignored, and Ctrl-C's tests would then see their SIGINT do nothing."""
+    return ["env", "--default-signal=INT", sys.executable, "-m", "pytest", str(REPO / "testcases"),
+            "-p", "no:cacheprovider", "-rA",
             "--artifacts-dir", str(tmp_path / "artifacts"), "--results-json", str(tmp_path / "results.json"),
             "--junitxml", str(tmp_path / "junit.xml"), *args]
 
