@@ -49,3 +49,13 @@ def test_a_panics_call_trace_is_summarised_from_a_real_console(data_dir: Path) -
     assert emulated_nesting_fault(AssertionError("FAIL x"), {"l1a's console": console}, "the L1s") == (
         "emulated hypervisor (the L1s under TCG): l1a's console says: [ 1958.227628] Kernel panic - not syncing: "
         f"sysrq triggered crash ({SYSRQ_TRACE})")
+
+
+def test_a_stack_overflow_panic_in_ci_is_summarised(data_dir: Path) -> None:
+    """The L1 panic seen in CI, as l1a's console printed it during make check (2026-12-05): the L2's QEMU
+    thread overflowed its stack in exc_page_fault's first instructions, with no call trace printed.
+    The summary gives the BUG line and RIP, and does not invent a trace."""
+    console = (data_dir / "l1-console-stack-guard-panic.txt").read_text()
+    assert kernel_oops_summary(console, console.index("Kernel panic")) == (
+        "BUG: TASK stack guard page was hit at 00000000bbccc01e (stack is 00000000141f0132..00000000e9888cd8); "
+        "RIP exc_page_fault")
