@@ -69,19 +69,20 @@ class SuiteRun:
         return json.loads(self.results_path.read_text())
 
 
-def suite_argv(tmp_path: Path, *args: str) -> list[str]:
-    """``pytest testcases`` as a user runs it from a terminal: with SIGINT at its default, which Python
-    turns into KeyboardInterrupt. A job started in the background (``cmd &`` in a script, some CI
-    runners) inherits SIGINT ignored, and Ctrl-C's tests would then see their SIGINT do nothing."""
-    return ["env", "--default-signal=INT", sys.executable, "-m", "pytest", str(REPO / "testcases"),
-            "-p", "no:cacheprovider", "-rA",
-            "--artifacts-dir", str(tmp_path / "artifacts"), "--results-json", str(tmp_path / "results.json"),
-            "--junitxml", str(tmp_path / "junit.xml"), *args]
+def suite_argv(tmp_path: Path, *args: str, prefix: tuple[str, ...] = ()) -> list[str]:
+    """``pytest testcases`` as a user runs it from a terminal, behind *prefix* (a command that execs
+    it): with SIGINT at its default, which Python turns into KeyboardInterrupt. A job started in the
+    background (``cmd &`` in a script, some CI runners) inherits SIGINT ignored, and Ctrl-C's tests
+    would then see their SIGINT do nothing. ``env`` comes first: it runs as us, before a *prefix*
+    that drops privileges."""
+    return ["env", "--default-signal=INT", *prefix, sys.executable, "-m", "pytest", str(REPO / "testcases"),
+            "-p", "no:cacheprovider", "-rA", "--artifacts-dir", str(tmp_path / "artifacts"),
+            "--results-json", str(tmp_path / "results.json"), "--junitxml", str(tmp_path / "junit.xml"), *args]
 
 
 def run_suite(tmp_path: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 600) -> SuiteRun:
     """Run the conformance suite as a user would, in a subprocess, and wait for it."""
-    proc = subprocess.Popen([*prefix, *suite_argv(tmp_path, *args)], cwd=REPO, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(suite_argv(tmp_path, *args, prefix=prefix), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
