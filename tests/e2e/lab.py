@@ -73,14 +73,16 @@ class Lab:
     # Per L1: how much of its console was read for kernel panics.
     console_read: dict[str, int] = field(default_factory=dict)
 
-    def new_panics(self) -> dict[str, str]:
+    def new_panics(self, *, mark_seen: bool = True) -> dict[str, str]:
         """Per L1 whose kernel panicked since the last look (under TCG it has: a stack overflow in an
         interrupt, in the scheduler), the panic line. Such an L1 rebooted (``panic=-1``) and lost the
-        lab's setup: :meth:`recover`."""
+        lab's setup: :meth:`recover`. Without *mark_seen*, the next look finds them again."""
         found = {}
         for name, host in self.hosts.items():
             text = host.vm.paths.console_log.read_text(errors="replace")
-            start, self.console_read[name] = self.console_read.get(name, 0), len(text)
+            start = self.console_read.get(name, 0)
+            if mark_seen:
+                self.console_read[name] = len(text)
             if (at := text.find(L1_PANIC, start)) >= 0:
                 found[name] = panic_report(text, at)
         return found

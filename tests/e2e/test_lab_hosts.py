@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,19 +179,53 @@ def _under_tcg(lab: Lab) -> bool:
     return lab.hosts["l1a"].vm.spec.accel == "tcg"
 
 
+# How long a case run on the lab may take: two attempts under the flake policy, L1s under TCG, a slow day.
+CASE_RUN_TIMEOUT_S = 1200
+
+
+@contextlib.contextmanager
+def stopped_on_panic(lab: Lab, run: subprocess.Popen[str]) -> Iterator[None]:
+    """While in the block, *run* (a harness run on the lab) gets SIGTERM, the plugin's Ctrl-C, as soon as
+    an L1's kernel panics: that host rebooted without the lab's setup, and the run would otherwise wait
+    out its SSH and boot deadlines before failing (365 s seen in make check). The panic stays unseen for
+    the autouse fixture, which reports it and sets the host up again."""
+    over = threading.Event()
+
+    def watch() -> None:
+        while not over.wait(1.0):
+            if lab.new_panics(mark_seen=False):
+                with contextlib.suppress(ProcessLookupError):
+                    run.terminate()
+                return
+
+    watcher = threading.Thread(target=watch, name="l1-panic-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        over.set()
+        watcher.join()
+
+
 def _run_case(lab: Lab, inventory: Path, reports: Path, *args: str,
               selection: str = PROBES_CASE) -> subprocess.CompletedProcess[str]:
     """A case of the suite (the probe migration case unless *selection* says) on the host topology, as a
     lab user runs it from the management network (its output, with the progress lines, kept in *reports*)."""
     reports.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([*lab.network.bridge_ns.exec_prefix(), sys.executable, "-m", "pytest", "testcases",
-                           "--topology", "host", "--inventory", str(inventory), "--probe-rate", "100",
-                           "-k", selection, "--progress",
-                           "--results-json", str(reports / "results.json"), "--artifacts-dir",
-                           str(reports / "artifacts"), "-p", "no:cacheprovider", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=1200)
-    (reports / "pytest.out").write_text(done.stdout + done.stderr)
-    return done
+    argv = [*lab.network.bridge_ns.exec_prefix(), sys.executable, "-m", "pytest", "testcases", "--topology", "host",
+            "--inventory", str(inventory), "--probe-rate", "100", "-k", selection, "--progress", "--results-json",
+            str(reports / "results.json"), "--artifacts-dir", str(reports / "artifacts"), "-p", "no:cacheprovider",
+            *args]
+    run = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with stopped_on_panic(lab, run):
+            out, err = run.communicate(timeout=CASE_RUN_TIMEOUT_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    (reports / "pytest.out").write_text(out + err)
+    return subprocess.CompletedProcess(argv, run.returncode, out, err)
 
 
 def test_a_host_the_doctor_refuses_is_not_touched(lab: Lab, tmp_path: Path) -> None:
@@ -285,10 +320,11 @@ def test_what_a_killed_run_left_on_the_hosts_the_sweep_undoes(lab: Lab, tmp_path
     seen = []
     try:
         assert run.stdout is not None
-        for line in run.stdout:  # the bed prints its steps; the guest is up once its boot is done
-            seen.append(line)
-            if re.search(r"booting the guest \(\w+\): done", line):
-                break
+        with stopped_on_panic(lab, run):
+            for line in run.stdout:  # the bed prints its steps; the guest is up once its boot is done
+                seen.append(line)
+                if re.search(r"booting the guest \(\w+\): done", line):
+                    break
         assert run.poll() is None, "".join(seen[-30:])
     finally:
         os.killpg(run.pid, signal.SIGKILL)
