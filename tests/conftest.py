@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,19 @@ def suite_argv(tmp_path: Path, *args: str, prefix: tuple[str, ...] = ()) -> list
             "--results-json", str(tmp_path / "results.json"), "--junitxml", str(tmp_path / "junit.xml"), *args]
 
 
-def run_suite(tmp_path: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 600) -> SuiteRun:
-    """Run the conformance suite as a user would, in a subprocess, and wait for it."""
+# What watches a suite run while it runs (and may stop it): a context manager made for its process.
+RunWatch = Callable[[subprocess.Popen[str]], AbstractContextManager[object]]
+
+
+def run_suite(tmp_path: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 600,
+              watch: RunWatch | None = None) -> SuiteRun:
+    """Run the conformance suite as a user would, in a subprocess, and wait for it (inside *watch*'s
+    context for its process, if given)."""
     proc = subprocess.Popen(suite_argv(tmp_path, *args, prefix=prefix), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        with watch(proc) if watch is not None else nullcontext():
+            out, _ = proc.communicate(timeout=timeout)
     except BaseException:
         # Interrupted (Ctrl-C of make check, a timeout): SIGTERM, which the plugin turns into Ctrl-C's
         # teardown (SIGINT may be ignored in a background job), so the run is not orphaned with its QEMUs

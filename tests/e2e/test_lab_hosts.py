@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from harness.doctor import Finding
 from harness.errors import HarnessError
 from harness.plugin import EMULATION_FAULT_KEY, FAILURE_KEY
 from harness.topologies.nested import MGMT_PREFIX
+from tests.conftest import SuiteRun, run_suite
 from tests.e2e.lab import NAMES, REPO, Lab, inventory_file, peer_namespace, standing_lab
 from tests.e2e.test_flat_suite import WRAPPERS
 from tests.e2e.test_ssh_hosts import SSHD, keygen
@@ -207,25 +209,16 @@ def stopped_on_panic(lab: Lab, run: subprocess.Popen[str]) -> Iterator[None]:
         watcher.join()
 
 
-def _run_case(lab: Lab, inventory: Path, reports: Path, *args: str,
-              selection: str = PROBES_CASE) -> subprocess.CompletedProcess[str]:
+def _run_case(lab: Lab, inventory: Path, reports: Path, *args: str, selection: str = PROBES_CASE) -> SuiteRun:
     """A case of the suite (the probe migration case unless *selection* says) on the host topology, as a
-    lab user runs it from the management network (its output, with the progress lines, kept in *reports*)."""
+    lab user runs it from the management network (its output, with the progress lines, kept in *reports*);
+    stopped at once if an L1 panics meanwhile."""
     reports.mkdir(parents=True, exist_ok=True)
-    argv = [*lab.network.bridge_ns.exec_prefix(), sys.executable, "-m", "pytest", "testcases", "--topology", "host",
-            "--inventory", str(inventory), "--probe-rate", "100", "-k", selection, "--progress", "--results-json",
-            str(reports / "results.json"), "--artifacts-dir", str(reports / "artifacts"), "-p", "no:cacheprovider",
-            *args]
-    run = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        with stopped_on_panic(lab, run):
-            out, err = run.communicate(timeout=CASE_RUN_TIMEOUT_S)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    (reports / "pytest.out").write_text(out + err)
-    return subprocess.CompletedProcess(argv, run.returncode, out, err)
+    run = run_suite(reports, "--topology", "host", "--inventory", str(inventory), "--probe-rate", "100", "-k",
+                    selection, "--progress", *args, prefix=lab.network.bridge_ns.exec_prefix(),
+                    timeout=CASE_RUN_TIMEOUT_S, watch=partial(stopped_on_panic, lab))
+    (reports / "pytest.out").write_text(run.output)
+    return run
 
 
 def test_a_host_the_doctor_refuses_is_not_touched(lab: Lab, tmp_path: Path) -> None:
@@ -235,8 +228,8 @@ def test_a_host_the_doctor_refuses_is_not_touched(lab: Lab, tmp_path: Path) -> N
     inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True,
                                vfs={"l1a": [lab.vfs["l1a"][0].address], "l1b": [lab.vfs["l1b"][1].address]})
     done = _run_case(lab, inventory, tmp_path / "reports", "--require-resources")
-    assert done.returncode == 1, done.stdout[-3000:]
-    assert re.search(r"lab host l1b is not ready: \[FAIL\] vf \S+: in use: process\(es\) \[\d+\]", done.stdout)
+    assert done.returncode == 1, done.output[-3000:]
+    assert re.search(r"lab host l1b is not ready: \[FAIL\] vf \S+: in use: process\(es\) \[\d+\]", done.output)
     assert _leftovers(lab) == {"l1a": "", "l1b": ""}
     assert lab.state() == before
 
@@ -249,7 +242,7 @@ def test_a_case_runs_on_the_lab_hosts_over_ssh_and_its_record_certifies(lab: Lab
     inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True)
     reports = tmp_path / "reports"
     done = _run_case(lab, inventory, reports)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert done.returncode == 0, done.output[-7000:]
     results = json.loads((reports / "results.json").read_text())
     (case,) = results["tests"]
     assert case["outcome"] == "passed", case
@@ -276,7 +269,7 @@ def test_a_case_runs_with_the_peer_in_a_namespace_on_a_lab_host(lab: Lab, tmp_pa
         inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True, peer=peer)
         reports = tmp_path / "reports"
         done = _run_case(lab, inventory, reports)
-        assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+        assert done.returncode == 0, done.output[-7000:]
         (case,) = json.loads((reports / "results.json").read_text())["tests"]
         metrics = case["metrics"]
         assert case["outcome"] == "passed", case
@@ -297,7 +290,7 @@ def test_a_case_migrates_between_two_vfs_of_one_host(lab: Lab, tmp_path: Path) -
                                vfs={"l1a": [vf.address for vf in lab.vfs["l1a"]]})
     reports = tmp_path / "reports"
     done = _run_case(lab, inventory, reports)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert done.returncode == 0, done.output[-7000:]
     (case,) = json.loads((reports / "results.json").read_text())["tests"]
     assert case["outcome"] == "passed", case
     assert case["metrics"]["replies_on_standby"] > 0 and case["metrics"]["final_path"] == "primary", case["metrics"]
@@ -348,7 +341,7 @@ def test_a_guest_that_falls_silent_on_lab_hosts_under_tcg_is_retried_once(lab: L
     reports = tmp_path / "reports"
     done = _run_case(lab, inventory, reports, "--threshold", "primary_restore_deadline_s=5",
                      selection="unplug_and_replug")
-    assert done.returncode == 1, done.stdout[-5000:] + done.stderr[-2000:]
+    assert done.returncode == 1, done.output[-7000:]
     (case,) = json.loads((reports / "results.json").read_text())["tests"]
     assert "guest did not answer" in case["message"], case
     if _under_tcg(lab):
