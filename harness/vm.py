@@ -22,6 +22,9 @@ from harness.errors import HarnessError, VMError
 from harness.proc import die_with_parent
 from harness.qmp import QMPSession
 
+# How long a SIGKILLed QEMU may take to end (one stuck in the kernel never does).
+KILL_WAIT_S = 10.0
+
 log = logging.getLogger(__name__)
 
 Accel = Literal["kvm", "tcg"]
@@ -171,11 +174,17 @@ class QemuProcess(Protocol):
 
     def poll(self) -> int | None: ...
 
+    def end_reason(self) -> str | None:
+        """None while it runs; else how it ended ("exited with 1", "killed by SIGSEGV")."""
+        ...
+
     def wait(self, timeout: float | None = None) -> int:
         """Its exit status; raises :class:`subprocess.TimeoutExpired` after *timeout*."""
         ...
 
-    def kill(self) -> None: ...
+    def kill(self) -> None:
+        """SIGKILL it and wait until it ended; :class:`~harness.errors.VMError` if it does not."""
+        ...
 
     def peak_rss_mib(self) -> float | None: ...
 
@@ -196,6 +205,12 @@ class LocalProcess:
     def poll(self) -> int | None:
         return self._popen.poll()
 
+    def end_reason(self) -> str | None:
+        code = self._popen.poll()
+        if code is None:
+            return None
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+
     def sync_output(self) -> None:
         pass  # QEMU writes straight into the output file
 
@@ -206,7 +221,10 @@ class LocalProcess:
         # The group: the launcher prefix (ip netns exec) execs QEMU, but be sure.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        self._popen.wait()
+        try:
+            self._popen.wait(KILL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            raise VMError(f"QEMU (pid {self.pid}) did not end within {KILL_WAIT_S:.0f} s of SIGKILL") from None
 
     def peak_rss_mib(self) -> float | None:
         """Peak resident memory (VmHWM) while the process is there to ask."""
@@ -275,12 +293,7 @@ class VM:
 
     def exit_status(self) -> str | None:
         """None while QEMU runs; else how it ended ("exited with 1", "killed by SIGSEGV")."""
-        if self._proc is None:
-            return "not running"
-        code = self._proc.poll()
-        if code is None:
-            return None
-        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        return "not running" if self._proc is None else self._proc.end_reason()
 
     def stderr_text(self) -> str:
         if self._proc is not None and self._stderr is not None:  # still open: QEMU may have more to say
@@ -317,17 +330,21 @@ class VM:
                     self._proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     log.warning("%s: QEMU ignored quit, killing it", self.name)
-                    self.kill()
-        finally:
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.kill()
-            if self.qmp is not None:
-                self.qmp.close()
-            if self._stderr is not None:
-                self._stderr.close()
-                self._stderr = None
-            for sock in (self.paths.qmp_socket, self.paths.control_socket):
-                sock.unlink(missing_ok=True)
+        finally:  # also after an interruption: no QEMU stays behind
+            try:
+                if self._proc is not None and self._proc.poll() is None:
+                    self._proc.kill()
+            finally:
+                self._close_files()
+
+    def _close_files(self) -> None:
+        if self.qmp is not None:
+            self.qmp.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        for sock in (self.paths.qmp_socket, self.paths.control_socket):
+            sock.unlink(missing_ok=True)
 
     def _note_peak_rss(self) -> None:
         """Keep QEMU's peak resident memory (VmHWM) while the process is still there to ask."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.host_process import HostProcess
+from harness.errors import VMError
+from harness.host_process import VANISHED, HostProcess
 from harness.hosts import Host, LocalHost, SSHHost
 from tests.conftest import wait_until
 from tests.e2e.test_ssh_hosts import SSHD, SshLab, ssh_lab
@@ -35,6 +37,13 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
+def started(proc: HostProcess, output: io.BytesIO) -> None:
+    def printed() -> bool:
+        proc.sync_output()
+        return output.getvalue() == b"ready\n"
+    wait_until(printed, 10, "its first output")
+
+
 def test_output_and_exit_status_come_back_and_nothing_stays_on_the_host(host: Host, tmp_path: Path) -> None:
     output = io.BytesIO()
     proc = HostProcess(host, str(tmp_path / "prog"),
@@ -51,11 +60,7 @@ def test_output_reaches_the_harness_while_it_runs_and_kill_stops_it(host: Host, 
     assert alive(proc.pid) and proc.poll() is None
     rss = proc.peak_rss_mib()
     assert rss is not None and 0 < rss < 100
-
-    def printed() -> bool:
-        proc.sync_output()
-        return output.getvalue() == b"ready\n"
-    wait_until(printed, 10, "its output while it runs")
+    started(proc, output)
     proc.kill()
     assert proc.poll() == 128 + 9  # SIGKILL, as the shell reports it
     assert not alive(proc.pid)
@@ -84,13 +89,51 @@ def test_terminate_lets_it_finish_on_sigterm(host: Host, tmp_path: Path) -> None
     proc = HostProcess(host, str(tmp_path / "prog"),
                        ["sh", "-c", "trap 'echo flushed; exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
                        output)
-
-    def printed() -> bool:
-        proc.sync_output()
-        return output.getvalue() == b"ready\n"
-    wait_until(printed, 10, "the trap set")
+    started(proc, output)  # the trap is set
     assert proc.terminate() == 0
     assert output.getvalue() == b"ready\nflushed\n"
+
+
+def launcher_of(pid: int) -> int:
+    """The pid of the subshell that waits for *pid* and writes its status (its parent)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_program_gone_with_its_launcher_has_vanished_and_its_files_are_collected(host: Host,
+                                                                                  tmp_path: Path) -> None:
+    """Seen in an L1 under TCG: the QEMU and the subshell that writes its status both gone, no status
+    written. It counts as ended (a boot wait stops, teardown goes on), and its evidence comes back."""
+    (tmp_path / "remote").mkdir()
+    console, output = tmp_path / "remote" / "console.log", io.BytesIO()
+    proc = HostProcess(host, str(tmp_path / "remote" / "prog"),
+                       ["sh", "-c", f"echo booting > {console}; echo ready; exec sleep 300"], output,
+                       collect={str(console): tmp_path / "console-copy.log"})
+    started(proc, output)
+    os.kill(launcher_of(proc.pid), signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == VANISHED and proc.vanished
+    assert proc.end_reason() == f"vanished from {host.name} with no exit status"
+    assert (tmp_path / "console-copy.log").read_text() == "booting\n"
+    assert output.getvalue() == b"ready\n" and os.listdir(tmp_path / "remote") == []
+
+
+def test_a_program_that_outlives_sigkill_is_an_error_not_a_hang(host: Host, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QEMU stuck in its host's kernel does not end on SIGKILL (seen in an L1 under TCG); here its
+    launcher is stopped, so it stays a zombie no one reaps. kill() says so within its wait; the bed's
+    teardown logs that and goes on, instead of failing there and hiding why the case failed."""
+    monkeypatch.setattr("harness.host_process.KILL_WAIT_S", 1.0)
+    output = io.BytesIO()
+    proc = HostProcess(host, str(tmp_path / "prog"), ["sh", "-c", "echo ready; exec sleep 300"], output)
+    started(proc, output)
+    launcher = launcher_of(proc.pid)
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        with pytest.raises(VMError, match=rf"prog \(pid {proc.pid}\) did not end within 1 s of SIGKILL"):
+            proc.kill()
+    finally:
+        os.kill(launcher, signal.SIGCONT)
+    assert proc.wait(30) == 128 + 9 and not proc.vanished
 
 
 def test_put_file_copies_a_file_to_the_host(host: LocalHost | SSHHost, tmp_path: Path) -> None:
