@@ -17,7 +17,8 @@ from harness.capabilities import qemu_version
 from harness.checks import CheckList
 from harness.config import RunConfig, Thresholds
 from harness.metrics import PRIMARY
-from harness.report import record_metrics, record_timeline
+from harness.phases import phase_stats
+from harness.report import record_metrics, record_phases, record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration
 from harness.topologies import FailoverBed
 from harness.topologies.flat import PRIMARY_ID, STANDBY_ID
@@ -77,12 +78,19 @@ def check_migration(run: MeasuredMigration, checks: CheckList, primary_id: str =
                  + detail)
 
 
+def record_migration(record_property: Any, run: MeasuredMigration, prefix: str = "") -> None:
+    """Record *run*'s metrics (``metric.<prefix><name>``) and what each of its phases saw
+    (``phase.<prefix><phase>.<name>``)."""
+    record_metrics(record_property, run.metrics, prefix)
+    record_phases(record_property, phase_stats(run.timeline), prefix)
+
+
 def measure_and_record(bed: FailoverBed, config: RunConfig, artifacts: Path, record_property: Any, checks: CheckList,
                        **options: Any) -> MeasuredMigration:
     """Check the bed is ready, migrate (*options* as :func:`measure_migration`), record what was measured."""
     check_failover_ready(bed, config, checks)
     run = measure_migration(bed, config, artifacts, **options)
-    record_metrics(record_property, run.metrics)
+    record_migration(record_property, run)
     record_timeline(record_property, run.timeline)
     if run.timeline.clock_uncertainty_s is not None:
         # Guest link events are placed on the host clock with this offset, within ± this bound.

@@ -20,7 +20,7 @@ from harness.checks import CheckList
 from harness.config import RunConfig
 from harness.metrics import PRIMARY, STANDBY
 from harness.migration import MigrationPlan
-from harness.report import record_metrics, record_timeline
+from harness.report import record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration, observe_traffic
 from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, FailoverBed
 from harness.topologies.flat import PRIMARY_ID
@@ -30,6 +30,7 @@ from harness.verdicts import (
     check_probes,
     check_unplug_primary_emitted,
     measure_and_record,
+    record_migration,
 )
 from harness.vm import VM
 
@@ -121,7 +122,7 @@ def test_failed_migration_recovers_and_retries(
     attempt_dir = test_artifacts / "attempt"
     attempt_dir.mkdir()
     attempt = measure_migration(failover_bed, harness_config, attempt_dir, plan=fault.plan)
-    record_metrics(record_property, attempt.metrics, prefix="attempt.")
+    record_migration(record_property, attempt, prefix="attempt.")
     record_timeline(record_property, attempt.timeline, name="timeline_attempt")
     if not check_recovered_on_source(attempt, fault, state_at_fault, checks.scope("attempt")):
         # A fault never exercised, or a source not running on its primary, cannot show the next unplug:
@@ -133,7 +134,7 @@ def test_failed_migration_recovers_and_retries(
     retry_dir = test_artifacts / "retry"
     retry_dir.mkdir()
     retry = measure_migration(failover_bed, harness_config, retry_dir)
-    record_metrics(record_property, retry.metrics, prefix="retry.")
+    record_migration(record_property, retry, prefix="retry.")
     record_timeline(record_property, retry.timeline, name="timeline_retry")
     check_probes(retry, harness_config.thresholds, checks.scope("retry"))
     checks.verify()

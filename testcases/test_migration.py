@@ -21,7 +21,7 @@ from harness.errors import DeadlineExceeded
 from harness.guest import FailoverView, Guest
 from harness.metrics import migration_metrics
 from harness.migration import MigrationPlan
-from harness.report import record_metrics, record_timeline
+from harness.report import record_timeline
 from harness.scenarios import (
     POST_RESTORE_OBSERVATION_S,
     MeasuredMigration,
@@ -37,6 +37,7 @@ from harness.verdicts import (
     check_probes,
     expect_known_qemu_bug,
     measure_and_record,
+    record_migration,
 )
 
 # Counted once the guest agent answers: the guest probes virtio_net (and so
@@ -104,7 +105,7 @@ def test_ping_pong_migration(
         hop_dir = test_artifacts / f"hop{hop}"
         hop_dir.mkdir()
         run = measure_migration(failover_bed, harness_config, hop_dir)
-        record_metrics(record_property, run.metrics, prefix=f"hop{hop}.")
+        record_migration(record_property, run, prefix=f"hop{hop}.")
         record_timeline(record_property, run.timeline, name=f"timeline_hop{hop}")
         check_probes(run, harness_config.thresholds, checks.scope(f"hop{hop}"))
         if run.result.status != "completed":
@@ -262,6 +263,6 @@ def test_two_failover_pairs_migrate_together(
     }
     record_timeline(record_property, run.timeline)
     for (pair, pair_run), primary_id in zip(runs.items(), (PRIMARY_ID, PRIMARY2_ID), strict=True):
-        record_metrics(record_property, pair_run.metrics, prefix=f"{pair}.")
+        record_migration(record_property, pair_run, prefix=f"{pair}.")
         check_probes(pair_run, limits, checks.scope(pair), primary_id)
     checks.verify()

@@ -1,6 +1,6 @@
 """Reports: JUnit properties, HTML extras and ``results.json``, all from the same numbers.
 
-Tests record ``metric.<name>`` and ``check.<name>`` user properties (JUnit
+Tests record ``metric.<name>``, ``phase.<phase>.<name>`` and ``check.<name>`` user properties (JUnit
 xunit1 ``<properties>``). The HTML report shows them as a table per test, and
 :class:`ResultsJson` (controller side, so it works under xdist) writes every
 test's outcome, metrics and checks to ``results.json`` for trend tooling.
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness.metrics import MigrationMetrics
+from harness.phases import PHASE_NAMES, PhaseStats
 from harness.timeline import Timeline
 
 RESULTS_SCHEMA = 1
@@ -33,6 +34,13 @@ def record_metrics(record: Callable[[str, object], None], metrics: MigrationMetr
         record(f"metric.{prefix}{name}", round(value, 3) if isinstance(value, float) else value)
 
 
+def record_phases(record: Callable[[str, object], None], stats: list[PhaseStats], prefix: str = "") -> None:
+    """Record what each phase of a migration saw as ``phase.[prefix]<phase>.<name>``."""
+    for phase in stats:
+        for name, value in phase.scalars().items():
+            record(f"phase.{prefix}{phase.phase.name}.{name}", round(value, 3) if isinstance(value, float) else value)
+
+
 def record_timeline(record: Callable[[str, object], None], timeline: Timeline, name: str = "timeline") -> None:
     """Attach the whole timeline for ``results.json`` (a ``data.`` property: kept out of JUnit and HTML)."""
     record(f"{DATA_PREFIX}{name}", json.dumps(timeline.to_dict(), separators=(",", ":")))
@@ -42,7 +50,7 @@ def properties_table(properties: list[tuple[str, object]]) -> str:
     """An HTML table of the metric and check properties of one test."""
     rows = []
     for name, value in properties:
-        if not name.startswith(("metric.", "check.", "run.")):
+        if not name.startswith(("metric.", "phase.", "check.", "run.")):
             continue
         text = str(value)
         css = ""
@@ -52,6 +60,45 @@ def properties_table(properties: list[tuple[str, object]]) -> str:
     if not rows:
         return ""
     return '<table class="harness-props"><tr><th>property</th><th>value</th></tr>' + "".join(rows) + "</table>"
+
+
+def _migrations(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The migrations one results.json test entry measured, by metric prefix ("" or "hop1." ...):
+    its phases' values, by ``<phase>.<name>``."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in entry.get("migration_phases", {}).items():
+        head, phase, name = key.rsplit(".", 2) if key.count(".") >= 2 else ("", *key.split("."))
+        found.setdefault(f"{head}." if head else "", {})[f"{phase}.{name}"] = value
+    return found
+
+
+def _ms_cell(value: object) -> str:
+    return f"{value:.0f}" if isinstance(value, int | float) else "-"
+
+
+def migration_summary_html(tests: list[dict[str, Any]]) -> str:
+    """A table of every migration the run measured, one row each: its case's verdict, QEMU's
+    downtime, the switch and fail-back, and per phase the longest time without a reply and the
+    probes lost (README, "Reading a report"). "" when nothing migrated. Pure."""
+    rows = []
+    for entry in tests:
+        for prefix, phases in _migrations(entry).items():
+            metrics = entry.get("metrics", {})
+            name = entry["nodeid"].split("::")[-1] + (f" ({prefix.rstrip('.')})" if prefix else "")
+            outcome = entry.get("outcome", "")
+            cells = [html.escape(name),
+                     f'<span class="{"passed" if outcome == "passed" else "failed"}">{html.escape(outcome)}</span>',
+                     *(_ms_cell(metrics.get(f"{prefix}{m}")) for m in ("downtime_ms", "switch_to_standby_ms",
+                                                                         "failback_ms")),
+                     *(f"{_ms_cell(phases.get(f'{p}.max_gap_ms'))} / {phases.get(f'{p}.probes_lost', '-')}"
+                       for p in PHASE_NAMES)]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if not rows:
+        return ""
+    header = ["case", "verdict", "downtime ms", "switch ms", "fail-back ms",
+              *(f"{p.replace('_', ' ')}<br>gap ms / lost" for p in PHASE_NAMES)]
+    return ('<h2>Migrations</h2><table class="harness-migrations"><tr>' + "".join(f"<th>{h}</th>" for h in header)
+            + "</tr>" + "".join(rows) + "</table>")
 
 
 class ResultsJson:
@@ -93,10 +140,18 @@ class ResultsJson:
         for name, value in report.user_properties:
             if name.startswith("metric."):
                 entry["metrics"][name.removeprefix("metric.")] = value
+            elif name.startswith("phase."):
+                entry.setdefault("migration_phases", {})[name.removeprefix("phase.")] = value
             elif name.startswith("check."):
                 entry["checks"][name.removeprefix("check.")] = value
             elif name.startswith("run."):
                 entry.setdefault("run", {})[name.removeprefix("run.")] = value
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str]) -> None:
+        """At the top of the HTML report, where people read first: every migration's phases."""
+        if table := migration_summary_html(list(self.tests.values())):
+            prefix.append(table)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.path is None:

@@ -4,7 +4,9 @@ Lanes, top to bottom: the source's and destination's migration states and
 key QMP events, probe replies on the primary and on the standby path (as
 seen on the host), unanswered probes with outage windows shaded, the guest
 kernel's failover link events (secondary evidence, on the estimated clock),
-and, when the case ran iperf3, throughput per 100 ms below.
+and, when the case ran iperf3, throughput per 100 ms below. The migration's
+phases (:mod:`harness.phases`) are the alternating bands, named along the
+bottom with the probes lost in each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from harness.metrics import attribute, probe_stats
+from harness.phases import phase_stats
 from harness.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -25,6 +28,7 @@ STATE_COLOURS = {"setup": "#bbbbbb", "wait-unplug": "#f4a259", "active": "#5b8de
                  "completed": "#2ecc71", "failed": "#e74c3c", "cancelling": "#e67e22", "cancelled": "#c0392b"}
 KEY_EVENTS = {"UNPLUG_PRIMARY": "#e67e22", "STOP": "#c0392b", "RESUME": "#27ae60", "FAILOVER_NEGOTIATED": "#2980b9"}
 LANES = ["guest link", "lost", "standby path", "primary path", "dst", "src"]
+PHASE_BANDS = ("#f2f2f2", "#ffffff")
 
 
 def pyplot() -> ModuleType:
@@ -47,6 +51,7 @@ def render_png(timeline: Timeline, title: str = "") -> bytes:
                              gridspec_kw={"height_ratios": [3, 1]} if has_tput else None, squeeze=False)
     ax = axes[0][0]
     lane = {name: i for i, name in enumerate(LANES)}
+    _draw_phases(ax, timeline, t0)
     _draw_states(ax, timeline, t0, lane)
     _draw_key_events(ax, timeline, t0, len(LANES) - 0.1)
     by_seq = attribute(timeline)
@@ -71,7 +76,7 @@ def render_png(timeline: Timeline, title: str = "") -> bytes:
     # From just before the migrate command to the end of observation; boot-time events fall outside.
     ax.set_xlim(-0.5, timeline.window_end - t0 + 0.2)
     ax.set_yticks(range(len(LANES)), LANES)
-    ax.set_ylim(-0.6, len(LANES) + 0.05)
+    ax.set_ylim(-1.1, len(LANES) + 0.05)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title or f"migration {timeline.source} → {timeline.destination}", fontsize=10)
     if has_tput:
@@ -108,3 +113,14 @@ def _draw_key_events(ax: Axes, timeline: Timeline, t0: float, top: float) -> Non
         # Staggered: STOP, RESUME and the destination's negotiation fall within a few ms.
         ax.text(e.ts - t0 + 0.01, top - 0.22 * (i % 4), f"{names[e.vm]} {e.name}", fontsize=6.5,
                 color=KEY_EVENTS[e.name])
+
+
+def _draw_phases(ax: Axes, timeline: Timeline, t0: float) -> None:
+    """Each non-empty phase as a band behind the lanes, named at the bottom (in three rows: the
+    baseline, switch and stop-and-copy can be a few ms) with the probes lost in it."""
+    shown = [s for s in phase_stats(timeline) if s.phase.ms > 0]
+    for i, stats in enumerate(shown):
+        phase = stats.phase
+        ax.axvspan(phase.start - t0, phase.end - t0, color=PHASE_BANDS[i % 2], zorder=0, lw=0)
+        label = phase.name.replace("_", " ") + (f", {stats.probes_lost} lost" if stats.probes_sent else "")
+        ax.text(phase.start - t0 + 0.01, -0.6 - 0.2 * (i % 3), label, fontsize=6.5, color="#555555")

@@ -18,6 +18,7 @@ import pytest
 
 from harness.image import GuestImage
 from harness.netns import NETNS_PREFIX, list_harness_netns
+from harness.phases import PHASE_NAMES
 from tests.conftest import REPO, SuiteRun, run_suite, suite_argv
 
 WRAPPERS = Path(__file__).parent / "qemu-wrappers"
@@ -85,6 +86,10 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     assert m["probes_sent"] > 1000 and m["final_path"] == "primary"
     assert m["switch_to_standby_ms"] is not None and m["failback_ms"] is not None
     assert m["replies_on_primary"] > 0 and m["replies_on_standby"] > 0  # both paths carried traffic
+    phases = probes["migration_phases"]  # every probe in one phase; the standby carried on both sides
+    assert sum(phases[f"{p}.probes_lost"] for p in PHASE_NAMES) == m["probes_lost"]
+    assert sum(phases[f"{p}.probes_sent"] for p in PHASE_NAMES) == m["probes_sent"]
+    assert phases["source_standby.replies_on_standby"] > 0 and phases["destination_standby.replies_on_standby"] > 0
     assert iperf["metrics"]["throughput_after_resume_mbps"] > 1
     junit = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
              for case in ET.parse(tmp_path / "junit.xml").iter("testcase")}
@@ -94,6 +99,8 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     assert not any(name.startswith("data.") for case in junit.values() for name in case), "bulk data leaked into JUnit"
     html = (tmp_path / "report.html").read_text()
     assert "check.migration_completed" in html
+    assert '<table class="harness-migrations">' in html  # the per-migration summary, at the top
+    assert html.index("harness-migrations") < html.index("check.migration_completed")
     assert html.count("data:image/png;base64,") >= 2  # one timeline chart per migration case
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert not run.artifacts.exists() or not any(run.artifacts.iterdir()), "passing test kept artifacts"

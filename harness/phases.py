@@ -1,0 +1,136 @@
+"""A migration's window split into the phases failover's promise is stated in, and what the
+probes saw in each. Pure functions of a recorded :class:`~harness.timeline.Timeline`.
+
+Failover promises that the guest keeps its network while its primary is away: the
+standby carries from the guest's release of the primary on the source, through the
+migration, until the primary carries again on the destination; the only outage it
+cannot avoid is QEMU's stop-and-copy. The phases (README, "Reading a report"):
+
+``baseline``
+    window start → the source's ``UNPLUG_PRIMARY``
+``switch``
+    → the guest released the primary (its kernel's "unregistered" line, or
+    else the end of QEMU's ``wait-unplug``)
+``source_standby``
+    → the source's ``STOP``
+``stop_copy``
+    → the guest runs again (the destination's ``RESUME``; after a failed or
+    cancelled migration, the source's last ``MIGRATION`` event)
+``destination_standby``
+    → the first reply that left the guest on the primary again
+``after_restore``
+    → window end
+
+A boundary the timeline lacks takes the next one's time (its phase is empty):
+without ``UNPLUG_PRIMARY`` (no failover) ``baseline`` runs to ``STOP``; with no
+reply on the primary after the resume ``destination_standby`` runs to the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.metrics import PRIMARY, STANDBY, first_event_time, recovery_time, state_span
+from harness.timeline import Timeline
+
+PHASE_NAMES = ("baseline", "switch", "source_standby", "stop_copy", "destination_standby", "after_restore")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float
+    end: float
+
+    @property
+    def ms(self) -> float:
+        return (self.end - self.start) * 1000.0
+
+
+@dataclass(frozen=True)
+class PhaseStats:
+    """What the probes saw in one phase. Probes count by send time, replies by when they left the
+    guest (the path capture) or reached the peer (gaps)."""
+
+    phase: Phase
+    probes_sent: int
+    probes_lost: int
+    # Of the lost: no reply seen leaving the guest (the request was lost on the way in, or the
+    # guest did not answer), and a reply that left the guest but never reached the peer. Both
+    # 0 where the topology captures no path (nothing tells the direction).
+    lost_inbound: int
+    lost_outbound: int
+    max_gap_ms: float | None  # the longest time inside the phase with no reply reaching the peer
+    replies_on_standby: int
+    replies_on_primary: int
+
+    def scalars(self) -> dict[str, int | float | None]:
+        return {"ms": self.phase.ms, "probes_sent": self.probes_sent, "probes_lost": self.probes_lost,
+                "lost_inbound": self.lost_inbound, "lost_outbound": self.lost_outbound,
+                "max_gap_ms": self.max_gap_ms, "replies_on_standby": self.replies_on_standby,
+                "replies_on_primary": self.replies_on_primary}
+
+
+def primary_release_time(timeline: Timeline) -> float | None:
+    """When the guest let go of its primary after ``UNPLUG_PRIMARY``: its kernel's word, else QEMU's
+    (the end of ``wait-unplug``)."""
+    unplug = first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY")
+    if unplug is None:
+        return None
+    released = [g.t for g in timeline.guest_events if g.kind == "primary-unregistered" and g.t >= unplug]
+    if released:
+        return min(released)
+    span = state_span(timeline, timeline.source, "wait-unplug")
+    return span[1] if span else None
+
+
+def migration_phases(timeline: Timeline) -> list[Phase]:
+    """The six phases of the migration in *timeline*, in order, covering its window exactly."""
+    resume = recovery_time(timeline)
+    back_on_primary = None
+    if resume is not None:
+        back_on_primary = min((p.t for p in timeline.paths if p.path == PRIMARY and p.t >= resume), default=None)
+    marks = [first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY"), primary_release_time(timeline),
+             first_event_time(timeline, timeline.source, "STOP"), resume, back_on_primary]
+    bounds = [timeline.window_start]
+    for i, mark in enumerate(marks):
+        known = mark if mark is not None else next((m for m in marks[i + 1:] if m is not None), timeline.window_end)
+        bounds.append(min(max(known, bounds[-1]), timeline.window_end))
+    bounds.append(timeline.window_end)
+    return [Phase(name, start, end) for name, start, end in zip(PHASE_NAMES, bounds[:-1], bounds[1:], strict=True)]
+
+
+def _longest_gap_ms(reply_times: list[float], start: float, end: float) -> float | None:
+    if end <= start:
+        return None
+    points = [start, *(t for t in reply_times if start <= t <= end), end]
+    return max(b - a for a, b in zip(points, points[1:], strict=False)) * 1000.0
+
+
+def phase_stats(timeline: Timeline) -> list[PhaseStats]:
+    """Per phase of :func:`migration_phases`: loss (and its direction where paths were captured),
+    the longest reply gap inside it and the replies on each path."""
+    answered: dict[int, float] = {}
+    for reply in sorted(timeline.replies, key=lambda r: r.t):
+        answered.setdefault(reply.seq, reply.t)
+    reply_times = sorted(answered.values())
+    probed = bool(timeline.sent)  # with no probe, a gap says nothing
+    left_guest: dict[int, tuple[float, str]] = {}  # per probe: when and on which path its reply left the guest
+    for seen in sorted(timeline.paths, key=lambda p: p.t):
+        left_guest.setdefault(seen.seq, (seen.t, seen.path))
+    stats = []
+    for phase in migration_phases(timeline):
+        last = phase.name == PHASE_NAMES[-1]  # the window's end belongs to the last phase
+
+        def inside(t: float, phase: Phase = phase, last: bool = last) -> bool:
+            return phase.start <= t < phase.end or (last and t == phase.end)
+        sent = [p.seq for p in timeline.sent if inside(p.t)]
+        lost = [seq for seq in sent if seq not in answered]
+        on_path = [path for t, path in left_guest.values() if inside(t)]
+        stats.append(PhaseStats(
+            phase=phase, probes_sent=len(sent), probes_lost=len(lost),
+            lost_inbound=sum(1 for seq in lost if seq not in left_guest) if timeline.paths else 0,
+            lost_outbound=sum(1 for seq in lost if seq in left_guest),
+            max_gap_ms=_longest_gap_ms(reply_times, phase.start, phase.end) if probed else None,
+            replies_on_standby=on_path.count(STANDBY), replies_on_primary=on_path.count(PRIMARY)))
+    return stats
