@@ -1,9 +1,12 @@
 """Scan what the guests and QEMU printed during a case for trouble nobody asserted on.
 
-A kernel warning or call trace in the guest, or any line QEMU writes to stderr
-(QEMU only writes warnings and errors there), fails a case that otherwise
-passed: failover bugs often show up first as a ``WARNING:`` in net_failover or
-a ``netdev ... has no peer`` that no metric sees. Cases that provoke such a line
+A kernel warning or call trace in the guest, any line QEMU writes to stderr
+(QEMU only writes warnings and errors there), or a guest that reset itself
+(QMP ``RESET`` from the guest: a reboot, or a triple fault that prints
+nothing) fails a case that otherwise passed: failover bugs often show up first
+as a ``WARNING:`` in net_failover or a ``netdev ... has no peer`` that no metric
+sees, and a guest that crashed and came back re-negotiates failover as if
+nothing happened. Cases that provoke such a line
 on purpose allow it (``@pytest.mark.allow_log(regex)``); a run allows more with
 ``--allow-log REGEX`` or ``allow_log`` in the profile.
 
@@ -12,6 +15,7 @@ Pure functions over log text, so they are tested on recorded logs.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +42,9 @@ COMMAND_LINE_PREFIX = "$ "
 # Artifact files, by name, and how to read them.
 CONSOLE_GLOB = "*console.log"
 QEMU_GLOB = "*qemu.log"
+QMP_GLOB = "*qmp.jsonl"
+# How a guest's own reset reads in a finding (what an allow_log regex matches).
+GUEST_RESET = "QMP RESET from the guest"
 
 
 @dataclass(frozen=True)
@@ -85,13 +92,44 @@ def scan_qemu_log(text: str, source: str, allow: tuple[re.Pattern[str], ...] = (
             if line.strip() and not line.startswith(COMMAND_LINE_PREFIX) and not _allowed(line, allow)]
 
 
-def scan_artifacts(directory: Path, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
-    """Scan every VM console and QEMU log a case left in *directory* (any depth)."""
+def guest_resets(transcript: str) -> list[dict[str, object]]:
+    """The ``RESET`` events a guest caused, from a QMP transcript (``*-qmp.jsonl``; torn lines skipped)."""
+    resets = []
+    for line in transcript.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "RESET" and (entry.get("data") or {}).get("guest"):
+            resets.append(entry)
+    return resets
+
+
+def scan_qmp_transcript(text: str, source: str, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
+    """Every reset a guest caused (``RESET`` with ``guest: true``), as ``GUEST_RESET (reason ...)``."""
     found = []
-    for path in sorted(directory.rglob(CONSOLE_GLOB)):
-        found += scan_console(path.read_text(errors="replace"), str(path.relative_to(directory)), allow)
-    for path in sorted(directory.rglob(QEMU_GLOB)):
-        found += scan_qemu_log(path.read_text(errors="replace"), str(path.relative_to(directory)), allow)
+    for reset in guest_resets(text):
+        line = f"{GUEST_RESET} (reason {(reset.get('data') or {}).get('reason')}, host time {reset.get('host_time')})"
+        if not _allowed(line, allow):
+            found.append(Finding(source, "guest reset", line))
+    return found
+
+
+def quiet_guest_reset(qmp_transcript: str, console: str) -> str | None:
+    """The first reset the guest caused (QMP ``RESET``) if its console shows no kernel trouble (no
+    panic, oops or warning): a triple fault, which prints nothing. None otherwise. Pure."""
+    resets = guest_resets(qmp_transcript)
+    if not resets or scan_console(console, "console"):
+        return None
+    return f"RESET, reason {(resets[0].get('data') or {}).get('reason')}"
+
+
+def scan_artifacts(directory: Path, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
+    """Scan every VM console, QEMU log and QMP transcript a case left in *directory* (any depth)."""
+    found = []
+    for glob, scan in ((CONSOLE_GLOB, scan_console), (QEMU_GLOB, scan_qemu_log), (QMP_GLOB, scan_qmp_transcript)):
+        for path in sorted(directory.rglob(glob)):
+            found += scan(path.read_text(errors="replace"), str(path.relative_to(directory)), allow)
     return found
 
 

@@ -354,7 +354,7 @@ def _scan_logs(item: pytest.Item, report: pytest.TestReport) -> None:
         raise pytest.UsageError(f"{item.nodeid}: allow_log marker: {e}") from None
     findings = scan_artifacts(artifacts, allow)
     verdict = (f"FAIL logs_clean: {len(findings)} line(s), first: {findings[0]}" if findings
-               else "PASS logs_clean: no kernel warning, call trace or unexpected QEMU message")
+               else "PASS logs_clean: no kernel warning, call trace, unexpected QEMU message or guest reset")
     for properties in (item.user_properties, report.user_properties):
         properties.append(("check.logs_clean", verdict))
     if not findings:

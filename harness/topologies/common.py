@@ -13,6 +13,7 @@ from harness import progress
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.guest import ControlChannel, Guest
+from harness.logscan import quiet_guest_reset
 from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
 from harness.vm import VM, Accel, Device, VMSpec
@@ -199,6 +200,18 @@ class RemoteBedCommon(BedCommon):
     def _qemu_outputs(self) -> dict[str, str]:
         """What each guest QEMU of the bed printed, by name (evidence for :meth:`emulation_fault`)."""
         return {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
+
+    def _quiet_resets(self) -> dict[str, str]:
+        """Each guest QEMU of the bed whose guest reset itself with nothing on its console (evidence for
+        :meth:`emulation_fault`; see :func:`~harness.logscan.quiet_guest_reset`)."""
+        found = {}
+        for vm in self.vms:
+            transcript, console = vm.paths.qmp_transcript, vm.paths.console_log
+            if transcript.is_file() and (reset := quiet_guest_reset(
+                    transcript.read_text(errors="replace"),
+                    console.read_text(errors="replace") if console.is_file() else "")) is not None:
+                found[vm.name] = reset
+        return found
 
     def _retire_all(self) -> None:
         """Close the guest's channel and retire every QEMU of the bed, last started first (teardown)."""

@@ -480,7 +480,8 @@ class HostBed(RemoteBedCommon):
         emulated = sorted({slot.name for slot in self._slots} & self.lab.under_tcg)
         if not emulated:
             return None
-        return emulated_nesting_fault(failure, self._qemu_outputs(), f"lab host {', '.join(emulated)}")
+        return emulated_nesting_fault(failure, self._qemu_outputs(), f"lab host {', '.join(emulated)}",
+                                      self._quiet_resets())
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.addressing.guest_ip

@@ -140,16 +140,21 @@ def panic_report(console: str, at: int) -> str:
     return _line_at(console, at) + (f" ({oops})" if oops else "")
 
 
-def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str) -> str | None:
+def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str,
+                           quiet_resets: dict[str, str] | None = None) -> str | None:
     """Why *failure*, with a guest on *hypervisors* that run under TCG, is the emulation's fault, if
     it is: one of *logs* (name: text) shows a known emulation failure (an L1's kernel panic with its
-    oops summarised), or the guest fell silent (seen under TCG with no trace in any log; under KVM a
-    hung guest is a finding). Pure."""
+    oops summarised), a guest reset itself with nothing on its console (*quiet_resets*, by guest:
+    :func:`~harness.logscan.quiet_guest_reset`), or the guest fell silent (both seen under TCG with no trace in any
+    log; under KVM each is a finding). Pure."""
     where = f"emulated hypervisor ({hypervisors} under TCG)"
     for name, text in logs.items():
         if (sign := EMULATED_NESTING_FAULTS.search(text)) is not None:
             said = panic_report(text, sign.start()) if sign.group() == L1_PANIC else _line_at(text, sign.start())
             return f"{where}: {name} says: {said}"
+    if quiet_resets:
+        guest, reset = next(iter(quiet_resets.items()))
+        return f"{where}: {guest} reset itself with nothing on its console ({reset}: a triple fault)"
     if isinstance(failure, GuestSilent):
         return f"{where}: the guest fell silent ({failure})"
     return None
@@ -531,7 +536,7 @@ class NestedBed(RemoteBedCommon):
         for host in self.hosts:
             console = host.vm.paths.console_log
             logs[f"{host.name}'s console"] = console.read_text(errors="replace") if console.is_file() else ""
-        return emulated_nesting_fault(failure, logs, "the L1s")
+        return emulated_nesting_fault(failure, logs, "the L1s", self._quiet_resets())
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.pair_addressing(pair).guest_ip

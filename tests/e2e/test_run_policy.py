@@ -102,6 +102,20 @@ def test_a_guest_that_hangs_is_a_finding_never_retried(tmp_path: Path) -> None:
     assert "guest did not answer" in test["message"] and "retried" not in test["run"], test
 
 
+def test_a_guest_that_resets_itself_fails_the_case_and_is_named(tmp_path: Path) -> None:
+    """A guest that resets itself once it ejected its primary, printing nothing (as a triple fault
+    does, seen on nested under TCG), and boots again: only QMP's RESET tells. The log scan names it;
+    on flat it is a finding, never retried."""
+    run = run_broken(tmp_path, "guest-resets-after-eject", "-k", "unplug_and_replug")
+    assert "rerun" not in run.output.strip().splitlines()[-1], run.output
+    test = _only_test(run.results())
+    assert test["outcome"] == "failed" and "retried" not in test.get("run", {}), test
+    # The case itself fails on a guest that went away mid-case (GuestSilent); the scan says why.
+    logs_clean = test["checks"]["logs_clean"]
+    assert logs_clean.startswith("FAIL logs_clean: ") and (
+        "first: src-qmp.jsonl: guest reset: QMP RESET from the guest (reason guest-reset, host time ") in logs_clean
+
+
 def test_soak_command_reports_each_metrics_distribution(tmp_path: Path) -> None:
     proc = subprocess.run([str(CLI), "soak", "--migrations", "2", "--reports", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

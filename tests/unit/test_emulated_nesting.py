@@ -32,6 +32,18 @@ def test_a_known_emulation_failure_in_a_log_is_quoted_whatever_failed() -> None:
         "corrupted stack end detected inside scheduler")
 
 
+def test_a_guest_that_reset_quietly_is_the_emulations_fault() -> None:
+    """Seen in make check: the L2 reset itself after its VF was re-plugged, nothing on its console; the
+    case failed on the TCP stream the reset broke."""
+    failed_check = AssertionError("FAIL tcp_session_survived: the iperf3 stream broke")
+    assert emulated_nesting_fault(failed_check, QUIET, "the L1s", {"src": "RESET, reason guest-reset"}) == (
+        "emulated hypervisor (the L1s under TCG): src reset itself with nothing on its console "
+        "(RESET, reason guest-reset: a triple fault)")
+    # An L1's panic is the better explanation, and is named first.
+    assert "l1b's console says" in str(emulated_nesting_fault(failed_check, {**QUIET, "l1b's console": L1_PANIC},
+                                                              "the L1s", {"src": "RESET, reason guest-reset"}))
+
+
 def test_other_failures_are_findings() -> None:
     assert emulated_nesting_fault(AssertionError("FAIL probes_lost: 5000 > 4000"), QUIET, "the L1s") is None
     assert emulated_nesting_fault(DeadlineExceeded("no RESUME within 600 s"), QUIET, "the L1s") is None

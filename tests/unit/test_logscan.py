@@ -1,12 +1,22 @@
-"""The log scan on console and QEMU logs shaped like real ones."""
+"""The log scan on console and QEMU logs shaped like real ones, and on a real QMP transcript."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from harness.logscan import compile_allow_list, describe, scan_artifacts, scan_console, scan_qemu_log
+from harness.logscan import (
+    GUEST_RESET,
+    compile_allow_list,
+    describe,
+    quiet_guest_reset,
+    scan_artifacts,
+    scan_console,
+    scan_qemu_log,
+    scan_qmp_transcript,
+)
 
 CLEAN_BOOT = """\
 [    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)
@@ -87,3 +97,26 @@ def test_artifacts_are_scanned_at_any_depth(tmp_path: Path) -> None:
     assert {f.source for f in found} == {"retry/dst-console.log", "dst-qemu.log"}
     text = describe(found, limit=2)
     assert "4 line(s)" in text and "... and 2 more" in text and "--allow-log" in text
+
+
+def test_a_guest_that_reset_itself_is_found_and_a_reboot_on_purpose_can_be_allowed(data_dir: Path) -> None:
+    """An L2's QMP transcript from make check (2026-12-06): the guest reset itself after its VF was
+    re-plugged, printing nothing, and came back; the case's other checks saw a guest that renegotiated."""
+    transcript = (data_dir / "l2-quiet-reset-qmp.jsonl").read_text()
+    (found,) = scan_qmp_transcript(transcript, "src-qmp.jsonl")
+    assert found.kind == "guest reset"
+    assert found.line == f"{GUEST_RESET} (reason guest-reset, host time 1796517384.0920045)"
+    assert scan_qmp_transcript(transcript, "src-qmp.jsonl", compile_allow_list([re.escape(GUEST_RESET)])) == []
+    # The harness's own quit and a reset it asked for are not the guest's.
+    ours = ('{"event": "RESET", "data": {"guest": false, "reason": "host-qmp-system-reset"}}\n'
+            '{"event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}}\n{"torn')
+    assert scan_qmp_transcript(ours, "src-qmp.jsonl") == []
+
+
+def test_a_reset_with_nothing_on_the_console_is_quiet_one_after_a_panic_is_not(data_dir: Path) -> None:
+    transcript = (data_dir / "l2-quiet-reset-qmp.jsonl").read_text()
+    console = (data_dir / "l2-quiet-reset-console.txt").read_text()
+    assert quiet_guest_reset(transcript, console) == "RESET, reason guest-reset"
+    panicked = console + "[   30.1] Kernel panic - not syncing: Fatal exception in interrupt\n"
+    assert quiet_guest_reset(transcript, panicked) is None
+    assert quiet_guest_reset("", console) is None

@@ -1,0 +1,41 @@
+"""Watcher for the wrappers that act on a guest at a QMP event (a second QMP monitor stands in for a regression).
+
+    act-on.py SOCKET TRIGGER ACTION
+
+TRIGGER: migration-failed (a failed or cancelled migration: a source that should run on) or
+primary-ejected (the guest ejected its primary). ACTION: stop (the guest hangs there, its QEMU runs
+on) or guest-reset (the guest resets itself, as a triple fault does: a write to the reset control
+register, nothing on its console).
+"""
+
+import json
+import socket
+import sys
+import time
+
+TRIGGERS = {
+    "migration-failed": lambda m: m.get("event") == "MIGRATION" and m["data"]["status"] in ("failed", "cancelled"),
+    "primary-ejected": lambda m: m.get("event") == "DEVICE_DELETED" and m["data"].get("device") == "primary0",
+}
+ACTIONS = {
+    "stop": {"execute": "stop"},
+    "guest-reset": {"execute": "human-monitor-command", "arguments": {"command-line": "o /b 0xcf9 0x6"}},
+}
+path, trigger, action = sys.argv[1], TRIGGERS[sys.argv[2]], ACTIONS[sys.argv[3]]
+sock = socket.socket(socket.AF_UNIX)
+for _ in range(300):  # QEMU creates the socket when it starts
+    try:
+        sock.connect(path)
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit(1)
+stream = sock.makefile("rw")
+stream.readline()  # greeting
+stream.write('{"execute": "qmp_capabilities"}\n')
+stream.flush()
+for line in stream:  # ends when QEMU does
+    if trigger(json.loads(line)):
+        stream.write(json.dumps(action) + "\n")
+        stream.flush()
