@@ -22,8 +22,8 @@ FINAL_REPLIES = 20
 
 
 @dataclass(frozen=True)
-class Outage:
-    """A run of consecutive unanswered probes, in send time: first lost probe → next answered one."""
+class Span:
+    """A stretch of host time (epoch seconds)."""
 
     start: float
     end: float
@@ -31,6 +31,11 @@ class Outage:
     @property
     def ms(self) -> float:
         return (self.end - self.start) * 1000.0
+
+
+@dataclass(frozen=True)
+class Outage(Span):
+    """A run of consecutive unanswered probes, in send time: first lost probe → next answered one."""
 
 
 @dataclass(frozen=True)

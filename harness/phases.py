@@ -30,21 +30,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.metrics import PRIMARY, STANDBY, first_event_time, recovery_time, state_span
+from harness.metrics import PRIMARY, STANDBY, Span, first_event_time, recovery_time, state_span
 from harness.timeline import Timeline
 
 PHASE_NAMES = ("baseline", "switch", "source_standby", "stop_copy", "destination_standby", "after_restore")
 
 
 @dataclass(frozen=True)
-class Phase:
+class Phase(Span):
     name: str
-    start: float
-    end: float
-
-    @property
-    def ms(self) -> float:
-        return (self.end - self.start) * 1000.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,7 @@ def migration_phases(timeline: Timeline) -> list[Phase]:
         known = mark if mark is not None else next((m for m in marks[i + 1:] if m is not None), timeline.window_end)
         bounds.append(min(max(known, bounds[-1]), timeline.window_end))
     bounds.append(timeline.window_end)
-    return [Phase(name, start, end) for name, start, end in zip(PHASE_NAMES, bounds[:-1], bounds[1:], strict=True)]
+    return [Phase(start, end, name) for name, start, end in zip(PHASE_NAMES, bounds[:-1], bounds[1:], strict=True)]
 
 
 def _longest_gap_ms(reply_times: list[float], start: float, end: float) -> float | None:
