@@ -86,10 +86,9 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     assert m["probes_sent"] > 1000 and m["final_path"] == "primary"
     assert m["switch_to_standby_ms"] is not None and m["failback_ms"] is not None
     assert m["replies_on_primary"] > 0 and m["replies_on_standby"] > 0  # both paths carried traffic
-    phases = probes["migration_phases"]  # every probe in one phase; the standby carried on both sides
+    phases = probes["migration_phases"]  # every probe in exactly one phase
     assert sum(phases[f"{p}.probes_lost"] for p in PHASE_NAMES) == m["probes_lost"]
     assert sum(phases[f"{p}.probes_sent"] for p in PHASE_NAMES) == m["probes_sent"]
-    assert phases["source_standby.replies_on_standby"] > 0 and phases["destination_standby.replies_on_standby"] > 0
     assert iperf["metrics"]["throughput_after_resume_mbps"] > 1
     junit = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
              for case in ET.parse(tmp_path / "junit.xml").iter("testcase")}
