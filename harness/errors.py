@@ -68,6 +68,11 @@ class GuestSilent(DeadlineExceeded):
     """The guest did not answer a command in time; its channel stayed open."""
 
 
+class LogTrouble(HarnessError):
+    """The log scan failed a case whose checks passed (kept as the case's failure for the flake
+    policy, which asks the bed whether the trouble is its emulation's; never raised)."""
+
+
 class EnvironmentalError(HarnessError):
     """The test environment failed, not the system under test.
 

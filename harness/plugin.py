@@ -33,7 +33,7 @@ from filelock import FileLock
 from harness import capabilities, progress
 from harness.accel import AccelChoice, choose_accel
 from harness.config import RunConfig, build_config, load_profile
-from harness.errors import CapabilityMissing, ConfigError
+from harness.errors import CapabilityMissing, ConfigError, LogTrouble
 from harness.image import GuestImage, ImageBuilder
 from harness.inventory import load_inventory
 from harness.isolation import timing_isolation
@@ -362,6 +362,7 @@ def _scan_logs(item: pytest.Item, report: pytest.TestReport) -> None:
     if report.passed:
         report.outcome = "failed"
         report.longrepr = describe(findings)
+        item.stash[FAILURE_KEY] = LogTrouble(str(findings[0]))  # the bed judges it at teardown
     else:
         report.sections.append(("log scan", describe(findings)))
 
