@@ -139,7 +139,9 @@ class TestNetwork:
     """A bridge namespace holding the VMs' taps, and a peer namespace linked to the bridge by a veth.
 
     QEMU runs inside :attr:`bridge_ns` so that it opens its taps there; the
-    traffic peer sends from ``peer0`` in :attr:`peer_ns`.
+    traffic peer sends from ``peer0`` in :attr:`peer_ns`. The data bridge
+    (:attr:`BRIDGE`) is the switch: a tap on it is a host's uplink (the nested
+    topology's L1 NICs), and :meth:`add_host` gives a VM a host of its own.
     """
 
     tag: str
@@ -148,6 +150,7 @@ class TestNetwork:
     peer_ns: Netns = field(init=False)
     taps: list[str] = field(default_factory=list, init=False)
     _extra_bridges: list[str] = field(default_factory=list, init=False)
+    _host_taps: dict[str, list[str]] = field(default_factory=dict, init=False)  # a host's NIC → its taps
 
     BRIDGE = "br0"
     MGMT_BRIDGE = "mgmt0"
@@ -169,12 +172,9 @@ class TestNetwork:
     def _create(self) -> None:
         br, peer = self.bridge_ns.create(), self.peer_ns.create()
         # Forward delay 0: a port must forward at once, the guest's path switch depends on it.
-        # Ageing 1 s (unit: 1/100 s): the bridge learns which tap the failover MAC is
-        # behind from what the guest sends. A guest that only receives (an iperf3
-        # sink) sends nothing on its primary after the fail-back, so with the default
-        # 300 s the bridge would keep feeding the standby, which net_failover ignores
-        # while a primary exists, for minutes; a NIC steers to a VF by its MAC instead.
-        # Ageing out after 1 s of silence floods, and the primary answers.
+        # Ageing 1 s (unit: 1/100 s): the switch learns which host the failover MAC is
+        # behind from what the guest and QEMU send. A migrated guest is announced by
+        # QEMU; one that stays silent longer than that is flooded to every host.
         br.run(["ip", "link", "add", self.BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0",
                 "ageing_time", str(BRIDGE_AGEING_CS)])
         br.run(["ip", "link", "set", self.BRIDGE, "up"])
@@ -191,25 +191,60 @@ class TestNetwork:
 
         A bridge other than the data bridge (the nested topology's management
         link, :attr:`MGMT_BRIDGE`) is created on first use; it has no peer.
+        On a host's NIC (:meth:`add_host`) the tap learns nothing.
         """
         if bridge != self.BRIDGE and bridge not in self._extra_bridges:
-            self.bridge_ns.run(["ip", "link", "add", bridge, "type", "bridge", "forward_delay", "0",
-                                "stp_state", "0"])
-            self.bridge_ns.run(["ip", "link", "set", bridge, "up"])
-            self._extra_bridges.append(bridge)
+            self._add_bridge(bridge)
         self.bridge_ns.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"])
         self.taps.append(name)
         self.bridge_ns.run(["ip", "link", "set", name, "master", bridge, "up"])
+        if bridge in self._host_taps:
+            self.bridge_ns.run(["ip", "link", "set", "dev", name, "type", "bridge_slave", "learning", "off"])
+            self._host_taps[bridge].append(name)
         return name
+
+    def _add_bridge(self, bridge: str) -> None:
+        self.bridge_ns.run(["ip", "link", "add", bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])
+        self.bridge_ns.run(["ip", "link", "set", bridge, "up"])
+        self._extra_bridges.append(bridge)
+
+    def add_host(self, host: str) -> str:
+        """A host's NIC for one VM: a bridge with an uplink to the switch; its taps go on it (returns its name).
+
+        A VM's two failover NICs share one uplink, as a VF and a standby on
+        the same host do. The NIC delivers every frame for the VM to each of
+        its taps and learns nothing from them: which copy counts is
+        net_failover's choice (it drops the standby's while a primary is
+        registered). No tap can capture the failover MAC, so neither
+        QEMU's self-announce through an emulated primary the guest does
+        not drive yet, nor the switch's memory of a primary that was
+        unplugged, steers traffic away from the NIC the guest uses. The
+        switch (:attr:`BRIDGE`) learns hosts, and QEMU's announce moves the
+        MAC to the destination host.
+        """
+        nic, uplink = f"{host}-nic", f"{host}-up"
+        self._add_bridge(nic)
+        self._host_taps[nic] = []
+        self.bridge_ns.run(["ip", "link", "add", uplink, "type", "veth", "peer", "name", f"{host}-sw"])
+        self.bridge_ns.run(["ip", "link", "set", uplink, "master", nic, "up"])
+        self.bridge_ns.run(["ip", "link", "set", f"{host}-sw", "master", self.BRIDGE, "up"])
+        return nic
+
+    def remove_host(self, host: str) -> None:
+        """Delete *host*'s NIC with its uplink and taps (its QEMU is gone): a long ping-pong would pile them up."""
+        nic = f"{host}-nic"
+        if nic not in self._host_taps:
+            return
+        for tap in self._host_taps.pop(nic):
+            self.remove_tap(tap)
+        self.bridge_ns.run(["ip", "link", "del", f"{host}-up"])  # its peer on the switch goes with it
+        self.bridge_ns.run(["ip", "link", "del", nic])
+        self._extra_bridges.remove(nic)
 
     def remove_tap(self, name: str) -> None:
         """Delete tap *name* (its QEMU is gone): a long ping-pong would otherwise pile up bridge ports."""
         self.bridge_ns.run(["ip", "link", "del", name])
         self.taps.remove(name)
-
-    def forget_learned(self, tap: str) -> None:
-        """Flush what the bridge learned on *tap*: frames for those MACs are flooded until it learns anew."""
-        self.bridge_ns.run(["ip", "link", "set", "dev", tap, "type", "bridge_slave", "fdb_flush"])
 
     def peer_mac(self) -> str:
         out = self.peer_ns.run(["cat", f"/sys/class/net/{self.PEER_IF}/address"])
@@ -221,3 +256,4 @@ class TestNetwork:
         self.peer_ns.delete()
         self.taps.clear()
         self._extra_bridges.clear()
+        self._host_taps.clear()

@@ -2,11 +2,14 @@
 
 ::
 
-    peer ns: peer0 ──veth── bridge ns: br0 ─┬─ src-sby  (source standby, virtio-net failover=on)
-                                            ├─ src-pri  (source primary, e1000e)
-                                            ├─ dst-sby  (destination standby)
-                                            └─ dst-pri  (destination primary)
+    peer ns: peer0 ─veth─ bridge ns: br0 ─┬─ src-sw ─veth─ src-nic ─┬─ src-sby  (standby, virtio-net failover=on)
+                                          │                         └─ src-pri  (primary, e1000e)
+                                          └─ dst-sw ─veth─ dst-nic ─┬─ dst-sby
+                                                                    └─ dst-pri
 
+Each QEMU is a host of its own: its NIC (``src-nic``) hands every frame for
+the VM to both of its taps and learns nothing from them, and the switch
+(``br0``) learns which host the VM is on (:meth:`TestNetwork.add_host`).
 QEMU runs inside the bridge namespace (it opens its taps there); the
 migration stream is a unix socket in the test's run directory.
 """
@@ -218,23 +221,16 @@ class FlatBed(BedCommon):
         self.snapshot_restore_s = time.monotonic() - started
 
     def _settle_restored(self) -> None:
-        """Bring a restored source to where a booted one is: primary back, bridge steering to it.
+        """Bring a restored source to where a booted one is: its primary back and enslaved.
 
-        QEMU re-plugs the primary after loading (``FAILOVER_NEGOTIATED``); until
-        the guest has enslaved it, the guest talks through its standby, and the
-        bridge learns the failover MAC there. Once the primary is registered,
-        net_failover drops what arrives on the standby, so the bridge would feed
-        a dead port until that entry ages out (a second with no reply at all,
-        which a booted guest never shows). The harness waits for the primary,
-        as the snapshot had it, and then makes the bridge forget the learned ports.
+        QEMU re-plugs the primary after loading (``FAILOVER_NEGOTIATED``); the
+        case starts once the guest has enslaved it, as the snapshot had it.
         """
         assert self.source.qmp is not None
         if not any(e.name == "FAILOVER_NEGOTIATED" for e in self.source.qmp.events):
             return  # a setup without failover: no primary comes back, the case will judge that
         if not self.guest.wait_primary_active(self.config.thresholds.primary_restore_deadline_s).primary_active:
             log.warning("bed %s: the restored guest's primary is not active yet", self.tag)
-        for netdev in self.source.spec.netdevs:
-            self.network.forget_learned(netdev.ifname)
 
     def _discard_vms(self) -> None:
         """Shut down every VM started so far (and remove its taps), so that a cold boot can start afresh.
@@ -248,9 +244,7 @@ class FlatBed(BedCommon):
             for log_path in (vm.paths.console_log, vm.paths.stderr_log, vm.paths.qmp_transcript):
                 if log_path.exists():
                     log_path.rename(log_path.with_name(log_path.name + ".discarded"))
-            for netdev in vm.spec.netdevs:
-                if netdev.ifname in self.network.taps:
-                    self.network.remove_tap(netdev.ifname)
+            self.network.remove_host(vm.spec.name)
         self.vms.clear()
         if hasattr(self, "guest"):
             self.guest.channel.close()
@@ -280,8 +274,7 @@ class FlatBed(BedCommon):
             except HarnessError as e:
                 raise SnapshotError(f"saving the booted guest failed: {e}") from e
         vm.shutdown()
-        for netdev in spec.netdevs:
-            self.network.remove_tap(netdev.ifname)
+        self.network.remove_host(spec.name)
 
     def facts(self) -> dict[str, object]:
         return {"run.boot_s": self.boot_s, "run.snapshot_restore_s": self.snapshot_restore_s,
@@ -324,8 +317,9 @@ class FlatBed(BedCommon):
         )
 
     def _launch(self, spec: VMSpec) -> VM:
+        nic = self.network.add_host(spec.name)  # each QEMU stands for a host of its own
         for netdev in spec.netdevs:
-            self.network.add_tap(netdev.ifname)
+            self.network.add_tap(netdev.ifname, nic)
         vm = VM(spec, VMPaths.for_vm(spec.name, self.run_dir, self.artifacts_dir),
                 launcher_prefix=self.network.bridge_ns.exec_prefix())
         self.vms.append(vm)
@@ -356,8 +350,7 @@ class FlatBed(BedCommon):
             self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
             old, self.source = self.source, destination
             old.shutdown()
-            for netdev in old.spec.netdevs:
-                self.network.remove_tap(netdev.ifname)
+            self.network.remove_host(old.spec.name)
         else:
             destination.shutdown()
         return result
