@@ -17,13 +17,19 @@ cannot avoid is QEMU's stop-and-copy. The phases (README, "Reading a report"):
     → the guest runs again (the destination's ``RESUME``; after a failed or
     cancelled migration, the source's last ``MIGRATION`` event)
 ``destination_standby``
-    → the first reply that left the guest on the primary again
+    → the guest registered its primary again (its kernel's "registered" line)
+``primary_coming_up``
+    → the first reply that left the guest on the primary again. net_failover
+    drops what reaches the standby from the primary's registration on, so
+    until the primary's link is up nothing carries: the guest's own outage
+    (on the flat topology, mostly the emulated e1000e's 500 ms autonegotiation)
 ``after_restore``
     → window end
 
 A boundary the timeline lacks takes the next one's time (its phase is empty):
 without ``UNPLUG_PRIMARY`` (no failover) ``baseline`` runs to ``STOP``; with no
-reply on the primary after the resume ``destination_standby`` runs to the end.
+reply on the primary after the resume ``destination_standby`` runs to the end; with no
+registration seen, ``primary_coming_up`` is empty.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from dataclasses import dataclass
 from harness.metrics import PRIMARY, STANDBY, Span, first_event_time, recovery_time, state_span
 from harness.timeline import Timeline
 
-PHASE_NAMES = ("baseline", "switch", "source_standby", "stop_copy", "destination_standby", "after_restore")
+PHASE_NAMES = ("baseline", "switch", "source_standby", "stop_copy", "destination_standby", "primary_coming_up",
+               "after_restore")
 
 
 @dataclass(frozen=True)
@@ -79,13 +86,17 @@ def primary_release_time(timeline: Timeline) -> float | None:
 
 
 def migration_phases(timeline: Timeline) -> list[Phase]:
-    """The six phases of the migration in *timeline*, in order, covering its window exactly."""
+    """The phases of the migration in *timeline* (:data:`PHASE_NAMES`), in order, covering its window exactly."""
     resume = recovery_time(timeline)
-    back_on_primary = None
+    registered = back_on_primary = None
     if resume is not None:
+        registered = min((g.t for g in timeline.guest_events if g.kind == "primary-registered" and g.t >= resume),
+                         default=None)
         back_on_primary = min((p.t for p in timeline.paths if p.path == PRIMARY and p.t >= resume), default=None)
+    if registered is not None and back_on_primary is not None:
+        registered = min(registered, back_on_primary)  # the guest's clock is placed within a bound
     marks = [first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY"), primary_release_time(timeline),
-             first_event_time(timeline, timeline.source, "STOP"), resume, back_on_primary]
+             first_event_time(timeline, timeline.source, "STOP"), resume, registered, back_on_primary]
     bounds = [timeline.window_start]
     for i, mark in enumerate(marks):
         known = mark if mark is not None else next((m for m in marks[i + 1:] if m is not None), timeline.window_end)
@@ -128,3 +139,26 @@ def phase_stats(timeline: Timeline) -> list[PhaseStats]:
             max_gap_ms=_longest_gap_ms(reply_times, phase.start, phase.end) if probed else None,
             replies_on_standby=on_path.count(STANDBY), replies_on_primary=on_path.count(PRIMARY)))
     return stats
+
+
+def stop_copy_outage(timeline: Timeline) -> tuple[Span, Phase] | None:
+    """The longest time without a reply that overlaps stop-and-copy (``STOP`` to ``RESUME``): the
+    outage QEMU's downtime accounts for, with the stop_copy phase. None when nothing was probed or
+    there was no stop-and-copy."""
+    stop_copy = next(p for p in migration_phases(timeline) if p.name == "stop_copy")
+    if not timeline.sent or stop_copy.end <= stop_copy.start:
+        return None
+    answered: dict[int, float] = {}
+    for reply in timeline.replies:
+        answered[reply.seq] = min(reply.t, answered.get(reply.seq, reply.t))
+    points = sorted({timeline.window_start, timeline.window_end, *(
+        t for t in answered.values() if timeline.window_start <= t <= timeline.window_end)})
+    overlapping = [Span(a, b) for a, b in zip(points, points[1:], strict=False)
+                   if a < stop_copy.end and b > stop_copy.start]
+    return (max(overlapping, key=lambda span: span.ms), stop_copy) if overlapping else None
+
+
+def probe_interval_ms(timeline: Timeline) -> float | None:
+    """The mean time between two probes sent (None with fewer than two)."""
+    times = sorted(p.t for p in timeline.sent)
+    return (times[-1] - times[0]) / (len(times) - 1) * 1000.0 if len(times) > 1 else None

@@ -36,9 +36,9 @@ def test_a_row_per_migration_with_its_phases(data_dir: Path) -> None:
     assert len(re.findall("<th>", rows[0])) == 5 + len(PHASE_NAMES)
     cells = re.findall(r"<td>(.*?)</td>", rows[1])
     assert cells[0] == "test_probes[acpi]" and "passed" in cells[1] and cells[2:5] == ["123", "14", "1768"]
-    # stop_copy: 130 ms without a reply, 130 probes lost; destination_standby: 422 ms, 501 lost.
+    # stop_copy: 130 ms without a reply, 130 probes lost; primary_coming_up: 415 ms, 473 lost.
     assert cells[5 + PHASE_NAMES.index("stop_copy")] == "130 / 130"
-    assert cells[5 + PHASE_NAMES.index("destination_standby")] == "422 / 501"
+    assert cells[5 + PHASE_NAMES.index("primary_coming_up")] == "415 / 473"
     hop1, hop2 = (re.findall(r"<td>(.*?)</td>", row) for row in rows[2:])
     assert hop1[0] == "test_ping_pong (hop1)" and "failed" in hop1[1] and hop1[2] == "99" and hop2[2] == "-"
 

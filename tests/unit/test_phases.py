@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.metrics import migration_metrics
-from harness.phases import PHASE_NAMES, migration_phases, phase_stats
+from harness.phases import PHASE_NAMES, migration_phases, phase_stats, probe_interval_ms, stop_copy_outage
 from harness.timeline import GuestLinkEvent, PathSeen, ProbeReply, ProbeSent, QMPEvent, Timeline
 from tests.conftest import load_json_gz
 
@@ -26,9 +26,10 @@ def test_phases_cover_the_window_in_order_at_the_events(probes_1khz: Timeline) -
     unplug = next(e.ts for e in probes_1khz.events if e.name == "UNPLUG_PRIMARY")
     offsets = [round(p.end - unplug, 3) for p in phases[:-1]]
     # UNPLUG_PRIMARY; the guest's "unregistered" line 86 ms later; STOP; the destination's RESUME
-    # 130 ms after it; the first reply on the primary 1.77 s after that (failback_ms).
-    assert offsets == [0.0, 0.086, 0.904, 1.034, 2.802]
-    assert phases[4].ms == pytest.approx(migration_metrics(probes_1khz).failback_ms, abs=0.01)
+    # 130 ms after it; the guest's "registered" line 1.29 s after that; the first reply on the
+    # primary 1.77 s after the resume (failback_ms).
+    assert offsets == [0.0, 0.086, 0.904, 1.034, 2.328, 2.802]
+    assert phases[4].ms + phases[5].ms == pytest.approx(migration_metrics(probes_1khz).failback_ms, abs=0.01)
 
 
 def test_every_probe_and_reply_is_counted_in_exactly_one_phase(probes_1khz: Timeline) -> None:
@@ -40,16 +41,18 @@ def test_every_probe_and_reply_is_counted_in_exactly_one_phase(probes_1khz: Time
 
 
 def test_the_recorded_flat_migration_phase_by_phase(probes_1khz: Timeline) -> None:
-    """Where this healthy flat migration lost its probes: not only in stop-and-copy (130 ms, every
-    probe lost) but 501 after the destination resumed, while the standby carried there (the flat
-    data path's artifact); none of the lost requests got a reply out of the guest."""
+    """Where this healthy flat migration (recorded before the flat topology gave each QEMU a NIC of
+    its own) lost its probes: not only in stop-and-copy (130 ms, every probe lost) but 473 while the
+    guest's primary came up on the destination, after the standby had carried; none of the lost
+    requests got a reply out of the guest."""
     by_name = {s.phase.name: s for s in phase_stats(probes_1khz)}
-    stop_copy, dest = by_name["stop_copy"], by_name["destination_standby"]
+    stop_copy, dest, coming_up = by_name["stop_copy"], by_name["destination_standby"], by_name["primary_coming_up"]
     assert (stop_copy.probes_sent, stop_copy.probes_lost) == (130, 130)
     assert stop_copy.max_gap_ms == pytest.approx(129.9, abs=0.1)
-    assert (dest.probes_lost, dest.lost_inbound, dest.lost_outbound) == (501, 501, 0)
-    assert dest.max_gap_ms == pytest.approx(422.2, abs=0.1)
-    assert (dest.replies_on_standby, dest.replies_on_primary) == (1267, 0)
+    assert (dest.probes_lost, dest.replies_on_standby, dest.replies_on_primary) == (28, 1221, 0)
+    assert dest.max_gap_ms == pytest.approx(44.5, abs=0.1)
+    assert (coming_up.probes_lost, coming_up.lost_inbound, coming_up.lost_outbound) == (473, 473, 0)
+    assert coming_up.max_gap_ms == pytest.approx(415.3, abs=0.1)
     source = by_name["source_standby"]
     assert (source.probes_lost, source.replies_on_standby, source.replies_on_primary) == (5, 812, 0)
     assert by_name["after_restore"].replies_on_standby == 0
@@ -74,7 +77,7 @@ MIGRATION = [("src", "UNPLUG_PRIMARY", 1.0, {}), ("src", "MIGRATION", 1.0, {"sta
 
 def test_without_the_guests_word_the_release_is_the_end_of_wait_unplug() -> None:
     phases = migration_phases(_timeline(MIGRATION, [], [], [(9, 6.0, "primary")]))
-    assert [(p.start, p.end) for p in phases] == [(0, 1), (1, 2), (2, 4), (4, 5), (5, 6), (6, 10)]
+    assert [(p.start, p.end) for p in phases] == [(0, 1), (1, 2), (2, 4), (4, 5), (5, 6), (6, 6), (6, 10)]
     told = migration_phases(_timeline(MIGRATION, [], [], [(9, 6.0, "primary")], released=1.5))
     assert told[1].end == 1.5
 
@@ -85,7 +88,7 @@ def test_a_missing_boundary_empties_its_phase_and_never_reorders() -> None:
     # No UNPLUG_PRIMARY: baseline runs to STOP; never back on the primary: destination_standby to the end.
     assert [(p.name, p.start, p.end) for p in phases] == [
         ("baseline", 0, 4), ("switch", 4, 4), ("source_standby", 4, 4), ("stop_copy", 4, 5),
-        ("destination_standby", 5, 10), ("after_restore", 10, 10)]
+        ("destination_standby", 5, 10), ("primary_coming_up", 10, 10), ("after_restore", 10, 10)]
 
 
 def test_loss_direction_where_the_path_was_captured() -> None:
@@ -104,3 +107,20 @@ def test_without_a_path_capture_no_direction_is_claimed_and_without_probes_no_ga
     source = next(s for s in phase_stats(unseen) if s.phase.name == "source_standby")
     assert (source.probes_lost, source.lost_inbound, source.lost_outbound) == (1, 0, 0)
     assert all(s.max_gap_ms is None for s in phase_stats(_timeline(MIGRATION, [], [], [])))
+
+
+def test_the_stop_copy_outage_is_the_reply_gap_across_it(probes_1khz: Timeline) -> None:
+    # QEMU said 123 ms of downtime; the probes saw 176 ms without a reply across stop-and-copy:
+    # 1.5 ms before STOP, the 130 ms phase, and 44 ms after RESUME until the standby answered.
+    outage, phase = stop_copy_outage(probes_1khz) or (None, None)
+    assert outage is not None and phase is not None and phase.name == "stop_copy"
+    assert outage.ms == pytest.approx(175.9, abs=0.1)
+    assert (phase.start - outage.start) * 1000 == pytest.approx(1.5, abs=0.1)
+    assert (outage.end - phase.end) * 1000 == pytest.approx(44.5, abs=0.1)
+    assert probe_interval_ms(probes_1khz) == pytest.approx(1.0, abs=0.01)
+
+
+def test_no_stop_copy_outage_without_probes_or_a_stop() -> None:
+    assert stop_copy_outage(_timeline(MIGRATION, [], [], [])) is None  # nothing probed
+    no_stop = [e for e in MIGRATION if e[1] not in ("STOP", "RESUME")]
+    assert stop_copy_outage(_timeline(no_stop, [0.5], [(0, 0.6)], [])) is None
