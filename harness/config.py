@@ -38,6 +38,23 @@ class Thresholds(BaseModel):
         "(native PCIe hotplug alone waits ~5 s: pciehp's attention-button delay)"
     )
     max_failback_ms: float = Field(8000.0, gt=0, description="destination RESUME to the first reply on the primary")
+    # Failover's promise, phase by phase (harness.phases; README, "Reading a report").
+    max_standby_gap_ms: float = Field(
+        250.0, gt=0, description="longest time without a reply while the standby alone carries: from the guest's "
+        "release of the primary to the source's STOP, and from the destination's RESUME to the guest's "
+        "registration of its primary"
+    )
+    stop_copy_tolerance_ms: float = Field(
+        150.0, ge=0, description="the outage across stop-and-copy may exceed QEMU's own downtime by this much "
+        "(plus one probe interval)"
+    )
+    max_primary_coming_up_ms: float = Field(
+        1000.0, gt=0, description="longest time without a reply from the guest's registration of its primary on "
+        "the destination to the primary's first reply (net_failover drops the standby's traffic meanwhile)"
+    )
+    max_gap_after_restore_ms: float = Field(
+        250.0, gt=0, description="longest time without a reply once the primary carries again"
+    )
     min_throughput_after_resume_mbps: float = Field(
         1.0, ge=0, description="iperf3 mean throughput from destination RESUME to the end of the stream"
     )

@@ -17,7 +17,7 @@ from harness.capabilities import qemu_version
 from harness.checks import CheckList
 from harness.config import RunConfig, Thresholds
 from harness.metrics import PRIMARY
-from harness.phases import phase_stats
+from harness.phases import PhaseStats, phase_stats, probe_interval_ms, stop_copy_outage
 from harness.report import record_metrics, record_phases, record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration
 from harness.topologies import FailoverBed
@@ -115,6 +115,53 @@ def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, 
                  f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
                  f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
                  f"unattributed {m.replies_unattributed} in the window)")
+    check_promise(run, limits, checks)
+
+
+def _phase_gap(checks: CheckList, name: str, stats: PhaseStats, limit_ms: float) -> None:
+    """*stats*'s longest time without a reply against *limit_ms*, with what the phase saw."""
+    seen = (f"; {stats.phase.name} lasted {stats.phase.ms:.0f} ms: {stats.probes_lost} of {stats.probes_sent} "
+            f"probes lost, replies on the standby {stats.replies_on_standby}, on the primary "
+            f"{stats.replies_on_primary}")
+    if stats.max_gap_ms is None:
+        checks.check(name, False, f"not measured: no {stats.phase.name} phase in the timeline (limit {limit_ms:g} ms)")
+    else:
+        checks.check(name, stats.max_gap_ms <= limit_ms,
+                     f"longest time without a reply {stats.max_gap_ms:.1f} ms, limit {limit_ms:g} ms{seen}")
+
+
+def check_promise(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:
+    """Failover's promise, phase by phase: the standby carries while the primary is away, and the
+    only outage is stop-and-copy, as long as QEMU's own downtime (harness.phases)."""
+    phases = {s.phase.name: s for s in phase_stats(run.timeline)}
+    _phase_gap(checks, "standby_carried_on_source", phases["source_standby"], limits.max_standby_gap_ms)
+    check_stop_copy_outage(run, limits, checks)
+    _phase_gap(checks, "standby_carried_on_destination", phases["destination_standby"], limits.max_standby_gap_ms)
+    _phase_gap(checks, "primary_took_over", phases["primary_coming_up"], limits.max_primary_coming_up_ms)
+    _phase_gap(checks, "no_outage_after_restore", phases["after_restore"], limits.max_gap_after_restore_ms)
+
+
+def check_stop_copy_outage(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:
+    """The outage across stop-and-copy is QEMU's downtime, within a tolerance and one probe interval.
+
+    Measured from the replies, so a standby that was silent before ``STOP`` or after ``RESUME``
+    lengthens it: the detail says how much of it lay outside stop-and-copy.
+    """
+    found, downtime = stop_copy_outage(run.timeline), run.metrics.downtime_ms
+    if found is None or downtime is None:
+        checks.check("stop_copy_outage_within_downtime", False,
+                     "not measured: " + ("no stop-and-copy with probes in the timeline" if found is None
+                                         else "QEMU reported no downtime"))
+        return
+    outage, stop_copy = found
+    interval = probe_interval_ms(run.timeline) or 0.0
+    limit = downtime + limits.stop_copy_tolerance_ms + interval
+    before = max(0.0, stop_copy.start - outage.start) * 1000.0
+    after = max(0.0, outage.end - stop_copy.end) * 1000.0
+    checks.check("stop_copy_outage_within_downtime", outage.ms <= limit,
+                 f"outage across stop-and-copy {outage.ms:.1f} ms ({before:.0f} ms of it before STOP, "
+                 f"{after:.0f} ms after RESUME), limit {limit:.1f} ms (QEMU's downtime {downtime:g} ms "
+                 f"+ tolerance {limits.stop_copy_tolerance_ms:g} ms + probe interval {interval:.1f} ms)")
 
 
 def expect_known_qemu_bug(request: pytest.FixtureRequest, qemu_binary: str, verified_through: tuple[int, int],
@@ -127,3 +174,4 @@ def expect_known_qemu_bug(request: pytest.FixtureRequest, qemu_binary: str, veri
     if version is not None and version[:2] <= verified_through:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
                                               reason=f"QEMU {'.'.join(map(str, version))}: {reason}"))
+

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from harness.checks import CheckList, CheckResult
+from harness.config import Thresholds
 from harness.metrics import migration_metrics
 from harness.migration import MigrationResult
+from harness.phases import migration_phases
 from harness.scenarios import MeasuredMigration
 from harness.timeline import Timeline
-from harness.verdicts import check_migration
+from harness.verdicts import check_migration, check_promise
 from tests.conftest import load_json_gz
 
 
@@ -21,13 +23,16 @@ def recorded(data_dir: Path) -> Timeline:
     return Timeline.from_dict(load_json_gz(data_dir / "flat-probes-1khz-tcg.timeline.json.gz"))
 
 
-def _judge(timeline: Timeline, name: str) -> CheckResult:
+def _judge(timeline: Timeline, name: str, promise: bool = False) -> CheckResult:
     states = [e.data["status"] for e in timeline.events if e.vm == timeline.source and e.name == "MIGRATION"]
     result = MigrationResult("completed", states, timeline.window_start, timeline.window_end, timeline.query_migrate)
     run = MeasuredMigration(result, timeline, migration_metrics(timeline), None, None, "running", [], True, {},
                             None, Path("timeline.png"))
     checks = CheckList()
-    check_migration(run, checks)
+    if promise:
+        check_promise(run, Thresholds(), checks)
+    else:
+        check_migration(run, checks)
     return next(r for r in checks.results if r.name == name)
 
 
@@ -47,3 +52,28 @@ def test_wait_unplug_left_before_the_release_fails(recorded: Timeline) -> None:
     assert not held.passed
     assert held.line().startswith("FAIL wait_unplug_held_until_release: guest released the primary 86 ms after "
                                   "UNPLUG_PRIMARY, -81 ms before wait-unplug ended (± 26 ms)")
+
+
+def test_the_recorded_migration_keeps_the_promise_phase_by_phase(recorded: Timeline) -> None:
+    lines = [_judge(recorded, name, promise=True).line() for name in (
+        "standby_carried_on_source", "stop_copy_outage_within_downtime", "standby_carried_on_destination",
+        "primary_took_over", "no_outage_after_restore")]
+    assert all(line.startswith("PASS") for line in lines), lines
+    assert lines[1] == ("PASS stop_copy_outage_within_downtime: outage across stop-and-copy 175.9 ms (2 ms of it "
+                        "before STOP, 44 ms after RESUME), limit 274.0 ms (QEMU's downtime 123 ms + tolerance "
+                        "150 ms + probe interval 1.0 ms)")
+    assert lines[3].startswith("PASS primary_took_over: longest time without a reply 415.3 ms, limit 1000 ms; "
+                               "primary_coming_up lasted 475 ms: 473 of 475 probes lost")
+
+
+def test_a_standby_that_carried_nothing_on_the_source_fails(recorded: Timeline) -> None:
+    # The same migration with every reply of the source_standby phase taken out: a deaf standby.
+    phase = next(p for p in migration_phases(recorded) if p.name == "source_standby")
+    deaf = dataclasses.replace(recorded, replies=[r for r in recorded.replies if not phase.start <= r.t < phase.end],
+                               paths=[p for p in recorded.paths if not phase.start <= p.t < phase.end])
+    source = _judge(deaf, "standby_carried_on_source", promise=True)
+    assert source.line().startswith("FAIL standby_carried_on_source: longest time without a reply 818.")
+    assert "replies on the standby 0, on the primary 0" in source.detail
+    outage = _judge(deaf, "stop_copy_outage_within_downtime", promise=True)
+    assert not outage.passed and "ms of it before STOP" in outage.detail
+    assert _judge(deaf, "standby_carried_on_destination", promise=True).passed
