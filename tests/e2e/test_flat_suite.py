@@ -197,6 +197,33 @@ def test_option_rom_case_tells_when_qemu_is_fixed(tmp_path: Path) -> None:
     assert leftovers(run.pid) == []
 
 
+# Failover's promise, phase by phase: where the standby does not carry, or the primary stops after
+# the fail-back, the phase's check fails and says what the phase saw. The first two pass every
+# absolute limit (the promise checks are what catch them).
+@pytest.mark.parametrize(("wrapper", "failed", "passed", "backstop_misses_it"), [
+    ("isolate-standby-source", "standby_carried_on_source", "standby_carried_on_destination", True),
+    ("isolate-standby-destination", "standby_carried_on_destination", "standby_carried_on_source", True),
+    ("standby-link-down-at-unplug", "standby_carried_on_source", "switch_to_standby_ms", False),
+    ("cut-primary-destination", "no_outage_after_restore", "standby_carried_on_destination", False),
+], ids=["source-standby-deaf", "destination-standby-deaf", "standby-link-down", "primary-cut-after-restore"])
+def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: str, failed: str, passed: str,
+                                                      backstop_misses_it: bool) -> None:
+    run = run_broken(tmp_path, wrapper, *PROBES_CASE)
+    results = run.results()
+    verdict = _check(results, failed)
+    assert verdict.startswith(f"FAIL {failed}: longest time without a reply"), verdict
+    assert "replies on the standby 0" in verdict
+    if passed == "switch_to_standby_ms":  # a standby that is down never carries
+        assert _check(results, passed) == "FAIL switch_to_standby_ms: not measured (limit 8000 ms)"
+    else:
+        assert _check(results, passed).startswith(f"PASS {passed}")
+    if failed != "no_outage_after_restore":  # the silence runs into stop-and-copy, and the check says so
+        outage = _check(results, "stop_copy_outage_within_downtime")
+        assert outage.startswith("FAIL stop_copy_outage_within_downtime: outage across stop-and-copy"), outage
+    if backstop_misses_it:
+        assert _check(results, "max_gap_ms").startswith("PASS") and _check(results, "probes_lost").startswith("PASS")
+
+
 def test_fails_when_destination_crawls(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--qemu-binary", str(WRAPPERS / "throttle-destination"), *IPERF_CASE)
     assert run.returncode == 1, run.output
