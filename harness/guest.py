@@ -32,6 +32,9 @@ PROBE_INTERVAL_S = 1.0
 MAX_PROBE_INTERVAL_S = 30.0
 # How long a guest command may take unless its caller says otherwise.
 COMMAND_TIMEOUT_S = 20.0
+# A standby without a failover master this long stays so: its device did not offer failover
+# (the probe creates the master right after registering the standby, well within it).
+NO_MASTER_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -245,11 +248,19 @@ class FailoverView:
         """Enslaved and link up: net_failover transmits on the primary only then."""
         return self.primary_enslaved and self.primary is not None and self.primary.operstate == "up"
 
+    @property
+    def cannot_enslave(self) -> bool:
+        """A virtio-net device with the failover MAC but no failover master: nothing can enslave a primary."""
+        return self.master is None and self.standby is not None
+
     def describe(self) -> str:
         def name(link: GuestLink | None) -> str:
             return f"{link.name}({link.driver},{link.operstate})" if link else "none"
 
-        return f"master={name(self.master)} standby={name(self.standby)} primary={name(self.primary)}"
+        described = f"master={name(self.master)} standby={name(self.standby)} primary={name(self.primary)}"
+        if self.cannot_enslave:
+            described += " (no failover master: the standby's device did not offer failover)"
+        return described
 
 
 def failover_view(links: list[GuestLink], mac: str) -> FailoverView:
@@ -294,11 +305,21 @@ class Guest:
         """Poll until the primary is enslaved and up; return the last view either way.
 
         A guest busy plugging its primary may answer slowly (seconds under
-        nested TCG): each poll may take what is left of *timeout*.
+        nested TCG): each poll may take what is left of *timeout*. A guest
+        whose standby has no failover master for :data:`NO_MASTER_GRACE_S`
+        (its device did not offer failover) can never enslave a primary: the
+        wait ends there, not at *timeout*.
         """
         deadline = time.monotonic() + timeout
         view = self.failover(max(timeout, COMMAND_TIMEOUT_S))
+        masterless_since: float | None = None
         while not view.primary_active and (left := deadline - time.monotonic()) > 0:
+            if view.cannot_enslave:
+                masterless_since = masterless_since or time.monotonic()
+                if time.monotonic() - masterless_since >= NO_MASTER_GRACE_S:
+                    break
+            else:
+                masterless_since = None
             time.sleep(0.1)
             view = self.failover(max(left, COMMAND_TIMEOUT_S))
         return view

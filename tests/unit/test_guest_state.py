@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.guest import best_clock_sync, failover_link_events, failover_view, parse_dmesg, parse_link_state
+from harness.guest import (
+    NO_MASTER_GRACE_S,
+    CommandResult,
+    Guest,
+    best_clock_sync,
+    failover_link_events,
+    failover_view,
+    parse_dmesg,
+    parse_link_state,
+)
 
 MAC = "52:54:00:fa:00:01"
 
@@ -43,6 +53,32 @@ def test_no_failover_negotiated_reports_plain_devices() -> None:
     assert view.master is None
     assert view.standby is not None and view.primary is not None
     assert not view.primary_enslaved
+    assert view.cannot_enslave and view.describe().endswith("(no failover master: the standby's device did not "
+                                                            "offer failover)")
+
+
+class _RecordedChannel:
+    """Answers ``fo-state`` with recorded output, counting the calls."""
+
+    def __init__(self, output: str) -> None:
+        self.output, self.calls = output, 0
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        self.calls += 1
+        return CommandResult(0, self.output)
+
+
+def test_waiting_for_a_primary_ends_early_where_nothing_can_enslave_it(data_dir: Path) -> None:
+    plain = f"iface name=eth0 mac={MAC} driver=virtio_net master=- operstate=up carrier=1\n"
+    started = time.monotonic()
+    view = Guest(_RecordedChannel(plain), MAC).wait_primary_active(timeout=30)  # type: ignore[arg-type]
+    assert view.cannot_enslave and not view.primary_active
+    assert NO_MASTER_GRACE_S <= time.monotonic() - started < NO_MASTER_GRACE_S + 1.5
+    # A guest with failover but no primary yet is waited for, to the deadline.
+    unplugged = _RecordedChannel((data_dir / "fo-state-primary-unplugged.txt").read_text())
+    started = time.monotonic()
+    Guest(unplugged, MAC).wait_primary_active(timeout=0.5)  # type: ignore[arg-type]
+    assert time.monotonic() - started >= 0.5 and unplugged.calls > 2
 
 
 def test_other_mac_is_not_the_primary() -> None:
