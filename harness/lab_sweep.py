@@ -25,6 +25,7 @@ from harness.errors import HarnessError
 from harness.host_doctor import connect
 from harness.hosts import Host
 from harness.inventory import Inventory
+from harness.jsonlines import json_records
 from harness.netns import pid_alive
 from harness.vf_claims import VfClaims
 
@@ -59,15 +60,7 @@ def is_stale(owner_text: str, machine: str, alive: Callable[[int], bool] = pid_a
 
 def parse_undo(text: str) -> list[dict[str, Any]]:
     """The undo notes in the order to replay them (last noted first); torn lines skipped. Pure."""
-    notes = []
-    for line in text.splitlines():
-        try:
-            note = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(note, dict) and ("argv" in note or "vf" in note):
-            notes.append(note)
-    return notes[::-1]
+    return [note for note in json_records(text) if "argv" in note or "vf" in note][::-1]
 
 
 def sweep_host(host: Host, machine: str | None = None, root: str = SCRATCH_ROOT) -> list[str]:

@@ -15,11 +15,12 @@ Pure functions over log text, so they are tested on recorded logs.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.jsonlines import json_records
 
 # Guest kernel lines that mean something went wrong, whatever the driver.
 KERNEL_TROUBLE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -92,24 +93,25 @@ def scan_qemu_log(text: str, source: str, allow: tuple[re.Pattern[str], ...] = (
             if line.strip() and not line.startswith(COMMAND_LINE_PREFIX) and not _allowed(line, allow)]
 
 
-def guest_resets(transcript: str) -> list[dict[str, object]]:
-    """The ``RESET`` events a guest caused, from a QMP transcript (``*-qmp.jsonl``; torn lines skipped)."""
-    resets = []
-    for line in transcript.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") == "RESET" and (entry.get("data") or {}).get("guest"):
-            resets.append(entry)
-    return resets
+@dataclass(frozen=True)
+class GuestReset:
+    """A ``RESET`` event the guest caused, as its QMP transcript recorded it."""
+
+    reason: object
+    host_time: object
+
+
+def guest_resets(transcript: str) -> list[GuestReset]:
+    """The ``RESET`` events a guest caused, from a QMP transcript (``*-qmp.jsonl``). Pure."""
+    return [GuestReset(data.get("reason"), entry.get("host_time")) for entry in json_records(transcript)
+            if entry.get("event") == "RESET" and (data := entry.get("data") or {}).get("guest")]
 
 
 def scan_qmp_transcript(text: str, source: str, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
     """Every reset a guest caused (``RESET`` with ``guest: true``), as ``GUEST_RESET (reason ...)``."""
     found = []
     for reset in guest_resets(text):
-        line = f"{GUEST_RESET} (reason {(reset.get('data') or {}).get('reason')}, host time {reset.get('host_time')})"
+        line = f"{GUEST_RESET} (reason {reset.reason}, host time {reset.host_time})"
         if not _allowed(line, allow):
             found.append(Finding(source, "guest reset", line))
     return found
@@ -121,7 +123,7 @@ def quiet_guest_reset(qmp_transcript: str, console: str) -> str | None:
     resets = guest_resets(qmp_transcript)
     if not resets or scan_console(console, "console"):
         return None
-    return f"RESET, reason {(resets[0].get('data') or {}).get('reason')}"
+    return f"RESET, reason {resets[0].reason}"
 
 
 def scan_artifacts(directory: Path, allow: tuple[re.Pattern[str], ...] = ()) -> list[Finding]:
