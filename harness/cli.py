@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import webbrowser
@@ -84,6 +85,27 @@ def soak_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def call_passing_signals(argv: list[str]) -> int:
+    """Run *argv* to its end; a SIGINT or SIGTERM to this process reaches it exactly once.
+
+    The child runs in a session of its own, so a terminal's Ctrl-C reaches it only through
+    this process, never twice (a second one would cut pytest's teardown short); and this
+    process waits for that teardown. ``subprocess.call`` would SIGKILL the child on Ctrl-C,
+    leaving its bed's namespaces behind.
+    """
+    child = subprocess.Popen(argv, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _soak(args: argparse.Namespace) -> int:
     """Run the soak case, then print each metric's distribution."""
     if args.migrations < 1:
@@ -91,10 +113,11 @@ def _soak(args: argparse.Namespace) -> int:
     reports: Path = args.reports / "soak"
     argv = [*_pytest_argv(args, args.soak_dir, reports), f"--soak-migrations={args.migrations}"]
     argv += [arg for arg in args.pytest_args if arg != "--"]
-    code = subprocess.call(argv)
+    code = call_passing_signals(argv)
     results = reports / "results.json"
-    if results.exists():
-        print("\n".join(soak_table(json.loads(results.read_text()))))
+    recorded = json.loads(results.read_text()) if results.exists() else {}
+    if recorded.get("tests"):  # none when the soak was interrupted before its case ended
+        print("\n".join(soak_table(recorded)))
     return code
 
 

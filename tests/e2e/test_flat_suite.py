@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -254,6 +255,31 @@ def test_interrupt_leaves_nothing(tmp_path: Path, signum: signal.Signals) -> Non
     assert leftovers(proc.pid) == []
     results = tmp_path / "results.json"
     assert not results.exists() or json.loads(results.read_text())["exit_status"] == 2
+
+
+def test_interrupted_soak_leaves_nothing(tmp_path: Path) -> None:
+    # The soak command waits on a pytest of its own: Ctrl-C (here to the command alone, as a
+    # terminal's reaches it) must give that pytest its teardown, not a SIGKILL.
+    cli = Path(sys.executable).parent / "failover-harness"
+    proc = subprocess.Popen(["env", "--default-signal=INT", str(cli), "soak", "--migrations", "50", "--reports",
+                             str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        pytest_pid = None
+        while pytest_pid is None or not any("process" in item for item in leftovers(pytest_pid)):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the soak's QEMU never started"
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            pytest_pid = int(children[0]) if children else None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out  # pytest's "interrupted", passed on
+    assert "KeyboardInterrupt" in out and "Traceback" not in out, out
+    assert leftovers(pytest_pid) == []
 
 
 def test_user_guest_kernel(tmp_path: Path, guest_image: GuestImage) -> None:
