@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-SOAK_STATS = ("min", "median", "p95", "max")
+SOAK_STATS = ("min", "median", "p95", "p99", "max")
 
 
 def soak_table(results: dict[str, Any]) -> list[str]:

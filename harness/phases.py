@@ -158,6 +158,15 @@ def stop_copy_outage(timeline: Timeline) -> tuple[Span, Phase] | None:
     return (max(overlapping, key=lambda span: span.ms), stop_copy) if overlapping else None
 
 
+def promise_figures(timeline: Timeline) -> dict[str, float | None]:
+    """What the promise checks measure in one migration: each phase's longest gap
+    (``<phase>.max_gap_ms``) and the outage across stop-and-copy (``stop_copy_outage_ms``)."""
+    figures: dict[str, float | None] = {f"{s.phase.name}.max_gap_ms": s.max_gap_ms for s in phase_stats(timeline)}
+    found = stop_copy_outage(timeline)
+    figures["stop_copy_outage_ms"] = found[0].ms if found else None
+    return figures
+
+
 def probe_interval_ms(timeline: Timeline) -> float | None:
     """The mean time between two probes sent (None with fewer than two)."""
     times = sorted(p.t for p in timeline.sent)

@@ -1,4 +1,4 @@
-"""Distributions of repeated measurements (the soak), as users read them: min, median, p95, max."""
+"""Distributions of repeated measurements (the soak), as users read them: min, median, p95, p99, max."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ class Distribution:
     min: float
     median: float
     p95: float
+    p99: float  # a limit is set at a stated margin above it
     max: float
 
     def line(self, unit: str = "") -> str:
         return (f"n={self.count} min {self.min:g}{unit} median {self.median:g}{unit} "
-                f"p95 {self.p95:g}{unit} max {self.max:g}{unit}")
+                f"p95 {self.p95:g}{unit} p99 {self.p99:g}{unit} max {self.max:g}{unit}")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -32,7 +33,8 @@ def distribution(values: Sequence[float]) -> Distribution | None:
     """None for no values (a metric no hop measured)."""
     if not values:
         return None
-    return Distribution(len(values), min(values), statistics.median(values), percentile(values, 0.95), max(values))
+    return Distribution(len(values), min(values), statistics.median(values), percentile(values, 0.95),
+                        percentile(values, 0.99), max(values))
 
 
 def distributions(samples: Sequence[dict[str, object]]) -> dict[str, Distribution]:

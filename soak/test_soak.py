@@ -4,7 +4,7 @@ Not part of the conformance suite (it takes about ten seconds per migration
 under TCG). Run it with ``failover-harness soak --migrations 100`` (or
 ``make soak``). Every hop is judged by the same checks as the probe case; the
 case fails on any failed hop or any harness error, and reports each metric's
-distribution (min/median/p95/max) as ``metric.<name>.<stat>`` properties.
+distribution (min/median/p95/p99/max) as ``metric.<name>.<stat>`` properties.
 A passing hop's evidence is deleted at once (a hundred hops of probe logs
 and captures would fill a disk); a failing hop's is kept.
 """
@@ -22,6 +22,7 @@ from harness import progress
 from harness.checks import CheckList
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.phases import promise_figures
 from harness.report import DATA_PREFIX
 from harness.scenarios import measure_migration
 from harness.stats import distributions
@@ -48,7 +49,7 @@ def test_soak(failover_bed: FailoverBed, harness_config: RunConfig, test_artifac
         except HarnessError as e:
             harness_errors.append(f"hop {hop}: {type(e).__name__}: {e}")
             break  # the bed's state is unknown: later hops would measure the harness, not QEMU
-        samples.append(run.metrics.scalars())
+        samples.append(run.metrics.scalars() | promise_figures(run.timeline))
         check_probes(run, harness_config.thresholds, hop_checks)
         if hop_checks.failed:
             failed_hops.append(f"hop {hop}: " + "; ".join(c.line() for c in hop_checks.failed))
@@ -58,7 +59,7 @@ def test_soak(failover_bed: FailoverBed, harness_config: RunConfig, test_artifac
             break
     stats = distributions(samples)
     for name, dist in stats.items():
-        for stat in ("min", "median", "p95", "max"):
+        for stat in ("min", "median", "p95", "p99", "max"):
             record_property(f"metric.{name}.{stat}", round(getattr(dist, stat), 3))
     record_property(f"{DATA_PREFIX}soak", json.dumps(  # results.json only
         {"failed_hops": failed_hops, "harness_errors": harness_errors, "samples": samples}))

@@ -15,8 +15,10 @@ def test_nearest_rank_percentile_is_a_measured_value() -> None:
 def test_distribution() -> None:
     d = distribution([10.0, 30.0, 20.0, 40.0])
     assert d is not None
-    assert (d.count, d.min, d.median, d.p95, d.max) == (4, 10.0, 25.0, 40.0, 40.0)
-    assert d.line(" ms") == "n=4 min 10 ms median 25 ms p95 40 ms max 40 ms"
+    assert (d.count, d.min, d.median, d.p95, d.p99, d.max) == (4, 10.0, 25.0, 40.0, 40.0, 40.0)
+    assert d.line(" ms") == "n=4 min 10 ms median 25 ms p95 40 ms p99 40 ms max 40 ms"
+    hundred = distribution([float(v) for v in range(1, 101)])
+    assert hundred is not None and (hundred.p95, hundred.p99) == (95.0, 99.0)
     assert distribution([]) is None
 
 
