@@ -105,20 +105,31 @@ def migration_phases(timeline: Timeline) -> list[Phase]:
     return [Phase(start, end, name) for name, start, end in zip(PHASE_NAMES, bounds[:-1], bounds[1:], strict=True)]
 
 
+def _first_reply_times(timeline: Timeline) -> list[float]:
+    """When each answered probe's first reply arrived (later duplicates ignored), in order."""
+    answered: dict[int, float] = {}
+    for reply in sorted(timeline.replies, key=lambda r: r.t):
+        answered.setdefault(reply.seq, reply.t)
+    return sorted(answered.values())
+
+
+def _reply_gaps(reply_times: list[float], start: float, end: float) -> list[Span]:
+    """The stretches without a reply inside [*start*, *end*] (its edges count as boundaries)."""
+    points = [start, *(t for t in reply_times if start <= t <= end), end]
+    return [Span(a, b) for a, b in zip(points, points[1:], strict=False)]
+
+
 def _longest_gap_ms(reply_times: list[float], start: float, end: float) -> float | None:
     if end <= start:
         return None
-    points = [start, *(t for t in reply_times if start <= t <= end), end]
-    return max(b - a for a, b in zip(points, points[1:], strict=False)) * 1000.0
+    return max(gap.ms for gap in _reply_gaps(reply_times, start, end))
 
 
 def phase_stats(timeline: Timeline) -> list[PhaseStats]:
     """Per phase of :func:`migration_phases`: loss (and its direction where paths were captured),
     the longest reply gap inside it and the replies on each path."""
-    answered: dict[int, float] = {}
-    for reply in sorted(timeline.replies, key=lambda r: r.t):
-        answered.setdefault(reply.seq, reply.t)
-    reply_times = sorted(answered.values())
+    answered = {reply.seq for reply in timeline.replies}
+    reply_times = _first_reply_times(timeline)
     probed = bool(timeline.sent)  # with no probe, a gap says nothing
     left_guest: dict[int, tuple[float, str]] = {}  # per probe: when and on which path its reply left the guest
     for seen in sorted(timeline.paths, key=lambda p: p.t):
@@ -148,13 +159,8 @@ def stop_copy_outage(timeline: Timeline) -> tuple[Span, Phase] | None:
     stop_copy = next(p for p in migration_phases(timeline) if p.name == "stop_copy")
     if not timeline.sent or stop_copy.end <= stop_copy.start:
         return None
-    answered: dict[int, float] = {}
-    for reply in timeline.replies:
-        answered[reply.seq] = min(reply.t, answered.get(reply.seq, reply.t))
-    points = sorted({timeline.window_start, timeline.window_end, *(
-        t for t in answered.values() if timeline.window_start <= t <= timeline.window_end)})
-    overlapping = [Span(a, b) for a, b in zip(points, points[1:], strict=False)
-                   if a < stop_copy.end and b > stop_copy.start]
+    overlapping = [gap for gap in _reply_gaps(_first_reply_times(timeline), timeline.window_start, timeline.window_end)
+                   if gap.start < stop_copy.end and gap.end > stop_copy.start]
     return (max(overlapping, key=lambda span: span.ms), stop_copy) if overlapping else None
 
 
