@@ -35,6 +35,7 @@ from harness.image import ImageBuilder
 from harness.inventory import load_inventory
 from harness.lab_sweep import sweep_inventory
 from harness.plugin import BED_CLASSES
+from harness.stats import STATS
 from harness.sweep import sweep_leftovers
 
 # The cases live in the repository next to the package (an editable install, as `make setup` does).
@@ -70,16 +71,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-SOAK_STATS = ("min", "median", "p95", "p99", "max")
-
-
 def soak_table(results: dict[str, Any]) -> list[str]:
     """The soak's metric distributions as a table (from results.json's metric.<name>.<stat>)."""
     (test,) = results["tests"]
     metrics = test.get("metrics", {})
     names = sorted({k.rsplit(".", 1)[0] for k in metrics if k.endswith(".median")})
-    lines = [f"{'metric':<32}" + "".join(f"{s:>12}" for s in SOAK_STATS)]
-    lines += [f"{name:<32}" + "".join(f"{metrics.get(f'{name}.{s}', ''):>12}" for s in SOAK_STATS) for name in names]
+    lines = [f"{'metric':<32}" + "".join(f"{s:>12}" for s in STATS)]
+    lines += [f"{name:<32}" + "".join(f"{metrics.get(f'{name}.{s}', ''):>12}" for s in STATS) for name in names]
     lines.append(f"migrations: {metrics.get('migrations')}, harness errors: {metrics.get('harness_errors')}, "
                  f"verdict: {test['outcome']}")
     return lines

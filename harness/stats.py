@@ -7,6 +7,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The statistics of a Distribution, in the order tables show them.
+STATS = ("min", "median", "p95", "p99", "max")
+
 
 @dataclass(frozen=True)
 class Distribution:

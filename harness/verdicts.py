@@ -174,4 +174,3 @@ def expect_known_qemu_bug(request: pytest.FixtureRequest, qemu_binary: str, veri
     if version is not None and version[:2] <= verified_through:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
                                               reason=f"QEMU {'.'.join(map(str, version))}: {reason}"))
-

@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.phases import promise_figures
 from harness.report import DATA_PREFIX
 from harness.scenarios import measure_migration
-from harness.stats import distributions
+from harness.stats import STATS, distributions
 from harness.topologies import FailoverBed
 from harness.verdicts import check_failover_ready, check_probes
 
@@ -59,7 +59,7 @@ def test_soak(failover_bed: FailoverBed, harness_config: RunConfig, test_artifac
             break
     stats = distributions(samples)
     for name, dist in stats.items():
-        for stat in ("min", "median", "p95", "p99", "max"):
+        for stat in STATS:
             record_property(f"metric.{name}.{stat}", round(getattr(dist, stat), 3))
     record_property(f"{DATA_PREFIX}soak", json.dumps(  # results.json only
         {"failed_hops": failed_hops, "harness_errors": harness_errors, "samples": samples}))
