@@ -18,8 +18,8 @@ from harness import capabilities
 from harness.accel import probe_kvm
 from harness.image import ImageBuilder
 
-# Devices the topologies use: flat (virtio-net standby, e1000e primary), nested (igb), host (vfio-pci).
-NEEDED_DEVICES = ("virtio-net-pci", "e1000e", "pcie-root-port")
+# Devices the topologies use: flat (virtio-net standby, vmxnet3 or e1000e primary), nested (igb), host (vfio-pci).
+NEEDED_DEVICES = ("virtio-net-pci", "vmxnet3", "e1000e", "pcie-root-port")
 OPTIONAL_DEVICES = {"igb": "nested topology (emulated SR-IOV)", "vfio-pci": "nested and host topologies (VFs)"}
 
 

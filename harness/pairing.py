@@ -58,7 +58,7 @@ KINDS: dict[str, _Kind] = {
     "primary-multifunction": _Kind(
         True, "primary device must be in its own PCI slot",
         "{device} is {slot}, so QEMU cannot plug it and the standby runs alone",
-        "use a VF through vfio-pci or a single-function NIC such as e1000e"),
+        "use a VF through vfio-pci or a single-function NIC such as vmxnet3 or e1000e"),
     "primary-before-standby": _Kind(
         False, "",
         "{device} comes before {standby} on the command line, so QEMU plugs it at once and never hides it",

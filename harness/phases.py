@@ -22,19 +22,21 @@ cannot avoid is QEMU's stop-and-copy. The phases (README, "Reading a report"):
     → the first reply that left the guest on the primary again. net_failover
     drops what reaches the standby from the primary's registration on, so
     until the primary's link is up nothing carries: the guest's own outage
-    (on the flat topology, mostly the emulated e1000e's 500 ms autonegotiation)
+    (with the flat topology's e1000e primary, QEMU's 500 ms autonegotiation)
 ``after_restore``
     → window end
 
 A boundary the timeline lacks takes the next one's time (its phase is empty):
 without ``UNPLUG_PRIMARY`` (no failover) ``baseline`` runs to ``STOP``; with no
 reply on the primary after the resume ``destination_standby`` runs to the end; with no
-registration seen, ``primary_coming_up`` is empty.
+registration seen, ``primary_coming_up`` is empty. An empty ``primary_coming_up``
+followed by replies on the primary is a primary that carried at once: its
+longest gap is 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.metrics import PRIMARY, STANDBY, Span, first_event_time, recovery_time, state_span
 from harness.timeline import Timeline
@@ -149,6 +151,10 @@ def phase_stats(timeline: Timeline) -> list[PhaseStats]:
             lost_outbound=sum(1 for seq in lost if seq in left_guest),
             max_gap_ms=_longest_gap_ms(reply_times, phase.start, phase.end) if probed else None,
             replies_on_standby=on_path.count(STANDBY), replies_on_primary=on_path.count(PRIMARY)))
+    coming_up, after = stats[-2:]  # PHASE_NAMES ends with primary_coming_up, after_restore
+    if probed and coming_up.phase.ms == 0 and after.phase.ms > 0:
+        # The primary carried as soon as the guest registered it (a VF's link is up at once): no time without it.
+        stats[-2] = replace(coming_up, max_gap_ms=0.0)
     return stats
 
 

@@ -80,6 +80,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="flat (default): one host, emulated primary; nested: the guest in an L1 hypervisor, "
                          "an igb VF passed through with VFIO as its primary, migrated between two L1s; "
                          "host: the lab hosts of --inventory over SSH, their real VFs")
+    group.addoption("--flat-primary", choices=("vmxnet3", "e1000e"), default=None,
+                    help="the flat topology's emulated primary: vmxnet3 (default), whose link is up at once "
+                         "like a VF's, or e1000e, whose link QEMU holds down 500 ms after each driver reset")
     group.addoption("--inventory", metavar="TOML", default=None,
                     help="the lab inventory of --topology host (see profiles/lab-example.toml); its "
                          "[thresholds] are the run's, --threshold still overrides")
@@ -135,6 +138,7 @@ def config_from_options(config: pytest.Config) -> RunConfig:
         "qemu_binary": opt.qemu_binary,
         "accel": opt.accel,
         "topology": opt.topology,
+        "flat_primary": opt.flat_primary,
         "inventory": opt.inventory,
         "guest_kernel": opt.guest_kernel,
         "guest_modules": opt.guest_modules,

@@ -134,11 +134,26 @@ def check_promise(run: MeasuredMigration, limits: Thresholds, checks: CheckList)
     """Failover's promise, phase by phase: the standby carries while the primary is away, and the
     only outage is stop-and-copy, as long as QEMU's own downtime (harness.phases)."""
     phases = {s.phase.name: s for s in phase_stats(run.timeline)}
-    _phase_gap(checks, "standby_carried_on_source", phases["source_standby"], limits.max_standby_gap_ms)
+    _phase_gap(checks, "standby_carried_on_source", phases["source_standby"],
+               limits.max_source_standby_gap_ms)
     check_stop_copy_outage(run, limits, checks)
-    _phase_gap(checks, "standby_carried_on_destination", phases["destination_standby"], limits.max_standby_gap_ms)
-    _phase_gap(checks, "primary_took_over", phases["primary_coming_up"], limits.max_primary_coming_up_ms)
+    _phase_gap(checks, "standby_carried_on_destination", phases["destination_standby"],
+               limits.max_destination_standby_gap_ms)
+    _check_primary_took_over(checks, phases["primary_coming_up"], phases["after_restore"],
+                             bool(run.timeline.paths), limits.max_primary_coming_up_ms)
     _phase_gap(checks, "no_outage_after_restore", phases["after_restore"], limits.max_gap_after_restore_ms)
+
+
+def _check_primary_took_over(checks: CheckList, coming_up: PhaseStats, after: PhaseStats, paths_captured: bool,
+                             limit_ms: float) -> None:
+    """From the guest's registration of its primary to the first reply on it: no outage longer than
+    *limit_ms*, and (where the topology tells the paths) a reply on the primary at all."""
+    if paths_captured and after.phase.ms == 0:  # after_restore starts with the first reply on the primary
+        checks.check("primary_took_over", False, f"no reply left the guest on the primary after the resume "
+                     f"(replies on the standby {coming_up.replies_on_standby} in {coming_up.phase.ms:.0f} ms "
+                     f"of {coming_up.phase.name}), limit {limit_ms:g} ms")
+    else:
+        _phase_gap(checks, "primary_took_over", coming_up, limit_ms)
 
 
 def check_stop_copy_outage(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:

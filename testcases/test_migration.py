@@ -128,7 +128,7 @@ def test_emulated_primary_with_option_rom(
 ) -> None:
     """An emulated primary that keeps its option ROM: migration should work, and on known QEMUs does not."""
     expect_known_qemu_bug(request, harness_config.qemu_binary, ROM_BUG_VERIFIED_THROUGH,
-                          "destination refuses the stream with 'Unknown ramblock .../e1000e.rom' "
+                          "destination refuses the stream with 'Unknown ramblock .../<the primary's ROM>' "
                           "(ROM RAM block of the unplugged primary)")
     checks = CheckList(record_property)
     run = measure_and_record(failover_bed, harness_config, test_artifacts, record_property, checks)

@@ -79,12 +79,12 @@ def test_replies_on_the_standby_tap_are_attributed_to_the_standby(
         # bridge the new port.
         pci = bed.guest.channel.run(f"basename $(readlink /sys/class/net/{view.primary.name}/device)").output.strip()
         unbinding = time.time()
-        assert bed.guest.channel.run(f"echo {pci} > /sys/bus/pci/drivers/e1000e/unbind").rc == 0
+        assert bed.guest.channel.run(f"echo {pci} > /sys/bus/pci/drivers/{view.primary.driver}/unbind").rc == 0
         down = time.time()  # the unbind has returned: the primary is gone
         bed.guest.channel.run(f"ping -c 3 -i 0.3 -W 2 {bed.addressing.peer_ip}")  # its answer does not matter
         assert prober.wait_reply(10, after=time.time() + 0.5) is not None, "no reply with the primary unbound"
         up = time.time()
-        assert bed.guest.channel.run(f"echo {pci} > /sys/bus/pci/drivers/e1000e/bind").rc == 0
+        assert bed.guest.channel.run(f"echo {pci} > /sys/bus/pci/drivers/{view.primary.driver}/bind").rc == 0
         assert bed.guest.wait_primary_active(30).primary_active
     finally:
         log = prober.result()

@@ -8,6 +8,7 @@ is left on the host (it must be nothing).
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -213,7 +214,10 @@ def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: 
     results = run.results()
     verdict = _check(results, failed)
     assert verdict.startswith(f"FAIL {failed}: longest time without a reply"), verdict
-    assert "replies on the standby 0" in verdict
+    # The phase's probes went unanswered (a few requests the source took in before STOP are
+    # answered on the destination's standby after RESUME, and lost on its way out).
+    lost, sent = map(int, re.search(r"(\d+) of (\d+) probes lost", verdict).groups())
+    assert lost >= 0.9 * sent, verdict
     if passed == "switch_to_standby_ms":  # a standby that is down never carries
         assert _check(results, passed) == "FAIL switch_to_standby_ms: not measured (limit 8000 ms)"
     else:
@@ -294,6 +298,23 @@ def test_user_guest_kernel(tmp_path: Path, guest_image: GuestImage) -> None:
     run = run_suite(tmp_path, "--guest-kernel", str(bzimage), "--guest-modules", str(tree), *PROBES_CASE)
     assert run.returncode == 0, run.output
     assert run.results()["summary"] == {"passed": 1}
+    assert leftovers(run.pid) == []
+
+
+def test_e1000e_primary_fails_the_take_over_it_delays(tmp_path: Path) -> None:
+    """--flat-primary e1000e: the guest drives an e1000e, and waits for QEMU's emulated 500 ms
+    autonegotiation after it registered it, when net_failover no longer takes the standby's frames.
+    primary_took_over fails on that outage, naming the phase; the rest of the promise holds."""
+    run = run_suite(tmp_path, "--flat-primary", "e1000e", *PROBES_CASE)
+    assert run.returncode == 1, run.output
+    results = run.results()
+    assert "primary=eth2(e1000e,up)" in _check(results, "primary_enslaved_before_migration")
+    took_over = _check(results, "primary_took_over")
+    assert took_over.startswith("FAIL primary_took_over: longest time without a reply"), took_over
+    assert "limit 50 ms; primary_coming_up lasted" in took_over and "on the primary 0" in took_over, took_over
+    for kept in ("standby_carried_on_source", "stop_copy_outage_within_downtime", "standby_carried_on_destination",
+                 "no_outage_after_restore"):
+        assert _check(results, kept).startswith(f"PASS {kept}"), _check(results, kept)
     assert leftovers(run.pid) == []
 
 

@@ -1,6 +1,7 @@
 """The small guest kernel (harness/kernel.py), built from Debian's source or taken from the
 cache, boots the flat guest image through PVH and qboot with no module at all: failover
-is negotiated, the e1000e primary is enslaved and the peer answers the guest. The boot
+is negotiated, the e1000e primary (the small kernel's flat primary, built in) is enslaved
+and the peer answers the guest. The boot
 figures go to the test's properties (``boot_s``, ``init_start_uptime_s``, ``ready_uptime_s``)."""
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def test_small_kernel_boots_the_guest_to_an_active_primary(harness_config: RunCo
                                                            guest_image: GuestImage, small_kernel: Path,
                                                            tmp_path: Path, record_property: Any) -> None:
     tag = f"sk{os.getpid() % 10000}"
-    bed = FlatBed(harness_config, replace(guest_image, kernel=small_kernel), accel.accel, tag,
+    config = harness_config.model_copy(update={"flat_primary": "e1000e"})
+    bed = FlatBed(config, replace(guest_image, kernel=small_kernel), accel.accel, tag,
                   run_dir(os.getpid(), tag), tmp_path / "artifacts",
                   extra_append="harness.modules=none", extra_qemu_args=("-bios", QBOOT))
     bed.build()
