@@ -64,7 +64,6 @@ PLAIN_MIGRATION = MigrationPlan()
 
 def set_capabilities(vm: VM, *names: str) -> None:
     """Turn migration capabilities on (``events`` always: MIGRATION events exist only with it)."""
-    assert vm.qmp is not None
     vm.qmp.execute("migrate-set-capabilities",
                    {"capabilities": [{"capability": name, "state": True} for name in ("events", *names)]})
 
@@ -75,7 +74,6 @@ def wait_migration_end(vm: VM, after: int, timeout: float) -> str:
     A QEMU that exits meanwhile (an incoming migration that fails makes QEMU
     exit unless told otherwise) raises :class:`VMError` quoting its last words.
     """
-    assert vm.qmp is not None
     deadline = time.monotonic() + timeout
     while True:
         try:

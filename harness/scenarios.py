@@ -174,7 +174,6 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
     resumed after a failed migration, as an operator would.
     """
     source = bed.source
-    assert source.qmp is not None
     with recording(bed, config, artifacts, probes=probes, iperf_s=iperf_s, sync_clock=True) as rec:
         destination = bed.start_destination(primary=plan.destination_primary)
         if plan.pause_source:
@@ -193,7 +192,6 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         time.sleep(POST_RESTORE_OBSERVATION_S)
         window_end = time.time()
     sync_before, sync_after = rec.sync_before, rec.sync_after
-    assert bed.source.qmp is not None and destination.qmp is not None
     try:
         vm_status = str(bed.source.qmp.execute("query-status")["status"])
     except HarnessError as e:  # the QEMU the guest was left on is gone: a finding
@@ -241,7 +239,6 @@ def observe_traffic(bed: FailoverBed, config: RunConfig, artifacts: Path, steps:
                     iperf_s: float | None = None) -> ObservedTraffic:
     """Run *steps* on the bed under probes (and an iperf3 stream of *iperf_s*), until traffic flows again."""
     vm = bed.source
-    assert vm.qmp is not None
     with recording(bed, config, artifacts, probes=True, iperf_s=iperf_s, sync_clock=True) as rec:
         started = time.time()
         steps()

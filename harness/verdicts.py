@@ -25,7 +25,6 @@ from harness.topologies.flat import PRIMARY_ID, STANDBY_ID
 
 
 def check_failover_ready(bed: FailoverBed, config: RunConfig, checks: CheckList) -> None:
-    assert bed.source.qmp is not None
     negotiated = [e for e in bed.source.qmp.events if e.name == "FAILOVER_NEGOTIATED"]
     checks.check("failover_negotiated", any(e.data.get("device-id") == STANDBY_ID for e in negotiated),
                  f"FAILOVER_NEGOTIATED events on the source: {[e.data for e in negotiated] or 'none'}")

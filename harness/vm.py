@@ -242,7 +242,7 @@ class VM:
     spec: VMSpec
     paths: VMPaths
     launcher_prefix: list[str] = field(default_factory=list)  # e.g. ``ip netns exec <ns>``
-    qmp: QMPSession | None = field(default=None, init=False)
+    _qmp: QMPSession | None = field(default=None, init=False)
     # How QEMU is started: here by default; the nested topology starts L2s inside an L1.
     spawn: Callable[[list[str], BinaryIO], QemuProcess] = LocalProcess
     # QEMU's clock minus the harness's (an L2's QEMU stamps QMP events with its L1's clock).
@@ -255,6 +255,13 @@ class VM:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def qmp(self) -> QMPSession:
+        """The QMP session; a :class:`VMError` before :meth:`launch` opened one."""
+        if self._qmp is None:
+            raise VMError(f"{self.name}: no QMP session (QEMU was never launched)")
+        return self._qmp
 
     @property
     def pid(self) -> int | None:
@@ -277,8 +284,8 @@ class VM:
     def _launch(self, connect_timeout: float) -> None:
         self.paths.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
         self.paths.console_log.parent.mkdir(parents=True, exist_ok=True)
-        self.qmp = QMPSession(self.name, self.paths.qmp_socket, self.paths.qmp_transcript, self.clock_offset_s)
-        self.qmp.listen()
+        self._qmp = QMPSession(self.name, self.paths.qmp_socket, self.paths.qmp_transcript, self.clock_offset_s)
+        self._qmp.listen()
         argv = self.argv()
         self._stderr = self.paths.stderr_log.open("ab")
         self._stderr.write(("$ " + " ".join(argv) + "\n").encode())
@@ -286,7 +293,7 @@ class VM:
         log.info("%s: launching QEMU", self.name)
         log.debug("%s: argv %s", self.name, argv)
         self._proc = self.spawn(argv, self._stderr)
-        self.qmp.accept(connect_timeout, exit_status=self.exit_status)
+        self._qmp.accept(connect_timeout, exit_status=self.exit_status)
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -320,9 +327,9 @@ class VM:
         """Ask QEMU to quit, kill it if it does not; close QMP and logs. Idempotent."""
         self._note_peak_rss()
         try:
-            if self.is_running() and self.qmp is not None:
+            if self.is_running() and self._qmp is not None:
                 try:
-                    self.qmp.execute("quit", timeout=timeout)
+                    self._qmp.execute("quit", timeout=timeout)
                 except HarnessError as e:
                     log.debug("%s: quit: %s", self.name, e)
             if self._proc is not None:
@@ -338,8 +345,8 @@ class VM:
                 self._close_files()
 
     def _close_files(self) -> None:
-        if self.qmp is not None:
-            self.qmp.close()
+        if self._qmp is not None:
+            self._qmp.close()
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None

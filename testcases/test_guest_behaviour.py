@@ -80,7 +80,6 @@ def test_primary_unplug_and_replug_without_migration(
 
 
 def _reboot(bed: FailoverBed) -> None:
-    assert bed.source.qmp is not None
     mark = bed.source.qmp.mark()
     # Backgrounded, so the agent answers before the guest goes down.
     bed.guest.channel.run("(sleep 0.2; reboot -f) >/dev/null 2>&1 &")
@@ -116,7 +115,6 @@ def test_failover_renegotiated(
     bed, checks = failover_bed, CheckList(record_property)
     check_failover_ready(bed, harness_config, checks)
     qmp = bed.source.qmp
-    assert qmp is not None
     mark = qmp.mark()
     errors: list[str] = []
 

@@ -52,7 +52,6 @@ def test_negotiation_reveals_the_primary(
     """The primary does not exist until the guest negotiates failover, then appears and is enslaved."""
     bed, checks = failover_bed, CheckList(record_property)
     qmp = bed.source.qmp
-    assert qmp is not None
     before = qmp.qom_children("/machine/peripheral")
     checks.check("primary_hidden_before_negotiation", PRIMARY_ID not in before and STANDBY_ID in before,
                  f"/machine/peripheral before the guest ran: {sorted(before)}")

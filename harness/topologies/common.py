@@ -78,7 +78,6 @@ class BedCommon:
 
     def resume(self) -> None:
         """Start a source built paused and wait for its guest agent."""
-        assert self.source.qmp is not None
         started = time.monotonic()
         self.source.qmp.execute("cont")
         self._wait_booted(started)
@@ -107,14 +106,12 @@ class BedCommon:
     def unplug_primary(self, timeout: float = 30.0) -> None:
         """``device_del`` the source's primary and wait until the guest ejected it (``DEVICE_DELETED``)."""
         qmp = self.source.qmp
-        assert qmp is not None
         mark = qmp.mark()
         qmp.execute("device_del", {"id": PRIMARY_ID})
         qmp.next_event("DEVICE_DELETED", timeout, after=mark, match=lambda e: e.data.get("device") == PRIMARY_ID)
 
     def plug_primary(self) -> None:
         """``device_add`` the source's primary again, as it was given on the command line."""
-        assert self.source.qmp is not None
         (primary,) = (d for d in self.source.spec.devices if d.id == PRIMARY_ID)
         self.source.qmp.execute("device_add", primary.qmp_arguments())
 
@@ -185,7 +182,6 @@ class RemoteBedCommon(BedCommon):
         source reports ``completed``, and what reaches the guest's serial port before it
         resumes is lost: the control channel moves there once it reported ``RESUME``.
         """
-        assert destination.qmp is not None
         mark = destination.qmp.mark()
         result = self._drive_migration(destination, uri, plan)
         if result.status != "completed":

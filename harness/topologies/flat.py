@@ -213,7 +213,6 @@ class FlatBed(BedCommon):
         with progress.step(f"bed {self.tag}: restoring the booted guest {key}"):
             try:
                 self.source = self._launch(replace(spec, incoming=True))
-                assert self.source.qmp is not None
                 set_capabilities(self.source)
                 # One self-announce, at once: QEMU's default five rounds over 1.25 s would
                 # point the bridge at the standby again after the harness settled it.
@@ -236,7 +235,6 @@ class FlatBed(BedCommon):
         QEMU re-plugs the primary after loading (``FAILOVER_NEGOTIATED``); the
         case starts once the guest has enslaved it, as the snapshot had it.
         """
-        assert self.source.qmp is not None
         if not any(e.name == "FAILOVER_NEGOTIATED" for e in self.source.qmp.events):
             return  # a setup without failover: no primary comes back, the case will judge that
         if not self.guest.wait_primary_active(self.config.thresholds.primary_restore_deadline_s).primary_active:
@@ -272,7 +270,6 @@ class FlatBed(BedCommon):
             except HarnessError as e:  # a broken setup's guest may never get there: the cases will judge it
                 log.warning("bed %s: snapshot taken without an active primary: %s", self.tag, e)
         guest.channel.close()
-        assert vm.qmp is not None
         with progress.step(f"bed {self.tag}: saving the booted guest"):
             try:
                 set_capabilities(vm)

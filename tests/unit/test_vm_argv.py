@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from harness.errors import VMError
 from harness.netns import Addressing
 from harness.topologies.flat import PRIMARY_ID, STANDBY_ID, failover_devices, kernel_append
-from harness.vm import TapNetdev, VMPaths, VMSpec, build_argv
+from harness.vm import VM, TapNetdev, VMPaths, VMSpec, build_argv
 
 
 def _spec(**kw: object) -> VMSpec:
@@ -70,3 +73,10 @@ def test_kernel_append_carries_guest_addressing() -> None:
     a = Addressing()
     assert f"harness.mac={a.failover_mac}" in kernel_append(a)
     assert f"harness.addr={a.guest_ip}/24" in kernel_append(a)
+
+
+def test_a_vm_never_launched_has_no_qmp_session_and_says_so() -> None:
+    vm = VM(_spec(), PATHS)
+    with pytest.raises(VMError, match="src: no QMP session"):
+        vm.qmp.execute("query-status")
+    vm.shutdown()  # idempotent, and harmless before a launch
