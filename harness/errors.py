@@ -1,4 +1,30 @@
-"""The harness's exception hierarchy: one root, so callers can catch it whole."""
+"""The harness's exception hierarchy: one root, so callers can catch it whole.
+
+::
+
+    HarnessError
+    ├── ConfigError            bad option, profile field, inventory or path (names the fix)
+    ├── CapabilityMissing      the host lacks root, /dev/net/tun, QEMU >= 8.0, ...
+    ├── CommandFailed          a host command exited non-zero
+    │   └── HostCommandFailed  ... on a lab host, saying which and what for
+    ├── HostKeyError           an SSH host's key is unknown or changed
+    ├── HostUnreachable        no SSH session to a host
+    ├── HostAuthFailed         an SSH host refused the key
+    ├── VMError                QEMU did not start, died, or has no QMP session
+    │   └── GuestBootFailed    (also EnvironmentalError) the guest never became ready
+    ├── GuestError             the control channel or a guest command failed
+    │   └── ControlChannelLost (also EnvironmentalError) the channel broke, QEMU still runs
+    ├── DeadlineExceeded       a wait ran past its deadline
+    │   └── GuestSilent        the guest did not answer a command in time
+    ├── LogTrouble             the log scan's failure of a case (never raised)
+    ├── EnvironmentalError     the environment failed, not the system under test (retried once)
+    ├── QMPCommandError        (harness.qmp) QEMU answered a command with an error
+    └── SnapshotError          (harness.snapshot) a booted-guest snapshot could not be saved or restored
+
+Pure parsers (pcap, ``ethtool -i``, inventory fields) raise :class:`ValueError`
+on malformed input; their callers turn it into one of the above (pydantic's
+validation errors become :class:`ConfigError` in :func:`harness.config.build_config`).
+"""
 
 from __future__ import annotations
 
