@@ -76,6 +76,11 @@ def soak_table(results: dict[str, Any]) -> list[str]:
     (test,) = results["tests"]
     metrics = test.get("metrics", {})
     names = sorted({k.rsplit(".", 1)[0] for k in metrics if k.endswith(".median")})
+    if not names:  # the case ended before it recorded its distributions (a timeout, a crash)
+        reason = [line.removeprefix("E").strip() for line in str(test.get("message", "")).splitlines()
+                  if line.startswith("E ")]
+        return [f"no distributions: the soak case {test['outcome']} before it recorded them"
+                + (f" ({reason[-1]})" if reason else "")]
     lines = [f"{'metric':<32}" + "".join(f"{s:>12}" for s in STATS)]
     lines += [f"{name:<32}" + "".join(f"{metrics.get(f'{name}.{s}', ''):>12}" for s in STATS) for name in names]
     lines.append(f"migrations: {metrics.get('migrations')}, harness errors: {metrics.get('harness_errors')}, "
