@@ -81,6 +81,14 @@ class Thresholds(BaseModel):
 PrimaryModel = Literal["vmxnet3", "e1000e"]
 
 
+# What runs the nested topology's guest (L2) inside its L1s: whatever works (auto), or what a
+# profile's limits were measured with (harness.topologies.nested.choose_l2_accel).
+NestedL2Accel = Literal["auto", "kvm", "tcg"]
+# What the bed does with the VF's failover MAC while the guest's primary is away (nested and host
+# topologies; harness.vf_mac_policy).
+VfMacPolicy = Literal["shared", "vf-only", "cleared"]
+
+
 class RunConfig(BaseModel):
     """Everything a run needs to know, checked once at start."""
 
@@ -91,6 +99,8 @@ class RunConfig(BaseModel):
     topology: Literal["flat", "nested", "host"] = "flat"
     # The flat topology's emulated primary (harness.topologies.flat says why vmxnet3).
     flat_primary: PrimaryModel = "vmxnet3"
+    vf_mac_policy: VfMacPolicy = "shared"
+    nested_l2_accel: NestedL2Accel = "auto"
     # The lab inventory (TOML) of the host topology; see harness.inventory.
     inventory: Path | None = None
     guest_kernel: Path | None = None
@@ -126,6 +136,15 @@ class RunConfig(BaseModel):
         if self.topology == "host" and self.inventory is None:
             raise ValueError("topology host: give the lab inventory, --inventory lab.toml "
                              "(see profiles/lab-example.toml)")
+        if self.vf_mac_policy != "shared" and self.topology == "flat":
+            raise ValueError(f"vf_mac_policy {self.vf_mac_policy}: the flat topology's primary is no VF: "
+                             "add --topology nested (or host)")
+        if self.nested_l2_accel != "auto" and self.topology != "nested":
+            raise ValueError(f"nested_l2_accel {self.nested_l2_accel}: only the nested topology runs its guest "
+                             f"inside an L1 (this run's is {self.topology})")
+        if self.flat_primary != "vmxnet3" and self.topology != "flat":
+            raise ValueError(f"flat_primary {self.flat_primary}: only the flat topology emulates its primary "
+                             f"(this run's is {self.topology}, whose primary is a VF)")
         if self.inventory is not None and self.topology != "host":
             raise ValueError(f"inventory: only the host topology uses one (this run's is {self.topology}): "
                              "add --topology host")

@@ -83,6 +83,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--flat-primary", choices=("vmxnet3", "e1000e"), default=None,
                     help="the flat topology's emulated primary: vmxnet3 (default), whose link is up at once "
                          "like a VF's, or e1000e, whose link QEMU holds down 500 ms after each driver reset")
+    group.addoption("--vf-mac-policy", choices=("shared", "vf-only", "cleared"), default=None,
+                    help="nested and host topologies: what the VF's failover MAC does while the primary is "
+                         "away: shared (default; the PF's filter has it too), vf-only (the NIC steers it to the "
+                         "VF alone), "
+                         "cleared (cleared from the VF once the guest released it, set back before the next plug)")
     group.addoption("--inventory", metavar="TOML", default=None,
                     help="the lab inventory of --topology host (see profiles/lab-example.toml); its "
                          "[thresholds] are the run's, --threshold still overrides")
@@ -139,6 +144,7 @@ def config_from_options(config: pytest.Config) -> RunConfig:
         "accel": opt.accel,
         "topology": opt.topology,
         "flat_primary": opt.flat_primary,
+        "vf_mac_policy": opt.vf_mac_policy,
         "inventory": opt.inventory,
         "guest_kernel": opt.guest_kernel,
         "guest_modules": opt.guest_modules,

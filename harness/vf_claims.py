@@ -73,7 +73,7 @@ class VfClaims:
             self.note({"pf": self.pf, "index": index, "address": address, "mac": before.vf.mac,
                        "driver": before.driver, "override": before.override})
         self._taken.append(before)
-        vf = before.vf if mac is None else self._set_mac(before.vf, mac)
+        vf = before.vf if mac is None else self.set_mac(before.vf, mac)
         self._bind(address, before.driver, VFIO_DRIVER)
         group = link_name(self.host, f"{dev}/iommu_group")
         if not group or self.host.run(["test", "-c", f"/dev/vfio/{group}"]).rc != 0:
@@ -98,7 +98,7 @@ class VfClaims:
                              "\n" if before.override in (None, NO_OVERRIDE) else before.override)
         self._bind(before.vf.address, link_name(self.host, f"{dev}/driver"), before.driver)
         if before.vf.mac is not None and self._macs().get(before.vf.index) != before.vf.mac:
-            self._set_mac(before.vf, before.vf.mac)
+            self.set_mac(before.vf, before.vf.mac)
 
     def _index_of(self, address: str) -> int:
         device = f"/sys/class/net/{self.pf}/device"
@@ -114,8 +114,8 @@ class VfClaims:
         shown = self.host.check(["ip", "link", "show", "dev", self.pf], f"reading {self.pf}'s VFs")
         return {index: state.mac for index, state in parse_vf_states(shown).items()}
 
-    def _set_mac(self, vf: VirtualFunction, mac: str) -> VirtualFunction:
-        """Set *vf*'s MAC from the PF and read it back."""
+    def set_mac(self, vf: VirtualFunction, mac: str) -> VirtualFunction:
+        """Set *vf*'s MAC from the PF and read it back (all zeros clears it)."""
         result = self.host.run(["ip", "link", "set", "dev", self.pf, "vf", str(vf.index), "mac", mac])
         shown = self._macs()
         if result.rc != 0 or shown.get(vf.index) != mac.lower():

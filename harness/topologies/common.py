@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -16,6 +17,7 @@ from harness.guest import ControlChannel, Guest
 from harness.logscan import quiet_guest_reset
 from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
+from harness.vf_mac_policy import clearing_mac_when_released
 from harness.vm import VM, Accel, Device, VMSpec
 
 log = logging.getLogger(__name__)
@@ -182,9 +184,13 @@ class RemoteBedCommon(BedCommon):
         source reports ``completed``, and what reaches the guest's serial port before it
         resumes is lost: the control channel moves there once it reported ``RESUME``.
         """
+        source = self.source
+        if self.config.vf_mac_policy == "cleared":
+            plan = clearing_mac_when_released(plan, partial(self._set_vf_macs, source, cleared=True))
         mark = destination.qmp.mark()
         result = self._drive_migration(destination, uri, plan)
         if result.status != "completed":
+            self._set_vf_macs(source, cleared=False)  # QEMU plugs the primary back on the source
             self._retire(destination)
             return result
         destination.qmp.next_event("RESUME", REMOTE_RESUME_TIMEOUT_S, after=mark)
@@ -192,6 +198,11 @@ class RemoteBedCommon(BedCommon):
         old, self.source = self.source, destination
         self._retire(old)
         return result
+
+    def _set_vf_macs(self, vm: VM, *, cleared: bool) -> None:
+        """Clear the MACs of the VFs *vm*'s host passes to its guest (from the PF), or give them their
+        failover MACs back; nothing if they are already so (:mod:`harness.vf_mac_policy`, ``cleared``)."""
+        raise NotImplementedError
 
     def _qemu_outputs(self) -> dict[str, str]:
         """What each guest QEMU of the bed printed, by name (evidence for :meth:`emulation_fault`)."""

@@ -74,6 +74,7 @@ from harness.traffic.pcap import read_pcap
 from harness.traffic.probe import PathCapture
 from harness.tunnel import LOOPBACK, LocalForward, RemoteForward
 from harness.vf_claims import VfClaims, VirtualFunction
+from harness.vf_mac_policy import NO_MAC, pf_shares_mac
 from harness.vm import VM, Accel, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class Slot:
     tap: str
     scratch: str
     vf: VirtualFunction | None = None
+    claims: VfClaims | None = None
+    mac_cleared: bool = False  # vf_mac_policy cleared: the VF's MAC is cleared while the primary is away
 
 
 class HostStandbyCapture:
@@ -354,18 +357,19 @@ class HostBed(RemoteBedCommon):
                                     f"{SCRATCH_ROOT}/{short_name(self.tag, role)}"))
 
     def _prepare(self, slot: Slot) -> None:
-        """The slot's VF with the failover MAC on vfio-pci, the standby's tap on the bridge, and the MAC in
-        the PF's own filter so that frames for it also reach the bridge while the VF has it."""
+        """The slot's VF with the failover MAC on vfio-pci, the standby's tap on the bridge, and (vf_mac_policy
+        shared) the MAC in the PF's own filter so that frames for it also reach the bridge while the VF has it."""
         host, spec, mac = slot.host, slot.spec, self.addressing.failover_mac
         self._make_scratch(host, slot.scratch)
         claims = VfClaims(host, spec.pf, note=lambda vf: self._note_undo(host, slot.scratch, [{"vf": vf}]))
         self._claims.append(claims)
-        slot.vf = claims.take(slot.vf_address, mac)
+        slot.vf, slot.claims = claims.take(slot.vf_address, mac), claims
         assert spec.standby_bridge is not None
         steps = [(["ip", "tuntap", "add", "dev", slot.tap, "mode", "tap"], ["ip", "link", "del", slot.tap]),
                  (["ip", "link", "set", slot.tap, "master", spec.standby_bridge, "up"], None)]
         forget = ["bridge", "fdb", "del", mac, "dev", spec.pf, "self"]
-        if (host, forget) not in self._undo:  # one entry per PF (a local migration's two slots share it)
+        if pf_shares_mac(self.config.vf_mac_policy) and (host, forget) not in self._undo:
+            # one entry per PF (a local migration's two slots share it)
             steps.append((["bridge", "fdb", "add", mac, "dev", spec.pf, "self", "permanent"], forget))
         self._note_undo(host, slot.scratch, [{"argv": undo} for _, undo in steps if undo is not None])
         for argv, undo in steps:
@@ -460,13 +464,23 @@ class HostBed(RemoteBedCommon):
         spec = with_vfs(self.source.spec.as_destination(name, (TapNetdev("hn0", slot.tap),)), (slot.vf,))
         kernel, initrd = self._staged[slot.name]
         spec = replace(spec, kernel=Path(kernel), initrd=Path(initrd))
-        return self._launch(slot, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
+        destination = self._launch(slot, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
+        self._set_vf_macs(destination, cleared=False)  # before QEMU plugs the VF into the guest
+        return destination
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
         """Migrate over the management network; on success the destination becomes the source."""
         slot = self._slot_of[destination.name]
         return self._migrate_across(destination, f"tcp:{slot.spec.mgmt_address}:{MIGRATION_PORT + self._dest_count}",
                                     plan)
+
+    def _set_vf_macs(self, vm: VM, *, cleared: bool) -> None:
+        slot = self._slot_of[vm.name]
+        if cleared == slot.mac_cleared:
+            return
+        assert slot.claims is not None and slot.vf is not None
+        slot.claims.set_mac(slot.vf, NO_MAC if cleared else self.addressing.failover_mac)
+        slot.mac_cleared = cleared
 
     def expected_log_lines(self) -> list[str]:
         return []

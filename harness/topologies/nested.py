@@ -37,8 +37,8 @@ from typing import ClassVar, Literal, Protocol
 
 from harness import progress
 from harness.accel import probe_kvm
-from harness.config import RunConfig
-from harness.errors import GuestError, GuestSilent, HarnessError
+from harness.config import NestedL2Accel, RunConfig
+from harness.errors import CapabilityMissing, GuestError, GuestSilent, HarnessError
 from harness.guest import Guest
 from harness.host_process import HostProcess
 from harness.hypervisor import L1_SCRATCH, L1Host, L2Paths, l1_spec, start_l1
@@ -54,6 +54,7 @@ from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, Carrier, RemoteBe
 from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append, second_pair_devices
 from harness.traffic.probe import PathCapture
 from harness.vf_claims import VirtualFunction
+from harness.vf_mac_policy import NO_MAC, pf_shares_mac
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ L1_NAMES = ("l1a", "l1b")
 MIGRATION_PORT = 4600
 # A destination's primary QEMU cannot create (a degraded destination): no such PCI function in L1.
 MISSING_VF_ADDRESS = "0000:ff:1f.7"
+# The profile whose limits are sized for the guest under TCG inside TCG L1s.
+NESTED_TCG_IN_TCG_PROFILE = "profiles/nested-tcg-in-tcg.toml"
 # The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
 VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
 # What TCG's emulation of a hypervisor (L1s under TCG, their guest under KVM in them) has been
@@ -197,16 +200,16 @@ def with_vfs(spec: VMSpec, vfs: tuple[VirtualFunction, ...]) -> VMSpec:
                                        for d in spec.devices))
 
 
-def connect_standbys_to_pf(host: L1Host, failover_macs: list[str]) -> None:
+def connect_standbys_to_pf(host: L1Host, failover_macs: list[str], pf_filter: bool = True) -> None:
     """In L1: a bridge joins the PF and the L2 standbys' taps (one per MAC of *failover_macs*, in
     pair order), so every path reaches the peer through the igb.
 
-    Each failover MAC also goes into the PF's own MAC filter (``bridge fdb add ... self``, the
-    step the kernel's net_failover documentation takes after the VF leaves the guest): igb, as
-    the 82576 it emulates, steers a frame for a VF's MAC to that VF alone, even while the VF is
-    detached from the guest, and the standby would get nothing until the VF is back. With the
-    MAC in the PF's filter too the frame goes to both; net_failover drops the standby's copy
-    while the guest has its primary.
+    With *pf_filter* (:mod:`harness.vf_mac_policy`'s ``shared``) each failover MAC also goes into
+    the PF's own MAC filter (``bridge fdb add ... self``, the step the kernel's net_failover
+    documentation takes after the VF leaves the guest): igb, as the 82576 it emulates, steers a
+    frame for a VF's MAC to that VF alone, even while the VF is detached from the guest, and the
+    standby would get nothing until the VF is back. With the MAC in the PF's filter too the frame
+    goes to both; net_failover drops the standby's copy while the guest has its primary.
 
     The bridge learns nothing on the PF's port: the VF's broadcasts come back to the PF through
     igb's internal switch, and a bridge that learned the failover MAC there would drop every
@@ -219,8 +222,9 @@ def connect_standbys_to_pf(host: L1Host, failover_macs: list[str]) -> None:
                 [*ip, "link", "set", "dev", host.pf_ifname, "type", "bridge_slave", "learning", "off"]]
     for pair, mac in enumerate(failover_macs, start=1):
         commands += [[*ip, "tuntap", "add", "dev", standby_tap(pair), "mode", "tap"],
-                     [*ip, "link", "set", standby_tap(pair), "master", L1_BRIDGE, "up"],
-                     ["/usr/sbin/bridge", "fdb", "add", mac, "dev", host.pf_ifname, "self", "permanent"]]
+                     [*ip, "link", "set", standby_tap(pair), "master", L1_BRIDGE, "up"]]
+        if pf_filter:
+            commands.append(["/usr/sbin/bridge", "fdb", "add", mac, "dev", host.pf_ifname, "self", "permanent"])
     for argv in [*commands, [*ip, "link", "set", L1_BRIDGE, "up"]]:
         result = host.host_run(argv)
         if result.rc != 0:
@@ -291,6 +295,20 @@ def l2_accel(host: L1Host, qemu_binary: str, kernel: Path) -> tuple[Accel, str]:
         return "tcg", "L1 has no /dev/kvm (its CPU offers neither VMX nor SVM)"
     usable, why = probe_kvm(qemu_binary, kernel, host=host.userspace())
     return ("kvm" if usable else "tcg"), f"in {host.name}: kvm {'usable' if usable else 'unusable'}: {why}"
+
+
+def choose_l2_accel(wanted: NestedL2Accel, probe: Callable[[], tuple[Accel, str]]) -> tuple[Accel, str]:
+    """L2's accelerator and why: what *probe* finds (:func:`l2_accel`) unless the run's profile names
+    one (``nested_l2_accel``), since its limits hold only for that: TCG without probing, KVM or a
+    :class:`CapabilityMissing` naming the profile for the fallback."""
+    if wanted == "tcg":
+        return "tcg", "the profile asks for TCG (nested_l2_accel tcg)"
+    accel, why = probe()
+    if wanted == "kvm" and accel != "kvm":
+        raise CapabilityMissing(f"nested_l2_accel kvm: the guest cannot use KVM inside L1 ({why}); this profile's "
+                                f"limits are for the guest under KVM: run {NESTED_TCG_IN_TCG_PROFILE}, sized for "
+                                "TCG inside TCG")
+    return accel, why
 
 
 class L1StandbyCapture:
@@ -424,6 +442,7 @@ class NestedBed(RemoteBedCommon):
     l2_accel_reason: str = field(default="", init=False)
     guest_kernel: str | None = field(default=None, init=False)  # L2's kernel release; None: not known
     _vfs: dict[str, tuple[VirtualFunction, ...]] = field(default_factory=dict, init=False)  # per L1, a VF per pair
+    _macs_cleared: set[str] = field(default_factory=set, init=False)  # the L1s whose VFs' MACs are cleared
     _host_of: dict[str, L1Host] = field(default_factory=dict, init=False)
     _carriers: dict[str, list[Carrier]] = field(default_factory=dict, init=False)  # per L2: its relays
     _dest_count: int = field(default=0, init=False)
@@ -462,7 +481,8 @@ class NestedBed(RemoteBedCommon):
                            kernel=kernel, modules=modules, memory_mib=self.config.guest_memory_mib,
                            paused=self.paused, extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
             with progress.step(f"bed {self.tag}: can the guest use KVM inside L1?") as step:
-                self.l2_accel, self.l2_accel_reason = l2_accel(first, self.config.qemu_binary, spec.kernel)
+                self.l2_accel, self.l2_accel_reason = choose_l2_accel(
+                    self.config.nested_l2_accel, partial(l2_accel, first, self.config.qemu_binary, spec.kernel))
                 step.result = self.l2_accel
             self._boot_source(partial(self._launch, first, replace(spec, accel=self.l2_accel)))
         except BaseException:
@@ -485,10 +505,25 @@ class NestedBed(RemoteBedCommon):
         """What an SR-IOV hypervisor does before it passes VFs to a failover guest: one per pair,
         with that pair's failover MAC."""
         host.preflight()
-        macs = [self.pair_addressing(pair).failover_mac for pair in range(1, self.pairs + 1)]
+        macs = self._failover_macs()
         vfs = tuple(host.take_vf(vf, mac) for vf, mac in zip(host.create_vfs(self.pairs), macs, strict=True))
-        connect_standbys_to_pf(host, macs)
+        connect_standbys_to_pf(host, macs, pf_filter=pf_shares_mac(self.config.vf_mac_policy))
         return vfs
+
+    def _failover_macs(self) -> list[str]:
+        return [self.pair_addressing(pair).failover_mac for pair in range(1, self.pairs + 1)]
+
+    def _set_vf_macs(self, vm: VM, *, cleared: bool) -> None:
+        host = self._host_of[vm.name]
+        if cleared == (host.name in self._macs_cleared):
+            return
+        assert host.claims is not None
+        for vf, mac in zip(self._vfs[host.name], self._failover_macs(), strict=True):
+            host.claims.set_mac(vf, NO_MAC if cleared else mac)
+        if cleared:
+            self._macs_cleared.add(host.name)
+        else:
+            self._macs_cleared.discard(host.name)
 
     def _launch(self, host: L1Host, spec: VMSpec) -> VM:
         """Start an L2 in *host*; each gets its own relay and agent ports (two may run at once)."""
@@ -513,7 +548,9 @@ class NestedBed(RemoteBedCommon):
         name = self._next_destination_name()
         (host,) = (h for h in self.hosts if h is not self._host_of[self.source.name])
         spec = with_vfs(self.source.spec.as_destination(name, self.source.spec.netdevs), self._vfs[host.name])
-        return self._launch(host, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
+        destination = self._launch(host, degrade_destination(spec, primary, host=MISSING_VF_ADDRESS))
+        self._set_vf_macs(destination, cleared=False)  # before QEMU plugs its VF into the guest
+        return destination
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
         """Migrate over the management link; on success the destination becomes the source."""

@@ -56,9 +56,22 @@ def test_nested_destination_without_its_vf_fails_the_case(tmp_path: Path) -> Non
     assert leftovers(run.pid) == []
 
 
+def test_nested_vf_only_mac_policy_fails_the_source_standby(tmp_path: Path) -> None:
+    """--vf-mac-policy vf-only: no failover MAC in the PF's filter, so igb steers the frames for it to
+    the source's VF after the guest let go of it, and the standby carries nothing until STOP."""
+    run = run_suite(tmp_path, *NESTED_PROBES_CASE, "--vf-mac-policy", "vf-only", timeout=NESTED_RUN_TIMEOUT_S)
+    assert run.returncode == 1, run.output
+    checks = _the_case(run.results())["checks"]
+    source = checks["standby_carried_on_source"]
+    assert source.startswith("FAIL standby_carried_on_source: longest time without a reply"), source
+    assert "replies on the standby 0" in source, source
+    assert checks["primary_restored"].startswith("PASS"), checks  # the VF itself still works
+    assert leftovers(run.pid) == []
+
+
 def test_nested_hand_driven_unplug_passes(tmp_path: Path) -> None:
-    """The primary unplugged and re-plugged by hand on the nested bed: the bed clears the VF's MAC
-    meanwhile (else igb steers the frames to the idle VF and the standby gets none)."""
+    """The primary unplugged and re-plugged by hand on the nested bed: the PF's filter has the failover
+    MAC too (vf_mac_policy shared), else igb steers the frames to the idle VF and the standby gets none."""
     run = run_suite(tmp_path, *NESTED, "-k", "unplug_and_replug", timeout=NESTED_RUN_TIMEOUT_S)
     assert run.returncode == 0, run.output
     checks = _the_case(run.results())["checks"]

@@ -36,6 +36,10 @@ def test_options_override_profile_and_none_is_ignored() -> None:
         (None, {"probe_rate_hz": "5000"}, "probe_rate_hz (options): Input should be less than or equal to 1000"),
         (None, {"guest_kernel": "/nonexistent/bzImage"}, "/nonexistent/bzImage is not a file"),
         (None, {"iperf_udp_bitrate": "fast"}, "iperf_udp_bitrate (options): String should match pattern"),
+        (None, {"vf_mac_policy": "cleared"}, "vf_mac_policy cleared: the flat topology's primary is no VF: "
+                                            "add --topology nested (or host)"),
+        (None, {"topology": "nested", "flat_primary": "e1000e"},
+         "flat_primary e1000e: only the flat topology emulates its primary (this run's is nested"),
     ],
 )
 def test_errors_name_the_field(profile: dict | None, overrides: dict, message: str) -> None:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import CapabilityMissing
 from harness.image import GuestImage
 from harness.netns import Addressing
 from harness.pairing import pairing_problems
 from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, STANDBY2_ID, STANDBY_ID, degrade_destination
-from harness.topologies.nested import MISSING_VF_ADDRESS, l2_spec, standby_tap, with_vfs
+from harness.topologies.nested import MISSING_VF_ADDRESS, choose_l2_accel, l2_spec, standby_tap, with_vfs
 from harness.vf_claims import VirtualFunction
-from harness.vm import VMSpec
+from harness.vm import Accel, VMSpec
 
 IMAGE = GuestImage(Path("/img/vmlinuz"), Path("/img/initrd"), "6.1.0-test", "key")
 SOURCE_VFS = (VirtualFunction(0, "0000:01:10.0", "52:54:00:fa:00:01"),
@@ -63,3 +64,27 @@ def test_a_degraded_destination_loses_or_breaks_only_the_first_primary(primary: 
     devices = _devices(spec)
     assert devices.get(PRIMARY_ID, {}).get("host") == expected
     assert devices[PRIMARY2_ID]["host"] == "0000:01:10.2"
+
+
+def test_l2_accel_is_probed_unless_the_profile_names_it() -> None:
+    probed = []
+
+    def kvm_works() -> tuple[Accel, str]:
+        probed.append(1)
+        return "kvm", "in l1a: kvm usable: booted"
+
+    assert choose_l2_accel("auto", kvm_works) == ("kvm", "in l1a: kvm usable: booted")
+    assert choose_l2_accel("kvm", kvm_works) == ("kvm", "in l1a: kvm usable: booted")
+    assert choose_l2_accel("tcg", kvm_works) == ("tcg", "the profile asks for TCG (nested_l2_accel tcg)")
+    assert len(probed) == 2  # a profile asking for TCG does not probe
+
+
+def test_a_profile_for_kvm_refuses_a_guest_that_falls_back_to_tcg() -> None:
+    def kvm_broken() -> tuple[Accel, str]:
+        return "tcg", "in l1a: kvm unusable: no boot within 8 s"
+
+    assert choose_l2_accel("auto", kvm_broken) == ("tcg", "in l1a: kvm unusable: no boot within 8 s")
+    with pytest.raises(CapabilityMissing, match=r"nested_l2_accel kvm: the guest cannot use KVM inside L1 \(in l1a: "
+                                                r"kvm unusable: no boot within 8 s\); .* run "
+                                                r"profiles/nested-tcg-in-tcg.toml"):
+        choose_l2_accel("kvm", kvm_broken)
