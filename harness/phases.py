@@ -127,17 +127,39 @@ def _longest_gap_ms(reply_times: list[float], start: float, end: float) -> float
     return max(gap.ms for gap in _reply_gaps(reply_times, start, end))
 
 
-def phase_stats(timeline: Timeline) -> list[PhaseStats]:
+@dataclass(frozen=True)
+class PhaseReport:
+    """What the probes saw in one migration, phase by phase: computed once from its timeline
+    (:func:`phase_report`), read by the checks, the records, the chart and the soak."""
+
+    stats: tuple[PhaseStats, ...]  # one per PHASE_NAMES, in order
+    # The longest time without a reply that overlaps stop-and-copy (STOP to RESUME): the outage
+    # QEMU's downtime accounts for. None when nothing was probed or there was no stop-and-copy.
+    stop_copy_outage: Span | None
+
+    def __getitem__(self, name: str) -> PhaseStats:
+        return next(s for s in self.stats if s.phase.name == name)
+
+    def figures(self) -> dict[str, float | None]:
+        """What the promise checks measure: each phase's longest gap (``<phase>.max_gap_ms``) and the
+        outage across stop-and-copy (``stop_copy_outage_ms``)."""
+        figures: dict[str, float | None] = {f"{s.phase.name}.max_gap_ms": s.max_gap_ms for s in self.stats}
+        figures["stop_copy_outage_ms"] = self.stop_copy_outage.ms if self.stop_copy_outage else None
+        return figures
+
+
+def phase_report(timeline: Timeline) -> PhaseReport:
     """Per phase of :func:`migration_phases`: loss (and its direction where paths were captured),
-    the longest reply gap inside it and the replies on each path."""
+    the longest reply gap inside it and the replies on each path; and the outage across stop-and-copy."""
     answered = {reply.seq for reply in timeline.replies}
     reply_times = _first_reply_times(timeline)
     probed = bool(timeline.sent)  # with no probe, a gap says nothing
     left_guest: dict[int, tuple[float, str]] = {}  # per probe: when and on which path its reply left the guest
     for seen in sorted(timeline.paths, key=lambda p: p.t):
         left_guest.setdefault(seen.seq, (seen.t, seen.path))
+    phases = migration_phases(timeline)
     stats = []
-    for phase in migration_phases(timeline):
+    for phase in phases:
         last = phase.name == PHASE_NAMES[-1]  # the window's end belongs to the last phase
 
         def inside(t: float, phase: Phase = phase, last: bool = last) -> bool:
@@ -155,28 +177,13 @@ def phase_stats(timeline: Timeline) -> list[PhaseStats]:
     if probed and coming_up.phase.ms == 0 and after.phase.ms > 0:
         # The primary carried as soon as the guest registered it (a VF's link is up at once): no time without it.
         stats[-2] = replace(coming_up, max_gap_ms=0.0)
-    return stats
-
-
-def stop_copy_outage(timeline: Timeline) -> tuple[Span, Phase] | None:
-    """The longest time without a reply that overlaps stop-and-copy (``STOP`` to ``RESUME``): the
-    outage QEMU's downtime accounts for, with the stop_copy phase. None when nothing was probed or
-    there was no stop-and-copy."""
-    stop_copy = next(p for p in migration_phases(timeline) if p.name == "stop_copy")
-    if not timeline.sent or stop_copy.end <= stop_copy.start:
-        return None
-    overlapping = [gap for gap in _reply_gaps(_first_reply_times(timeline), timeline.window_start, timeline.window_end)
-                   if gap.start < stop_copy.end and gap.end > stop_copy.start]
-    return (max(overlapping, key=lambda span: span.ms), stop_copy) if overlapping else None
-
-
-def promise_figures(timeline: Timeline) -> dict[str, float | None]:
-    """What the promise checks measure in one migration: each phase's longest gap
-    (``<phase>.max_gap_ms``) and the outage across stop-and-copy (``stop_copy_outage_ms``)."""
-    figures: dict[str, float | None] = {f"{s.phase.name}.max_gap_ms": s.max_gap_ms for s in phase_stats(timeline)}
-    found = stop_copy_outage(timeline)
-    figures["stop_copy_outage_ms"] = found[0].ms if found else None
-    return figures
+    stop_copy = phases[PHASE_NAMES.index("stop_copy")]
+    outage = None
+    if probed and stop_copy.end > stop_copy.start:
+        overlapping = [gap for gap in _reply_gaps(reply_times, timeline.window_start, timeline.window_end)
+                       if gap.start < stop_copy.end and gap.end > stop_copy.start]
+        outage = max(overlapping, key=lambda span: span.ms, default=None)
+    return PhaseReport(tuple(stats), outage)
 
 
 def probe_interval_ms(timeline: Timeline) -> float | None:

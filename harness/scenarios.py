@@ -24,6 +24,7 @@ from harness.errors import HarnessError
 from harness.guest import ClockSync, FailoverView, Guest, failover_link_events
 from harness.metrics import MigrationMetrics, ProbeStats, final_path, migration_metrics, probe_stats
 from harness.migration import PLAIN_MIGRATION, MigrationPlan, MigrationResult
+from harness.phases import PhaseReport, phase_report
 from harness.report.chart import render_png
 from harness.timeline import GuestLinkEvent, PathSeen, Timeline
 from harness.topologies import FailoverBed
@@ -45,6 +46,7 @@ class MeasuredMigration:
     result: MigrationResult
     timeline: Timeline
     metrics: MigrationMetrics
+    phases: PhaseReport
     restored: FailoverView | None
     restore_error: str | None
     vm_status: str  # query-status of the VM the guest runs on afterwards
@@ -156,10 +158,10 @@ def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *, probes: b
         rec.paths = capture.result()
 
 
-def _save_timeline(timeline: Timeline, artifacts: Path) -> Path:
+def _save_timeline(timeline: Timeline, artifacts: Path, phases: PhaseReport | None = None) -> Path:
     (artifacts / "timeline.json").write_text(json.dumps(timeline.to_dict(), separators=(",", ":")))
     chart = artifacts / "timeline.png"
-    chart.write_bytes(render_png(timeline))
+    chart.write_bytes(render_png(timeline, phases=phases))
     return chart
 
 
@@ -218,8 +220,9 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         clock_offset_s=final_sync.offset_s if final_sync else None,
         clock_uncertainty_s=final_sync.uncertainty_s if final_sync else None,
     )
-    chart = _save_timeline(timeline, artifacts)
-    return MeasuredMigration(result, timeline, migration_metrics(timeline), restored, restore_error, vm_status,
+    phases = phase_report(timeline)
+    chart = _save_timeline(timeline, artifacts, phases)
+    return MeasuredMigration(result, timeline, migration_metrics(timeline), phases, restored, restore_error, vm_status,
                              destination.messages(), rec.baseline_reply, rec.probe_log.stats, rec.iperf, chart)
 
 

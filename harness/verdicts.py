@@ -17,7 +17,7 @@ from harness.capabilities import qemu_version
 from harness.checks import CheckList
 from harness.config import RunConfig, Thresholds
 from harness.metrics import PRIMARY
-from harness.phases import PhaseStats, phase_stats, probe_interval_ms, stop_copy_outage
+from harness.phases import PhaseStats, probe_interval_ms
 from harness.report import record_metrics, record_phases, record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration
 from harness.topologies import FailoverBed
@@ -78,10 +78,12 @@ def check_migration(run: MeasuredMigration, checks: CheckList, primary_id: str =
 
 
 def record_migration(record_property: Any, run: MeasuredMigration, prefix: str = "") -> None:
-    """Record *run*'s metrics (``metric.<prefix><name>``) and what each of its phases saw
-    (``phase.<prefix><phase>.<name>``)."""
+    """Record *run*'s metrics (``metric.<prefix><name>``, with the outage across stop-and-copy) and
+    what each of its phases saw (``phase.<prefix><phase>.<name>``)."""
     record_metrics(record_property, run.metrics, prefix)
-    record_phases(record_property, phase_stats(run.timeline), prefix)
+    outage = run.phases.stop_copy_outage
+    record_property(f"metric.{prefix}stop_copy_outage_ms", None if outage is None else round(outage.ms, 3))
+    record_phases(record_property, run.phases.stats, prefix)
 
 
 def measure_and_record(bed: FailoverBed, config: RunConfig, artifacts: Path, record_property: Any, checks: CheckList,
@@ -132,7 +134,7 @@ def _phase_gap(checks: CheckList, name: str, stats: PhaseStats, limit_ms: float)
 def check_promise(run: MeasuredMigration, limits: Thresholds, checks: CheckList) -> None:
     """Failover's promise, phase by phase: the standby carries while the primary is away, and the
     only outage is stop-and-copy, as long as QEMU's own downtime (harness.phases)."""
-    phases = {s.phase.name: s for s in phase_stats(run.timeline)}
+    phases = run.phases
     _phase_gap(checks, "standby_carried_on_source", phases["source_standby"],
                limits.max_source_standby_gap_ms)
     check_stop_copy_outage(run, limits, checks)
@@ -161,13 +163,13 @@ def check_stop_copy_outage(run: MeasuredMigration, limits: Thresholds, checks: C
     Measured from the replies, so a standby that was silent before ``STOP`` or after ``RESUME``
     lengthens it: the detail says how much of it lay outside stop-and-copy.
     """
-    found, downtime = stop_copy_outage(run.timeline), run.metrics.downtime_ms
-    if found is None or downtime is None:
+    outage, downtime = run.phases.stop_copy_outage, run.metrics.downtime_ms
+    if outage is None or downtime is None:
         checks.check("stop_copy_outage_within_downtime", False,
-                     "not measured: " + ("no stop-and-copy with probes in the timeline" if found is None
+                     "not measured: " + ("no stop-and-copy with probes in the timeline" if outage is None
                                          else "QEMU reported no downtime"))
         return
-    outage, stop_copy = found
+    stop_copy = run.phases["stop_copy"].phase
     interval = probe_interval_ms(run.timeline) or 0.0
     limit = downtime + limits.stop_copy_tolerance_ms + interval
     before = max(0.0, stop_copy.start - outage.start) * 1000.0

@@ -22,7 +22,6 @@ from harness import progress
 from harness.checks import CheckList
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.phases import promise_figures
 from harness.report import DATA_PREFIX
 from harness.scenarios import measure_migration
 from harness.stats import STATS, distributions
@@ -49,7 +48,7 @@ def test_soak(failover_bed: FailoverBed, harness_config: RunConfig, test_artifac
         except HarnessError as e:
             harness_errors.append(f"hop {hop}: {type(e).__name__}: {e}")
             break  # the bed's state is unknown: later hops would measure the harness, not QEMU
-        samples.append(run.metrics.scalars() | promise_figures(run.timeline))
+        samples.append(run.metrics.scalars() | run.phases.figures())
         check_probes(run, harness_config.thresholds, hop_checks)
         if hop_checks.failed:
             failed_hops.append(f"hop {hop}: " + "; ".join(c.line() for c in hop_checks.failed))

@@ -12,7 +12,7 @@ import html
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def record_metrics(record: Callable[[str, object], None], metrics: MigrationMetr
         record(f"metric.{prefix}{name}", round(value, 3) if isinstance(value, float) else value)
 
 
-def record_phases(record: Callable[[str, object], None], stats: list[PhaseStats], prefix: str = "") -> None:
+def record_phases(record: Callable[[str, object], None], stats: Sequence[PhaseStats], prefix: str = "") -> None:
     """Record what each phase of a migration saw as ``phase.[prefix]<phase>.<name>``."""
     for phase in stats:
         for name, value in phase.scalars().items():

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from harness.metrics import attribute, probe_stats
-from harness.phases import phase_stats
+from harness.phases import PhaseReport, phase_report
 from harness.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -42,8 +42,8 @@ def pyplot() -> ModuleType:
     return plt
 
 
-def render_png(timeline: Timeline, title: str = "") -> bytes:
-    """Draw *timeline*; returns PNG bytes."""
+def render_png(timeline: Timeline, title: str = "", phases: PhaseReport | None = None) -> bytes:
+    """Draw *timeline* (with its *phases*, computed here when not given); returns PNG bytes."""
     plt = pyplot()
     t0 = timeline.window_start
     has_tput = bool(timeline.throughput)
@@ -51,7 +51,7 @@ def render_png(timeline: Timeline, title: str = "") -> bytes:
                              gridspec_kw={"height_ratios": [3, 1]} if has_tput else None, squeeze=False)
     ax = axes[0][0]
     lane = {name: i for i, name in enumerate(LANES)}
-    _draw_phases(ax, timeline, t0)
+    _draw_phases(ax, phases or phase_report(timeline), t0)
     _draw_states(ax, timeline, t0, lane)
     _draw_key_events(ax, timeline, t0, len(LANES) - 0.1)
     by_seq = attribute(timeline)
@@ -115,10 +115,10 @@ def _draw_key_events(ax: Axes, timeline: Timeline, t0: float, top: float) -> Non
                 color=KEY_EVENTS[e.name])
 
 
-def _draw_phases(ax: Axes, timeline: Timeline, t0: float) -> None:
+def _draw_phases(ax: Axes, phases: PhaseReport, t0: float) -> None:
     """Each non-empty phase as a band behind the lanes, named at the bottom (in three rows: the
     baseline, switch and stop-and-copy can be a few ms) with the probes lost in it."""
-    shown = [s for s in phase_stats(timeline) if s.phase.ms > 0]
+    shown = [s for s in phases.stats if s.phase.ms > 0]
     for i, stats in enumerate(shown):
         phase = stats.phase
         ax.axvspan(phase.start - t0, phase.end - t0, color=PHASE_BANDS[i % 2], zorder=0, lw=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.phases import PHASE_NAMES, phase_stats
+from harness.phases import PHASE_NAMES, phase_report
 from harness.report import migration_summary_html, record_phases
 from harness.timeline import Timeline
 from tests.conftest import load_json_gz
@@ -20,11 +20,11 @@ def _entry(nodeid: str, outcome: str, metrics: dict[str, object],
 def test_a_row_per_migration_with_its_phases(data_dir: Path) -> None:
     timeline = Timeline.from_dict(load_json_gz(data_dir / "flat-probes-1khz-tcg.timeline.json.gz"))
     recorded: list[tuple[str, object]] = []
-    record_phases(lambda name, value: recorded.append((name, value)), phase_stats(timeline))
+    record_phases(lambda name, value: recorded.append((name, value)), phase_report(timeline).stats)
     hops: list[tuple[str, object]] = []
     for hop in (1, 2):
         record_phases(lambda name, value, hop=hop: hops.append((name.replace("phase.", f"phase.hop{hop}.", 1), value)),
-                      phase_stats(timeline))
+                      phase_report(timeline).stats)
     table = migration_summary_html([
         _entry("testcases/test_migration.py::test_probes[acpi]", "passed",
                {"downtime_ms": 123.0, "switch_to_standby_ms": 14.1, "failback_ms": 1768.3}, recorded),

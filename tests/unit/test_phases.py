@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.metrics import migration_metrics
-from harness.phases import PHASE_NAMES, migration_phases, phase_stats, probe_interval_ms, stop_copy_outage
+from harness.phases import PHASE_NAMES, migration_phases, phase_report, probe_interval_ms
 from harness.timeline import GuestLinkEvent, PathSeen, ProbeReply, ProbeSent, QMPEvent, Timeline
 from tests.conftest import load_json_gz
 
@@ -33,7 +33,7 @@ def test_phases_cover_the_window_in_order_at_the_events(probes_1khz: Timeline) -
 
 
 def test_every_probe_and_reply_is_counted_in_exactly_one_phase(probes_1khz: Timeline) -> None:
-    stats, m = phase_stats(probes_1khz), migration_metrics(probes_1khz)
+    stats, m = phase_report(probes_1khz).stats, migration_metrics(probes_1khz)
     assert sum(s.probes_sent for s in stats) == m.probes_sent
     assert sum(s.probes_lost for s in stats) == m.probes_lost == 709
     assert sum(s.replies_on_standby for s in stats) == m.replies_on_standby
@@ -45,7 +45,7 @@ def test_the_recorded_flat_migration_phase_by_phase(probes_1khz: Timeline) -> No
     its own) lost its probes: not only in stop-and-copy (130 ms, every probe lost) but 473 while the
     guest's primary came up on the destination, after the standby had carried; none of the lost
     requests got a reply out of the guest."""
-    by_name = {s.phase.name: s for s in phase_stats(probes_1khz)}
+    by_name = phase_report(probes_1khz)
     stop_copy, dest, coming_up = by_name["stop_copy"], by_name["destination_standby"], by_name["primary_coming_up"]
     assert (stop_copy.probes_sent, stop_copy.probes_lost) == (130, 130)
     assert stop_copy.max_gap_ms == pytest.approx(129.9, abs=0.1)
@@ -96,7 +96,7 @@ def test_loss_direction_where_the_path_was_captured() -> None:
     was lost on the way back; probe 3 was answered. All three sent during source_standby."""
     timeline = _timeline(MIGRATION, [0.5, 2.5, 2.6, 2.7], [(0, 0.6), (3, 2.8)],
                          [(0, 0.55, "primary"), (2, 2.65, "standby"), (3, 2.75, "standby")])
-    source = next(s for s in phase_stats(timeline) if s.phase.name == "source_standby")
+    source = phase_report(timeline)["source_standby"]
     assert (source.probes_sent, source.probes_lost, source.lost_inbound, source.lost_outbound) == (3, 2, 1, 1)
     assert (source.replies_on_standby, source.replies_on_primary) == (2, 0)
     assert source.max_gap_ms == pytest.approx(1200.0)  # 2.8 → STOP at 4.0
@@ -104,16 +104,18 @@ def test_loss_direction_where_the_path_was_captured() -> None:
 
 def test_without_a_path_capture_no_direction_is_claimed_and_without_probes_no_gap() -> None:
     unseen = _timeline(MIGRATION, [2.5], [], [])
-    source = next(s for s in phase_stats(unseen) if s.phase.name == "source_standby")
+    source = phase_report(unseen)["source_standby"]
     assert (source.probes_lost, source.lost_inbound, source.lost_outbound) == (1, 0, 0)
-    assert all(s.max_gap_ms is None for s in phase_stats(_timeline(MIGRATION, [], [], [])))
+    assert all(s.max_gap_ms is None for s in phase_report(_timeline(MIGRATION, [], [], [])).stats)
 
 
 def test_the_stop_copy_outage_is_the_reply_gap_across_it(probes_1khz: Timeline) -> None:
     # QEMU said 123 ms of downtime; the probes saw 176 ms without a reply across stop-and-copy:
     # 1.5 ms before STOP, the 130 ms phase, and 44 ms after RESUME until the standby answered.
-    outage, phase = stop_copy_outage(probes_1khz) or (None, None)
-    assert outage is not None and phase is not None and phase.name == "stop_copy"
+    report = phase_report(probes_1khz)
+    outage, phase = report.stop_copy_outage, report["stop_copy"].phase
+    assert outage is not None
+    assert report.figures()["stop_copy_outage_ms"] == outage.ms
     assert outage.ms == pytest.approx(175.9, abs=0.1)
     assert (phase.start - outage.start) * 1000 == pytest.approx(1.5, abs=0.1)
     assert (outage.end - phase.end) * 1000 == pytest.approx(44.5, abs=0.1)
@@ -121,6 +123,6 @@ def test_the_stop_copy_outage_is_the_reply_gap_across_it(probes_1khz: Timeline) 
 
 
 def test_no_stop_copy_outage_without_probes_or_a_stop() -> None:
-    assert stop_copy_outage(_timeline(MIGRATION, [], [], [])) is None  # nothing probed
+    assert phase_report(_timeline(MIGRATION, [], [], [])).stop_copy_outage is None  # nothing probed
     no_stop = [e for e in MIGRATION if e[1] not in ("STOP", "RESUME")]
-    assert stop_copy_outage(_timeline(no_stop, [0.5], [(0, 0.6)], [])) is None
+    assert phase_report(_timeline(no_stop, [0.5], [(0, 0.6)], [])).stop_copy_outage is None

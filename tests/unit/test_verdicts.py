@@ -11,7 +11,7 @@ from harness.checks import CheckList, CheckResult
 from harness.config import Thresholds
 from harness.metrics import PRIMARY, migration_metrics
 from harness.migration import MigrationResult
-from harness.phases import migration_phases
+from harness.phases import migration_phases, phase_report
 from harness.scenarios import MeasuredMigration
 from harness.timeline import Timeline
 from harness.verdicts import check_migration, check_promise
@@ -26,8 +26,8 @@ def recorded(data_dir: Path) -> Timeline:
 def _judge(timeline: Timeline, name: str, promise: bool = False) -> CheckResult:
     states = [e.data["status"] for e in timeline.events if e.vm == timeline.source and e.name == "MIGRATION"]
     result = MigrationResult("completed", states, timeline.window_start, timeline.window_end, timeline.query_migrate)
-    run = MeasuredMigration(result, timeline, migration_metrics(timeline), None, None, "running", [], True, {},
-                            None, Path("timeline.png"))
+    run = MeasuredMigration(result, timeline, migration_metrics(timeline), phase_report(timeline), None, None,
+                            "running", [], True, {}, None, Path("timeline.png"))
     checks = CheckList()
     if promise:
         check_promise(run, Thresholds(), checks)
