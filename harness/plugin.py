@@ -216,8 +216,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # Leftovers of a crashed or killed run: namespaces whose owning pytest is gone.
     if os.geteuid() == 0 and shutil.which("ip"):
         sweep_leftovers()
-    if not session.config.option.collectonly:
-        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     run = session.config.stash[CONFIG_KEY]
     if run.topology == "nested" and run.guest_kernel is None and not session.config.option.collectonly:
         # The first time, building the L2 kernel takes minutes: before any case's timeout runs.
@@ -225,6 +223,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             KernelBuilder(run.cache_dir).get()
         except CapabilityMissing as e:  # each nested bed says so (a skip, or an error for CI)
             log.warning("the small guest kernel: %s", e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Only where a case will boot a bed: elsewhere (the unit tests) a half-imported numpy would
+    # meet pytest.approx, which reads sys.modules["numpy"] without importing it.
+    if not session.config.option.collectonly and any("failover_bed" in getattr(item, "fixturenames", ())
+                                                     for item in session.items):
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 
 @pytest.hookimpl(optionalhook=True)
