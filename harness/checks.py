@@ -40,11 +40,12 @@ class CheckList:
         self.record(f"check.{result.name}", result.line())
         return result.passed
 
-    def at_most(self, name: str, measured: float | None, limit: float, unit: str = "") -> bool:
-        """Pass when *measured* is known and ``<= limit``; the detail names both."""
+    def at_most(self, name: str, measured: float | None, limit: float, unit: str = "", why: str = "") -> bool:
+        """Pass when *measured* is known and ``<= limit``; the detail names both (and *why* the limit)."""
+        why = f" ({why})" if why else ""
         if measured is None:
-            return self.check(name, False, f"not measured (limit {limit:g}{unit})")
-        return self.check(name, measured <= limit, f"measured {measured:.1f}{unit}, limit {limit:g}{unit}")
+            return self.check(name, False, f"not measured (limit {limit:g}{unit}{why})")
+        return self.check(name, measured <= limit, f"measured {measured:.1f}{unit}, limit {limit:g}{unit}{why}")
 
     def at_least(self, name: str, measured: float | None, limit: float, unit: str = "") -> bool:
         """Pass when *measured* is known and ``>= limit``; the detail names both."""
