@@ -27,13 +27,14 @@ import pytest
 
 from harness import progress
 from harness.certification import CertificationRecord, collect_inventory_facts, load_results, write_record
-from harness.config import DEFAULT_CACHE_DIR
+from harness.config import DEFAULT_CACHE_DIR, build_config, load_profile
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
 from harness.host_doctor import diagnose_inventory, render
 from harness.image import ImageBuilder
 from harness.inventory import load_inventory
 from harness.lab_sweep import sweep_inventory
+from harness.limits import derive_limits, limits_table, load_results_json, soak_samples, thresholds_toml
 from harness.plugin import BED_CLASSES
 from harness.stats import STATS
 from harness.sweep import sweep_leftovers
@@ -135,6 +136,21 @@ def _doctor(args: argparse.Namespace) -> int:
     failed = [f for f in findings if f.ok is False]
     print(f"\n{len(failed)} problem(s)" if failed else "\nthis host can run the flat topology")
     return 1 if failed else 0
+
+
+def _limits(args: argparse.Namespace) -> int:
+    """The limits the soak's and the suite's results give, against those in effect."""
+    if args.soak is None and args.suite is None:
+        raise ConfigError("limits: give --soak (a soak's results.json) and/or --suite (a healthy suite run's)")
+    current = build_config(load_profile(args.profile) if args.profile else None, {}, str(args.profile or "defaults"))
+    soak = soak_samples(load_results_json(args.soak, "--soak"), str(args.soak)) if args.soak else None
+    suite = load_results_json(args.suite, "--suite") if args.suite else None
+    derived = derive_limits(soak, suite, current.thresholds)
+    print(f"soak: {args.soak or '-'} ({len(soak) if soak is not None else 0} migrations); suite: {args.suite or '-'}")
+    print("\n".join(limits_table(derived)))
+    print()
+    print("\n".join(thresholds_toml(derived)))
+    return 0
 
 
 def _certify(args: argparse.Namespace) -> int:
@@ -270,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--out", type=Path, default=DEFAULT_REPORTS,
                          help="where certification.json and .html go (default: reports/)")
     certify.set_defaults(func=_certify)
+    limits = sub.add_parser("limits", help="limits derived from a soak's and a healthy suite run's results")
+    limits.add_argument("--soak", type=Path, help="the results.json failover-harness soak wrote")
+    limits.add_argument("--suite", type=Path, help="the results.json of a suite run on a healthy setup")
+    limits.add_argument("--profile", type=Path, help="compare with this profile's limits (default: the defaults)")
+    limits.set_defaults(func=_limits)
     listing = sub.add_parser("list", help="list the cases and what they need")
     listing.add_argument("--json", action="store_true", help="as JSON")
     listing.set_defaults(func=_list)
