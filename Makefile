@@ -46,6 +46,7 @@ check-full: check
 
 lint: venv
 	$(VENV)/bin/ruff check harness testcases tests bench soak conftest.py
+	$(VENV)/bin/mypy --strict harness
 
 bench: setup
 	$(PY) bench/first_case.py $(ARGS)

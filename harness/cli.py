@@ -45,10 +45,11 @@ DEFAULT_REPORTS = Path("reports")
 
 
 def _cases_dir(args: argparse.Namespace) -> Path:
-    if not args.cases.is_dir():
-        raise ConfigError(f"--cases: {args.cases} is not a directory (run from the repository checkout, "
+    cases: Path = args.cases
+    if not cases.is_dir():
+        raise ConfigError(f"--cases: {cases} is not a directory (run from the repository checkout, "
                           "or give --cases PATH/testcases)")
-    return args.cases
+    return cases
 
 
 def _pytest_argv(args: argparse.Namespace, cases: Path, reports: Path) -> list[str]:

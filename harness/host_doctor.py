@@ -20,7 +20,7 @@ from typing import TypeVar
 from harness import capabilities
 from harness.doctor import Finding, parse_device_names, parse_device_properties
 from harness.errors import HarnessError
-from harness.hosts import Host, LocalHost, SocketFactory, SSHHost
+from harness.hosts import DEFAULT_KNOWN_HOSTS, Host, LocalHost, SocketFactory, SSHHost
 from harness.inventory import LOCAL, HostSpec, Inventory, PeerSpec
 from harness.sriov import VfState, parse_vf_states
 from harness.sysfs import attribute, link_name
@@ -37,14 +37,14 @@ def parse_vfio_holders(find_output: str) -> list[int]:
     return sorted({int(m) for m in re.findall(r"^/proc/(\d+)/fd/\d+$", find_output, re.MULTILINE)})
 
 
-def connect(name: str, spec: HostSpec, sock_factory: SocketFactory | None = None) -> Host:
+def connect(name: str, spec: HostSpec, sock_factory: SocketFactory | None = None) -> LocalHost | SSHHost:
     """The inventory host *name* as a :class:`~harness.hosts.Host` (not yet connected: SSH connects on first use)."""
     if spec.address == LOCAL:
         return LocalHost(name)
     assert spec.key is not None, "the inventory requires a key for an SSH host"
-    known_hosts = {} if spec.known_hosts is None else {"known_hosts": spec.known_hosts}
-    return SSHHost(name, spec.address, spec.key, port=spec.port, user=spec.user,
-                   host_key_check=spec.host_key_check, sock_factory=sock_factory, **known_hosts)
+    known_hosts = DEFAULT_KNOWN_HOSTS if spec.known_hosts is None else spec.known_hosts
+    return SSHHost(name, spec.address, spec.key, port=spec.port, user=spec.user, known_hosts=known_hosts,
+                   host_key_check=spec.host_key_check, sock_factory=sock_factory)
 
 
 def _text(host: Host, argv: list[str], input: str | None = None) -> tuple[int, str]:

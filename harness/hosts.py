@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 import paramiko
+from paramiko.pkey import UnknownKeyType  # also paramiko.UnknownKeyType, but not in its stubs
 from pyroute2 import netns as pyroute2_netns
 
 from harness.errors import (
@@ -276,7 +277,9 @@ class SSHHost(ArgvHost):
     def put_file(self, local: Path, remote: str) -> None:
         """Copy *local* to *remote* over SFTP (the host's sshd must offer the sftp subsystem)."""
         try:
-            with paramiko.SFTPClient.from_transport(self.transport()) as sftp:
+            sftp = paramiko.SFTPClient.from_transport(self.transport())
+            assert sftp is not None  # None only if open_session returned None, which raises instead
+            with sftp:
                 sftp.put(str(local), remote)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HostUnreachable(f"{self.where}: copying {local} to {remote} over SFTP failed: {e} (the host's "
@@ -385,7 +388,7 @@ class SSHHost(ArgvHost):
         except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "password-protected"
             raise ConfigError(f"{self.where}: key file {path} is encrypted; the harness needs a key without "
                               f"passphrase (make one for the lab: ssh-keygen -t ed25519 -N '' -f FILE)") from None
-        except (paramiko.SSHException, paramiko.UnknownKeyType, OSError, ValueError) as e:
+        except (paramiko.SSHException, UnknownKeyType, OSError, ValueError) as e:
             raise ConfigError(f"{self.where}: key file {path} is not a usable private key: {e}") from None
 
     def _open_socket(self) -> socket.socket:
@@ -466,7 +469,7 @@ def _split_pid(raw: bytes) -> tuple[bytes, bytes]:
 
 def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bool]:
     """All output until EOF and exit status, or until *deadline*; and whether the command finished."""
-    chunks = []
+    chunks: list[bytes] = []
     while (remaining := deadline - time.monotonic()) > 0:
         chan.settimeout(remaining)
         try:

@@ -23,7 +23,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -325,7 +325,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 # -- per-test evidence ----------------------------------------------------------
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     item.stash.setdefault(PHASE_REPORTS_KEY, {})[report.when] = report
     if report.when == "call":
@@ -354,7 +355,7 @@ def _link_evidence(item: pytest.Item, report: pytest.TestReport) -> None:
     for directory in (artifacts, artifacts.with_name(artifacts.name + ".attempt1")):
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             links.append(extras.url(os.path.relpath(path, report_dir), name=str(path.relative_to(artifacts.parent))))
-    report.extras = [*getattr(report, "extras", []), *links]
+    _add_html_extras(report, links)
 
 
 def _scan_logs(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -402,7 +403,12 @@ def _attach_extras(item: pytest.Item, report: pytest.TestReport) -> None:
             if path.suffix in (".log", ".jsonl", ".stderr") and path.stat().st_size:
                 text = path.read_text(errors="replace")
                 added.append(extras.text(text[-20000:], name=path.name))
-    report.extras = [*getattr(report, "extras", []), *added]
+    _add_html_extras(report, added)
+
+
+def _add_html_extras(report: pytest.TestReport, extras: list[dict[str, str | None]]) -> None:
+    # pytest-html reads report.extras, an attribute of its own that pytest's TestReport does not declare.
+    report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
 
 
 def _safe_name(nodeid: str) -> str:

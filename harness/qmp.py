@@ -11,13 +11,14 @@ JSON-lines transcript kept with the test's artifacts.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
 
@@ -81,7 +82,7 @@ class QMPSession:
         self._events: list[QMPEvent] = []
         self._cond = threading.Condition()
         self._transcript = transcript_path.open("a", encoding="utf-8")
-        self._recorder: asyncio.Future[None] | None = None
+        self._recorder: concurrent.futures.Future[None] | None = None
         self._closed = False
         self._exit_status: Callable[[], str | None] = lambda: None  # set by accept()
 
@@ -127,15 +128,17 @@ class QMPSession:
     def qemu_version(self) -> dict[str, int]:
         greeting = self._client.greeting
         assert greeting is not None
-        return dict(greeting.QMP.version["qemu"])
+        # The QMP spec: {"major": int, "minor": int, "micro": int}; qemu.qmp checks only the outer mapping.
+        return dict(cast(Mapping[str, int], greeting.QMP.version["qemu"]))
 
     async def _record(self) -> None:
         async for msg in self._listener:
-            ts = msg["timestamp"]
+            # The QMP spec's event: {"event": str, "data": object, "timestamp": {"seconds", "microseconds"}}.
+            ts = cast(Mapping[str, int], msg["timestamp"])
             event = QMPEvent(
                 vm=self.vm_name,
                 name=str(msg["event"]),
-                data=dict(msg.get("data", {})),
+                data=dict(cast(Mapping[str, Any], msg.get("data", {}))),
                 ts=ts["seconds"] + ts["microseconds"] / 1e6 - self.clock_offset_s,
             )
             self._write({"event": event.name, "data": event.data, "ts": event.ts}

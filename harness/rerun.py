@@ -16,6 +16,7 @@ cause, so JUnit, HTML and results.json all show the case as flaky.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Generator
 
 import pytest
 from _pytest.runner import runtestprotocol
@@ -34,7 +35,8 @@ def environmental_cause(failure: BaseException | None) -> str | None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     if report.failed and call.excinfo is not None and item.stash.get(FAILURE_KEY, None) is None:
         item.stash[FAILURE_KEY] = call.excinfo.value
@@ -80,7 +82,8 @@ def _keep_first_attempt(item: pytest.Item) -> None:
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
-    if report.outcome == "rerun":
+    outcome: str = report.outcome  # pytest's type does not know the "rerun" this module sets
+    if outcome == "rerun":
         return "rerun", "R", ("RERUN", {"yellow": True})
     return None
 

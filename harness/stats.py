@@ -6,11 +6,14 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import final
 
 # The statistics of a Distribution, in the order tables show them.
 STATS = ("min", "median", "p95", "p99", "max")
 
 
+# final: no subclass can define __bool__, so mypy knows `d and d.p99` is a float or None.
+@final
 @dataclass(frozen=True)
 class Distribution:
     count: int

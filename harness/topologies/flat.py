@@ -52,14 +52,13 @@ from harness.netns import Addressing, TestNetwork
 from harness.pairing import explain_qemu_messages, pairing_problems
 from harness.snapshot import SnapshotError, SnapshotStore, snapshot_key
 from harness.topologies import ALL_CAPABILITIES
-from harness.topologies.common import (
-    PRIMARY2_ID,
-    PRIMARY_ID,
-    STANDBY2_ID,
-    STANDBY_ID,
-    BedCommon,
-    degrade_destination,
-)
+
+# Re-exported ("as"): verdicts and the cases name the flat bed's devices from here.
+from harness.topologies.common import PRIMARY2_ID as PRIMARY2_ID
+from harness.topologies.common import PRIMARY_ID as PRIMARY_ID
+from harness.topologies.common import STANDBY2_ID as STANDBY2_ID
+from harness.topologies.common import STANDBY_ID as STANDBY_ID
+from harness.topologies.common import BedCommon, degrade_destination
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
@@ -103,8 +102,8 @@ def failover_devices(mac: str, *, model: PrimaryModel = "vmxnet3", primary_rom: 
                         failover_pair_id=STANDBY_ID, romfile="")
     if primary_rom:
         primary = primary.without("romfile")
-    ports = (Device.of("pcie-root-port", "rp0", bus="pcie.0", chassis=1, addr="0x2"),
-             Device.of("pcie-root-port", "rp1", bus="pcie.0", chassis=2, addr="0x3"))
+    ports: tuple[Device, ...] = (Device.of("pcie-root-port", "rp0", bus="pcie.0", chassis=1, addr="0x2"),
+                                 Device.of("pcie-root-port", "rp1", bus="pcie.0", chassis=2, addr="0x3"))
     standby = Device.of("virtio-net-pci", STANDBY_ID, netdev="hn0", mac=mac, bus="rp0", failover=True)
     if pairing == "primary-without-id":
         primary = Device(primary.driver, None, primary.props)
@@ -306,7 +305,7 @@ class FlatBed(BedCommon):
             raise ConfigError("failover pairing: " + " ".join(fatal))
 
     def _spec(self, name: str) -> VMSpec:
-        netdevs = (TapNetdev("hn0", f"{name}-sby"), TapNetdev("hn1", f"{name}-pri"))
+        netdevs: tuple[TapNetdev, ...] = (TapNetdev("hn0", f"{name}-sby"), TapNetdev("hn1", f"{name}-pri"))
         if self.pairs == 2:
             netdevs += (TapNetdev("hn2", f"{name}-sby2"), TapNetdev("hn3", f"{name}-pri2"))
         return VMSpec(

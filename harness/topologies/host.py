@@ -313,10 +313,10 @@ class HostBed(RemoteBedCommon):
                     self._clock_offsets[name] = self._clock_offset(self.inventory.hosts[name].address)
             assert source.vf is not None
             spec = l2_spec("src", source.spec.qemu_binary, self.image, self.addressing, (source.vf,),
-                           kernel=staged[source.name][0], modules=modules, accel=self.guest_accel_choice,
+                           kernel=Path(staged[source.name][0]), modules=modules, accel=self.guest_accel_choice,
                            memory_mib=self.config.guest_memory_mib, paused=self.paused,
                            extra_args=NATIVE_HOTPLUG_ARGS if self.hotplug == "native" else ())
-            spec = replace(spec, initrd=staged[source.name][1], netdevs=(TapNetdev("hn0", source.tap),))
+            spec = replace(spec, initrd=Path(staged[source.name][1]), netdevs=(TapNetdev("hn0", source.tap),))
             self._boot_source(partial(self._launch, source, spec))
         except BaseException:
             self.teardown()
@@ -402,7 +402,7 @@ class HostBed(RemoteBedCommon):
 
     def _guest_accel(self, slot: Slot, kernel: str) -> tuple[Accel, str]:
         if self.config.accel in ("kvm", "tcg"):
-            return self.config.accel, "forced by --accel"  # type: ignore[return-value]
+            return self.config.accel, "forced by --accel"
         if slot.name not in self.lab.guest_accel:
             usable, why = probe_kvm(slot.spec.qemu_binary, Path(kernel), host=slot.host)
             self.lab.guest_accel[slot.name] = ("kvm" if usable else "tcg"), f"on {slot.name}: {why}"

@@ -369,7 +369,8 @@ class StandbyCapture(Protocol):
 
 
 class HasName(Protocol):
-    name: str
+    @property  # read-only: an L1Host's name is a property
+    def name(self) -> str: ...
 
 
 class HypervisorPathCapture:

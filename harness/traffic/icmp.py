@@ -24,7 +24,7 @@ _PAYLOAD_LEN = len(MAGIC) + 8
 def internet_checksum(data: bytes | bytearray) -> int:
     if len(data) % 2:
         data = bytes(data) + b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
