@@ -12,6 +12,8 @@ SOAK_DEADLINE_BASE_S = 900  # the bed's build: two L1s and an L2 boot on nested
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    deadline = SOAK_DEADLINE_BASE_S + SOAK_DEADLINE_PER_HOP_S * config.option.soak_migrations
+    # A longer --timeout given by the user stands; a shorter one would stop any soak of that length.
+    deadline = max(SOAK_DEADLINE_BASE_S + SOAK_DEADLINE_PER_HOP_S * config.option.soak_migrations,
+                   getattr(config.option, "timeout", None) or 0)
     for item in items:
         item.add_marker(pytest.mark.timeout(deadline))
