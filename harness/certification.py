@@ -37,14 +37,12 @@ per-case facts such as boot times) is under ``run`` alone, so that comparing two
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import logging
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
@@ -59,6 +57,7 @@ from harness.hosts import Host
 from harness.inventory import HostSpec, Inventory, field_path
 from harness.report import RESULTS_SCHEMA
 from harness.sysfs import attribute, link_name
+from harness.templating import render
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +359,12 @@ class CaseRecord:
     def failed_checks(self) -> list[str]:
         return sorted(name for name, line in self.checks.items() if line.startswith("FAIL"))
 
+    @property
+    def key_metrics(self) -> dict[str, Scalar]:
+        """The recorded metrics among KEY_METRICS (of each hop too), for the HTML's cases table."""
+        return {name: value for name, value in self.metrics.items()
+                if name.rsplit(".", 1)[-1] in KEY_METRICS and value is not None}
+
 
 def _exit_meaning(status: int) -> str:
     try:
@@ -480,7 +485,7 @@ class CertificationRecord:
     def render_html(self) -> str:
         """A self-contained page: the verdict first, then hosts and NICs, topology and guest kernel, thresholds,
         cases, the run."""
-        return _Html(self).page()
+        return render("certification.html.j2", record=self, schema=CERTIFICATION_SCHEMA)
 
 
 def write_record(record: CertificationRecord, out: Path) -> tuple[Path, Path]:
@@ -490,116 +495,3 @@ def write_record(record: CertificationRecord, out: Path) -> tuple[Path, Path]:
     json_path.write_text(record.to_json(), encoding="utf-8")
     html_path.write_text(record.render_html(), encoding="utf-8")
     return json_path, html_path
-
-
-# -- HTML ---------------------------------------------------------------------------------------------------------
-
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-.certified { color: #070; } .not-certified { color: #b00; }
-.verdict { font-size: 1.6em; font-weight: bold; }
-.passed { color: #070; } .failed, .error { color: #b00; font-weight: bold; } .skipped, .xfailed { color: #777; }
-.problem { color: #b00; } code, .mono { font-family: monospace; }
-"""
-
-
-def _e(value: object) -> str:
-    return html.escape("—" if value is None or value == "" else str(value))
-
-
-def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    """*rows* hold HTML already escaped; *headers* are plain text."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-class _Html:
-    def __init__(self, record: CertificationRecord) -> None:
-        self.r = record
-
-    def page(self) -> str:
-        """The whole document; every value from the record goes through html.escape."""
-        r = self.r
-        css = "certified" if r.certified else "not-certified"
-        parts = [
-            "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>Failover certification record: {_e(r.verdict)}</title><style>{_STYLE}</style></head><body>",
-            "<h1>Failover certification record</h1>",
-            f'<p class="verdict {css}">{_e(r.verdict.upper())}</p>',
-        ]
-        if r.reasons:
-            parts.append("<ul>" + "".join(f'<li class="problem">{_e(reason)}</li>' for reason in r.reasons) + "</ul>")
-        parts.append("<p>" + ", ".join(f"{n} {_e(verdict)}" for verdict, n in r.counts.items()) + "</p>")
-        skipped = [c for c in r.cases if c.verdict in ("skipped", "xfailed")]
-        if skipped:
-            parts += ["<h2>Skipped cases</h2>",
-                      _table(("case", "verdict", "reason"),
-                             ((f"<code>{_e(c.nodeid)}</code>", _e(c.verdict), _e(c.reason)) for c in skipped))]
-        parts += self.hosts() + self.software() + self.thresholds() + self.cases() + self.run()
-        parts.append("</body></html>")
-        return "\n".join(parts) + "\n"
-
-    def hosts(self) -> list[str]:
-        hosts = _table(("host", "kernel", "QEMU under test", "problems"),
-                       ((_e(h.name), _e(h.kernel), f"{_e(h.qemu)}<br><code>{_e(h.qemu_binary)}</code>",
-                         "<br>".join(f'<span class="problem">{_e(p)}</span>' for p in h.problems) or "none")
-                        for h in self.r.hosts))
-        rows = []
-        for h in self.r.hosts:
-            if h.pf is not None:
-                ethtool = h.pf.ethtool
-                rows.append((_e(h.name), f"PF <code>{_e(h.pf.interface)}</code>", _e(h.pf.address), _e(h.pf.ids),
-                             _e(ethtool and ethtool.driver), _e(ethtool and ethtool.version),
-                             _e(ethtool and ethtool.firmware_version)))
-            rows += [(_e(h.name), "VF", _e(vf.address), _e(vf.ids), _e(vf.host_driver or "none bound"),
-                      "the host kernel's" if vf.host_driver else "—", "—") for vf in h.vfs]
-        functions = _table(("host", "function", "PCI address", "vendor:device", "driver", "driver version",
-                            "firmware"), rows)
-        return ["<h2>Hosts</h2>", hosts, "<h2>NIC functions</h2>", functions,
-                "<p>In the guest, a VF is driven by the guest kernel's own driver (its version: the guest kernel "
-                "below).</p>"]
-
-    def software(self) -> list[str]:
-        """What the hosts table does not say: where the suite ran, and the guest's kernel."""
-        return ["<h2>Topology and guest</h2>", _table(("what", "version"), (
-            ("topology", _e(self.r.topology)),
-            ("guest kernel", _e(self.r.guest_kernel)),
-        ))]
-
-    def thresholds(self) -> list[str]:
-        return ["<h2>Thresholds</h2>",
-                _table(("threshold", "value"), ((f"<code>{_e(n)}</code>", _e(v))
-                                                for n, v in sorted(self.r.thresholds.items())))]
-
-    def cases(self) -> list[str]:
-        rows = []
-        for c in self.r.cases:
-            key = [f"{_e(n)} = {_e(v)}" for n, v in c.metrics.items()
-                   if n.rsplit(".", 1)[-1] in KEY_METRICS and v is not None]
-            details = _table(("name", "value"), [(f"<code>{_e(n)}</code>", _e(v)) for n, v in c.metrics.items()]
-                             + [(f"<code>check.{_e(n)}</code>", _e(v)) for n, v in c.checks.items()])
-            message = self.r.run["cases"][c.nodeid]["message"]
-            if message:  # a failure's traceback: volatile, so in the run section of the JSON
-                details += f"<pre>{_e(message)}</pre>"
-            summary = f"{len(c.metrics)} metrics, {len(c.checks)} checks" + (", the failure" if message else "")
-            rows.append((f"<code>{_e(c.nodeid)}</code>", f'<span class="{c.verdict}">{_e(c.verdict)}</span>',
-                         "<br>".join(key) or "—", "<br>".join(_e(n) for n in c.failed_checks) or "—",
-                         f"<details><summary>{summary}</summary>{details}</details>"))
-        return ["<h2>Cases</h2>", _table(("case", "verdict", "key metrics", "failed checks", "all"), rows)]
-
-    def run(self) -> list[str]:
-        run = self.r.run
-        rows = [("started (UTC)", _e(_utc(run["started"]))), ("finished (UTC)", _e(_utc(run["finished"]))),
-                ("pytest exit status", _e(run["exit_status"])),
-                *((_e(f"{name} read from"), f"<code>{_e(path)}</code>")
-                  for name, path in sorted(run["sources"].items())),
-                ("record schema", _e(CERTIFICATION_SCHEMA))]
-        return ["<h2>This run</h2>", _table(("fact", "value"), rows)]

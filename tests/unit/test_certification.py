@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -352,9 +352,24 @@ def test_the_html_escapes_a_hostile_node_id_and_shows_the_verdict_first() -> Non
     hostile = skipped("test_x[<script>alert('x')</script>&]")
     page = build(host_run(hostile)).render_html()
     assert "<script>" not in page
-    assert "test_x[&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;]" in page
+    assert "test_x[&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;]" in page
     assert page.index('class="verdict certified">CERTIFIED') < page.index("<h2>Hosts</h2>")
     assert "0.0.0" in page and "8086:10c9 (subsystem 1af4:1100)" in page and "vfio-pci" in page
+
+
+def test_the_html_escapes_hostile_check_details_metrics_and_host_facts() -> None:
+    doc = host_run()
+    case = doc["tests"][0]
+    case["outcome"] = "failed"
+    case["checks"]["logs_clean"] = "FAIL <script>alert(1)</script> & more"
+    case["metrics"]["final_path"] = "<script>&"
+    host = replace(good_host(), name="src<script>&", problems=("<b>no</b> & none",))
+    page = build(doc, hosts=[host]).render_html()
+    assert "<script>" not in page and "<b>" not in page
+    assert "<td>FAIL &lt;script&gt;alert(1)&lt;/script&gt; &amp; more</td>" in page
+    assert "final_path = &lt;script&gt;&amp;" in page
+    assert "<td>src&lt;script&gt;&amp;</td>" in page
+    assert '<span class="problem">&lt;b&gt;no&lt;/b&gt; &amp; none</span>' in page
 
 
 def test_the_record_is_written_as_json_and_html(tmp_path: Path) -> None:
