@@ -8,11 +8,11 @@ test's outcome, metrics and checks to ``results.json`` for trend tooling.
 
 from __future__ import annotations
 
-import html
 import json
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 
 from harness.metrics import MigrationMetrics
 from harness.phases import PHASE_NAMES, PhaseStats
+from harness.templating import render
 from harness.timeline import Timeline
 
 RESULTS_SCHEMA = 1
@@ -47,19 +48,10 @@ def record_timeline(record: Callable[[str, object], None], timeline: Timeline, n
 
 
 def properties_table(properties: list[tuple[str, object]]) -> str:
-    """An HTML table of the metric and check properties of one test."""
-    rows = []
-    for name, value in properties:
-        if not name.startswith(("metric.", "phase.", "check.", "run.")):
-            continue
-        text = str(value)
-        css = ""
-        if name.startswith("check."):
-            css = ' style="color:#0a0"' if text.startswith("PASS") else ' style="color:#c00;font-weight:bold"'
-        rows.append(f"<tr><td>{html.escape(name)}</td><td{css}>{html.escape(text)}</td></tr>")
-    if not rows:
-        return ""
-    return '<table class="harness-props"><tr><th>property</th><th>value</th></tr>' + "".join(rows) + "</table>"
+    """An HTML table of the metric and check properties of one test ("" when it has none)."""
+    rows = [(name, str(value)) for name, value in properties
+            if name.startswith(("metric.", "phase.", "check.", "run."))]
+    return render("properties_table.html.j2", rows=rows) if rows else ""
 
 
 def _migrations(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -76,6 +68,16 @@ def _ms_cell(value: object) -> str:
     return f"{value:.0f}" if isinstance(value, int | float) else "-"
 
 
+@dataclass(frozen=True)
+class _MigrationRow:
+    """One migration in the summary; *cells* are QEMU's downtime, the switch and fail-back, then per phase
+    "<longest gap> / <probes lost>"."""
+
+    case: str
+    outcome: str
+    cells: tuple[str, ...]
+
+
 def migration_summary_html(tests: list[dict[str, Any]]) -> str:
     """A table of every migration the run measured, one row each: its case's verdict, QEMU's
     downtime, the switch and fail-back, and per phase the longest time without a reply and the
@@ -84,21 +86,14 @@ def migration_summary_html(tests: list[dict[str, Any]]) -> str:
     for entry in tests:
         for prefix, phases in _migrations(entry).items():
             metrics = entry.get("metrics", {})
-            name = entry["nodeid"].split("::")[-1] + (f" ({prefix.rstrip('.')})" if prefix else "")
-            outcome = entry.get("outcome", "")
-            cells = [html.escape(name),
-                     f'<span class="{"passed" if outcome == "passed" else "failed"}">{html.escape(outcome)}</span>',
-                     *(_ms_cell(metrics.get(f"{prefix}{m}")) for m in ("downtime_ms", "switch_to_standby_ms",
-                                                                         "failback_ms")),
-                     *(f"{_ms_cell(phases.get(f'{p}.max_gap_ms'))} / {phases.get(f'{p}.probes_lost', '-')}"
-                       for p in PHASE_NAMES)]
-            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    if not rows:
-        return ""
-    header = ["case", "verdict", "downtime ms", "switch ms", "fail-back ms",
-              *(f"{p.replace('_', ' ')}<br>gap ms / lost" for p in PHASE_NAMES)]
-    return ('<h2>Migrations</h2><table class="harness-migrations"><tr>' + "".join(f"<th>{h}</th>" for h in header)
-            + "</tr>" + "".join(rows) + "</table>")
+            rows.append(_MigrationRow(
+                case=entry["nodeid"].split("::")[-1] + (f" ({prefix.rstrip('.')})" if prefix else ""),
+                outcome=entry.get("outcome", ""),
+                cells=(*(_ms_cell(metrics.get(f"{prefix}{m}")) for m in ("downtime_ms", "switch_to_standby_ms",
+                                                                        "failback_ms")),
+                       *(f"{_ms_cell(phases.get(f'{p}.max_gap_ms'))} / {phases.get(f'{p}.probes_lost', '-')}"
+                         for p in PHASE_NAMES))))
+    return render("migration_summary.html.j2", rows=rows, phase_names=PHASE_NAMES) if rows else ""
 
 
 class ResultsJson:
