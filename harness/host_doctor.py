@@ -20,8 +20,9 @@ from typing import TypeVar
 from harness import capabilities
 from harness.doctor import Finding, parse_device_names, parse_device_properties
 from harness.errors import HarnessError
-from harness.hosts import DEFAULT_KNOWN_HOSTS, Host, LocalHost, SocketFactory, SSHHost
+from harness.hosts import Host, LocalHost
 from harness.inventory import LOCAL, HostSpec, Inventory, PeerSpec
+from harness.lab.ssh import DEFAULT_KNOWN_HOSTS, SocketFactory, SSHHost
 from harness.sriov import VfState, parse_vf_states
 from harness.sysfs import attribute, link_name
 

@@ -39,8 +39,8 @@ import paramiko
 
 from harness.errors import HarnessError
 from harness.host_doctor import connect
-from harness.hosts import SSHHost
 from harness.inventory import LOCAL, load_inventory
+from harness.lab.ssh import SSHHost
 
 PACKAGE = Path(__file__).parent
 # The peer's python programs (the probe sender, the path capture) and what they import: the standard

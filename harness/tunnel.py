@@ -31,7 +31,7 @@ from pathlib import Path
 import paramiko
 
 from harness.errors import HostUnreachable
-from harness.hosts import SSHHost
+from harness.lab.ssh import SSHHost
 
 log = logging.getLogger(__name__)
 

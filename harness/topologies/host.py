@@ -50,10 +50,11 @@ from harness.errors import CapabilityMissing, ConfigError, HarnessError
 from harness.guest import CommandResult, Guest
 from harness.host_doctor import connect, diagnose_host, emulated_by_tcg
 from harness.host_process import HostProcess
-from harness.hosts import LocalHost, SocketFactory, SSHHost
+from harness.hosts import LocalHost
 from harness.hypervisor import L2Paths
 from harness.image import GuestImage
 from harness.inventory import LOCAL, HostSpec, Inventory
+from harness.lab.ssh import SocketFactory, SSHHost
 from harness.lab_sweep import KILL_LISTED, OWNER_FILE, SCRATCH_ROOT, UNDO_FILE, owner_record, undo_lines
 from harness.metrics import PRIMARY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult

@@ -12,7 +12,8 @@ import pytest
 
 from harness.errors import VMError
 from harness.host_process import VANISHED, HostProcess
-from harness.hosts import Host, LocalHost, SSHHost
+from harness.hosts import Host, LocalHost
+from harness.lab.ssh import SSHHost
 from tests.conftest import wait_until
 from tests.e2e.test_ssh_hosts import SSHD, SshLab, ssh_lab
 

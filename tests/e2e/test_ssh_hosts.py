@@ -4,7 +4,7 @@ The sshd is throwaway: its host key, the client keys, authorized_keys and
 known_hosts all live in a temporary directory, it listens only on a
 198.18.x.x address inside a ``fohx-<pid>-ssh*`` namespace (so the sweeper
 removes it should this run die), and the client reaches it through a socket
-made in that namespace (:func:`harness.hosts.netns_socket_factory`).
+made in that namespace (:func:`harness.lab.ssh.netns_socket_factory`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from harness import netns
 from harness.errors import DeadlineExceeded, HostAuthFailed, HostCommandFailed, HostKeyError, HostUnreachable
-from harness.hosts import SSHHost, netns_socket_factory
+from harness.lab.ssh import SSHHost, netns_socket_factory
 from harness.proc import die_with_parent, run
 from tests.conftest import wait_until
 

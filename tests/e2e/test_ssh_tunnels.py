@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HostUnreachable
-from harness.hosts import SSHHost
+from harness.lab.ssh import SSHHost
 from harness.proc import die_with_parent
 from harness.tunnel import LocalForward, RemoteForward
 from tests.e2e.test_ssh_hosts import SSHD, SshLab, ssh_lab

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.hosts import _split_pid
+from harness.lab.ssh import _split_pid
 
 
 def test_what_the_login_shell_prints_before_the_command_is_not_its_output() -> None:
