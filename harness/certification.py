@@ -52,9 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.capabilities import parse_qemu_version
 from harness.errors import ConfigError, HarnessError
 from harness.guest import CommandResult
-from harness.host_doctor import on_each_host
 from harness.hosts import Host
-from harness.inventory import HostSpec, Inventory, field_path
+from harness.lab.doctor import on_each_host
+from harness.lab.inventory import HostSpec, Inventory, field_path
 from harness.report import RESULTS_SCHEMA
 from harness.sysfs import attribute, link_name
 from harness.templating import render

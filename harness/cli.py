@@ -30,10 +30,10 @@ from harness.certification import CertificationRecord, collect_inventory_facts, 
 from harness.config import DEFAULT_CACHE_DIR, build_config, load_profile
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
-from harness.host_doctor import diagnose_inventory, render
 from harness.image import ImageBuilder
-from harness.inventory import load_inventory
-from harness.lab_sweep import sweep_inventory
+from harness.lab.doctor import diagnose_inventory, render
+from harness.lab.inventory import load_inventory
+from harness.lab.sweep import sweep_inventory
 from harness.limits import derive_limits, limits_table, load_results_json, soak_samples, thresholds_toml
 from harness.plugin import BED_CLASSES
 from harness.stats import STATS

@@ -101,7 +101,7 @@ class RunConfig(BaseModel):
     flat_primary: PrimaryModel = "vmxnet3"
     vf_mac_policy: VfMacPolicy = "shared"
     nested_l2_accel: NestedL2Accel = "auto"
-    # The lab inventory (TOML) of the host topology; see harness.inventory.
+    # The lab inventory (TOML) of the host topology; see harness.lab.inventory.
     inventory: Path | None = None
     guest_kernel: Path | None = None
     guest_modules: Path | None = None

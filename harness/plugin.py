@@ -35,9 +35,9 @@ from harness.accel import AccelChoice, choose_accel
 from harness.config import RunConfig, build_config, load_profile
 from harness.errors import CapabilityMissing, ConfigError, LogTrouble
 from harness.image import GuestImage, ImageBuilder
-from harness.inventory import load_inventory
 from harness.isolation import timing_isolation
 from harness.kernel import KernelBuilder
+from harness.lab.inventory import load_inventory
 from harness.logscan import compile_allow_list, describe, scan_artifacts
 from harness.report import ResultsJson, chart, properties_table
 from harness.snapshot import SnapshotStore

@@ -10,14 +10,14 @@ SSH, and its primary is a real SR-IOV VF passed through with VFIO.
                      source ── migration stream over the management network ──▶ destination
 
 Each QEMU binds only its host's loopback for QMP and the guest agent; the
-host's SSH connection carries them (:mod:`harness.tunnel`), so the harness
+host's SSH connection carries them (:mod:`harness.lab.tunnel`), so the harness
 drives it like a local VM. The guest's kernel and initramfs are copied to a
 host that does not already have them; everything the bed puts on a host (its
 scratch directory, taps, filter entries, VF claims) it takes away again, and
-notes on the host how to (:mod:`harness.lab_sweep`, for a run killed outright).
+notes on the host how to (:mod:`harness.lab.sweep`, for a run killed outright).
 
 A peer on a lab host runs its programs there through
-:mod:`harness.remote_command`, their records put on the harness's clock.
+:mod:`harness.lab.remote_command`, their records put on the harness's clock.
 What a run learns of the hosts once (the doctor's verdict, KVM, file digests)
 its beds share (:class:`LabSession`).
 
@@ -48,14 +48,15 @@ from harness.accel import probe_kvm
 from harness.config import RunConfig
 from harness.errors import CapabilityMissing, ConfigError, HarnessError
 from harness.guest import CommandResult, Guest
-from harness.host_doctor import connect, diagnose_host, emulated_by_tcg
 from harness.host_process import HostProcess
 from harness.hosts import LocalHost
 from harness.hypervisor import L2Paths
 from harness.image import GuestImage
-from harness.inventory import LOCAL, HostSpec, Inventory
+from harness.lab.doctor import connect, diagnose_host, emulated_by_tcg
+from harness.lab.inventory import LOCAL, HostSpec, Inventory
 from harness.lab.ssh import SocketFactory, SSHHost
-from harness.lab_sweep import KILL_LISTED, OWNER_FILE, SCRATCH_ROOT, UNDO_FILE, owner_record, undo_lines
+from harness.lab.sweep import KILL_LISTED, OWNER_FILE, SCRATCH_ROOT, UNDO_FILE, owner_record, undo_lines
+from harness.lab.tunnel import LOOPBACK, LocalForward, RemoteForward
 from harness.metrics import PRIMARY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, Netns
@@ -73,7 +74,6 @@ from harness.topologies.nested import (
 from harness.traffic.icmp import parse_probe
 from harness.traffic.pcap import read_pcap
 from harness.traffic.probe import PathCapture
-from harness.tunnel import LOOPBACK, LocalForward, RemoteForward
 from harness.vf_claims import VfClaims, VirtualFunction
 from harness.vf_mac_policy import NO_MAC, pf_shares_mac
 from harness.vm import VM, Accel, TapNetdev, VMPaths, VMSpec
@@ -231,11 +231,11 @@ class HostBed(RemoteBedCommon):
         return f"{SCRATCH_ROOT}/{short_name(self.tag, 'peer')}"
 
     def _relay_prefix(self, collect: dict[str, Path] | None = None) -> list[str]:
-        """What runs a peer program on the peer's lab host (:mod:`harness.remote_command`)."""
+        """What runs a peer program on the peer's lab host (:mod:`harness.lab.remote_command`)."""
         peer = self.inventory.peer
         assert self.config.inventory is not None  # RunConfig requires it for this topology
         offset = self._clock_offsets.get(peer.host, (0.0, 0.0))[0]
-        return [sys.executable, "-m", "harness.remote_command", "--inventory", str(self.config.inventory.resolve()),
+        return [sys.executable, "-m", "harness.lab.remote_command", "--inventory", str(self.config.inventory.resolve()),
                 "--host", peer.host, "--files", self._peer_files(), "--clock-offset", f"{offset:.6f}",
                 *(["--netns", peer.namespace] if peer.namespace else []),
                 *(arg for remote, local in (collect or {}).items() for arg in ("--collect", f"{remote}={local}")),
@@ -386,7 +386,7 @@ class HostBed(RemoteBedCommon):
         host.write_file(f"{scratch}/{OWNER_FILE}", owner_record())
 
     def _note_undo(self, host: LocalHost | SSHHost, scratch: str, entries: list[dict[str, object]]) -> None:
-        """How to undo changes about to be made on *host*, for the lab sweep (:mod:`harness.lab_sweep`)."""
+        """How to undo changes about to be made on *host*, for the lab sweep (:mod:`harness.lab.sweep`)."""
         host.check(["tee", "-a", f"{scratch}/{UNDO_FILE}"], "noting how to undo", input=undo_lines(entries))
 
     def _stage(self, slot: Slot, local: Path) -> str:

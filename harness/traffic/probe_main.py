@@ -12,7 +12,7 @@ SIGTERM or SIGINT, after flushing.
 
 The frame (``--template``, hex) is built by the harness (:func:`harness.traffic.probe.build_template`,
 with scapy), so this program needs only the standard library: it also runs on a lab host's own
-python3 (:mod:`harness.remote_command`).
+python3 (:mod:`harness.lab.remote_command`).
 """
 
 from __future__ import annotations

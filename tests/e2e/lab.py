@@ -33,11 +33,11 @@ from harness import netns
 from harness.accel import choose_accel
 from harness.config import RunConfig, build_config
 from harness.doctor import Finding
-from harness.host_doctor import diagnose_inventory
 from harness.hypervisor import L1Host, l1_spec, start_l1
 from harness.image import L1_RECIPE_DIR, ImageBuilder
-from harness.inventory import Inventory, parse_inventory
 from harness.kernel import KernelBuilder
+from harness.lab.doctor import diagnose_inventory
+from harness.lab.inventory import Inventory, parse_inventory
 from harness.lab.ssh import netns_socket_factory
 from harness.topologies.nested import (
     L1_BRIDGE,

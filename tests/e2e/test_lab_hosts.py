@@ -262,7 +262,7 @@ def test_a_case_runs_on_the_lab_hosts_over_ssh_and_its_record_certifies(lab: Lab
 
 def test_a_case_runs_with_the_peer_in_a_namespace_on_a_lab_host(lab: Lab, tmp_path: Path) -> None:
     """The peer on l1a (a namespace with a port of its own): its probes and capture run there through
-    harness.remote_command, their records on the harness's clock. The case passes, the probes show both
+    harness.lab.remote_command, their records on the harness's clock. The case passes, the probes show both
     paths, and nothing of the peer's stays on l1a: no program, no scratch, not its address."""
     with peer_namespace(lab) as peer:
         before = lab.state()

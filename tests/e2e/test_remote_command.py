@@ -1,4 +1,4 @@
-"""harness.remote_command against a real sshd (a namespace of this machine, tests.e2e.test_ssh_hosts):
+"""harness.lab.remote_command against a real sshd (a namespace of this machine, tests.e2e.test_ssh_hosts):
 the program runs there, its output comes back (records on our clock), a SIGTERM here stops it there
 with nothing left, a harness module runs on the host's own python3, and files come back."""
 
@@ -48,7 +48,7 @@ address = "198.18.200.1/24"
 def _relay(lab: SshLab, files: Path, *args: str) -> list[str]:
     """The argv that runs *args* on the lab host; from inside its namespace, the only place that reaches it."""
     files.mkdir(exist_ok=True)
-    return [*lab.ns.exec_prefix(), sys.executable, "-m", "harness.remote_command", "--inventory",
+    return [*lab.ns.exec_prefix(), sys.executable, "-m", "harness.lab.remote_command", "--inventory",
             str(_inventory(lab)), "--host", "lab", "--files", str(files), *args]
 
 

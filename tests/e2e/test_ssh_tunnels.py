@@ -17,8 +17,8 @@ import pytest
 
 from harness.errors import HostUnreachable
 from harness.lab.ssh import SSHHost
+from harness.lab.tunnel import LocalForward, RemoteForward
 from harness.proc import die_with_parent
-from harness.tunnel import LocalForward, RemoteForward
 from tests.e2e.test_ssh_hosts import SSHD, SshLab, ssh_lab
 
 ECHO_PORT = 7007

@@ -40,7 +40,7 @@ from harness.config import Thresholds
 from harness.errors import ConfigError, HostUnreachable
 from harness.guest import CommandResult
 from harness.hosts import COMMAND_TIMEOUT_S
-from harness.inventory import HostSpec
+from harness.lab.inventory import HostSpec
 from tests.conftest import DATA
 
 ETHTOOL_IGB = """\

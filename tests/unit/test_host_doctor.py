@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.doctor import Finding
-from harness.host_doctor import cpu_finding, emulated_by_tcg, parse_cpu_model, parse_vfio_holders, peer_findings, render
 from harness.hosts import LocalHost
-from harness.inventory import PeerSpec
+from harness.lab.doctor import cpu_finding, emulated_by_tcg, parse_cpu_model, parse_vfio_holders, peer_findings, render
+from harness.lab.inventory import PeerSpec
 
 
 def test_vfio_holders_are_the_pids_whose_fds_point_at_the_group() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness.errors import ConfigError
-from harness.inventory import load_inventory, parse_inventory
+from harness.lab.inventory import load_inventory, parse_inventory
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "profiles" / "lab-example.toml"
 SAMPLE: dict[str, Any] = tomllib.loads(SAMPLE_PATH.read_text())

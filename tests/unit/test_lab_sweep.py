@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from harness.hosts import LocalHost
-from harness.lab_sweep import OWNER_FILE, UNDO_FILE, is_stale, owner_record, parse_undo, sweep_host, undo_lines
+from harness.lab.sweep import OWNER_FILE, UNDO_FILE, is_stale, owner_record, parse_undo, sweep_host, undo_lines
 from harness.netns import pid_alive
 
 

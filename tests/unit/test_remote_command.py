@@ -1,4 +1,4 @@
-"""harness.remote_command's pure parts: the argv a host runs, records put on our clock, the bundle of
+"""harness.lab.remote_command's pure parts: the argv a host runs, records put on our clock, the bundle of
 traffic modules (and that a bare python3, without the harness's virtualenv, runs them from it)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import zipfile
 from io import BytesIO
 from pathlib import Path
 
-from harness.remote_command import on_our_clock, remote_argv, traffic_bundle
+from harness.lab.remote_command import on_our_clock, remote_argv, traffic_bundle
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.host_doctor import connect
 from harness.hosts import Host
-from harness.inventory import Inventory
 from harness.jsonlines import json_records
+from harness.lab.doctor import connect
+from harness.lab.inventory import Inventory
 from harness.netns import pid_alive
 from harness.vf_claims import VfClaims
 

@@ -6,7 +6,7 @@ client) are local subprocesses that print to a log, started with the peer's
 topology). When the inventory puts the peer on a lab host, the prefix is this
 module::
 
-    python -m harness.remote_command --inventory lab.toml --host l1a --files /run/fohx/x \\
+    python -m harness.lab.remote_command --inventory lab.toml --host l1a --files /run/fohx/x \\
         [--netns peer] [--clock-offset 0.012] [--collect REMOTE=LOCAL] -- ARGV...
 
 It runs ARGV on that host over SSH, its stdout and stderr coming back as its
@@ -38,11 +38,11 @@ from types import FrameType
 import paramiko
 
 from harness.errors import HarnessError
-from harness.host_doctor import connect
-from harness.inventory import LOCAL, load_inventory
+from harness.lab.doctor import connect
+from harness.lab.inventory import LOCAL, load_inventory
 from harness.lab.ssh import SSHHost
 
-PACKAGE = Path(__file__).parent
+PACKAGE = Path(__file__).parent.parent  # harness/, what the bundle's paths are relative to
 # The peer's python programs (the probe sender, the path capture) and what they import: the standard
 # library besides (tests/unit/test_remote_command.py checks).
 BUNDLED = ("__init__.py", "errors.py", "traffic/__init__.py", "traffic/probe_main.py", "traffic/capture_main.py",
@@ -132,7 +132,7 @@ def collect(host: SSHHost, remote: str, local: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.remote_command", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.lab.remote_command", description=__doc__.split("\n")[0])
     parser.add_argument("--inventory", type=Path, required=True)
     parser.add_argument("--host", required=True, help="the inventory's name of the host")
     parser.add_argument("--files", required=True, help="a directory on the host for the staged modules and "

@@ -44,7 +44,7 @@ how the rest of the file and the reports call it.
     ``host``
         The inventory host it runs on, or ``"local"``: the harness's own
         machine. On a lab host, its programs (probes, capture, iperf3) run
-        there over SSH (:mod:`harness.remote_command`; the host needs
+        there over SSH (:mod:`harness.lab.remote_command`; the host needs
         python3 and iperf3, which the doctor checks).
     ``namespace`` (optional)
         The network namespace on that host that holds *interface*; absent:

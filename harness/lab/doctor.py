@@ -21,7 +21,7 @@ from harness import capabilities
 from harness.doctor import Finding, parse_device_names, parse_device_properties
 from harness.errors import HarnessError
 from harness.hosts import Host, LocalHost
-from harness.inventory import LOCAL, HostSpec, Inventory, PeerSpec
+from harness.lab.inventory import LOCAL, HostSpec, Inventory, PeerSpec
 from harness.lab.ssh import DEFAULT_KNOWN_HOSTS, SocketFactory, SSHHost
 from harness.sriov import VfState, parse_vf_states
 from harness.sysfs import attribute, link_name
@@ -209,7 +209,7 @@ def standby_findings(host: Host, spec: HostSpec) -> list[Finding]:
     return findings
 
 
-# The oldest python3 the peer's programs (harness.traffic, run by harness.remote_command) run on.
+# The oldest python3 the peer's programs (harness.traffic, run by harness.lab.remote_command) run on.
 PEER_PYTHON = (3, 9)
 
 
