@@ -56,7 +56,7 @@ from harness.hosts import Host
 from harness.lab.doctor import on_each_host
 from harness.lab.inventory import HostSpec, Inventory, field_path
 from harness.report import RESULTS_SCHEMA
-from harness.sysfs import attribute, link_name
+from harness.sriov.sysfs import attribute, link_name
 from harness.templating import render
 
 log = logging.getLogger(__name__)

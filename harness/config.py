@@ -85,7 +85,7 @@ PrimaryModel = Literal["vmxnet3", "e1000e"]
 # profile's limits were measured with (harness.topologies.nested.choose_l2_accel).
 NestedL2Accel = Literal["auto", "kvm", "tcg"]
 # What the bed does with the VF's failover MAC while the guest's primary is away (nested and host
-# topologies; harness.vf_mac_policy).
+# topologies; harness.sriov.mac_policy).
 VfMacPolicy = Literal["shared", "vf-only", "cleared"]
 
 

@@ -25,7 +25,7 @@ from harness.guest import CommandResult, ControlChannel
 from harness.hosts import COMMAND_TIMEOUT_S, ArgvHost
 from harness.image import GuestImage
 from harness.netns import TestNetwork
-from harness.vf_claims import VfClaims, VirtualFunction
+from harness.sriov.claims import VfClaims, VirtualFunction
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from harness.errors import HarnessError
 from harness.hosts import Host, LocalHost
 from harness.lab.inventory import LOCAL, HostSpec, Inventory, PeerSpec
 from harness.lab.ssh import DEFAULT_KNOWN_HOSTS, SocketFactory, SSHHost
-from harness.sriov import VfState, parse_vf_states
-from harness.sysfs import attribute, link_name
+from harness.sriov.sysfs import attribute, link_name
+from harness.sriov.vf_state import VfState, parse_vf_states
 
 # Drivers a VF may be bound to and still be taken by the harness (vfio-pci) or
 # left alone by the host (no driver, pci-stub); any other means the host uses it.

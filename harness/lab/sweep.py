@@ -27,7 +27,7 @@ from harness.jsonlines import json_records
 from harness.lab.doctor import connect
 from harness.lab.inventory import Inventory
 from harness.netns import pid_alive
-from harness.vf_claims import VfClaims
+from harness.sriov.claims import VfClaims
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from harness.guest import ControlChannel, Guest
 from harness.logscan import quiet_guest_reset
 from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
-from harness.vf_mac_policy import clearing_mac_when_released
+from harness.sriov.mac_policy import clearing_mac_when_released
 from harness.vm import VM, Accel, Device, VMSpec
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class RemoteBedCommon(BedCommon):
 
     def _set_vf_macs(self, vm: VM, *, cleared: bool) -> None:
         """Clear the MACs of the VFs *vm*'s host passes to its guest (from the PF), or give them their
-        failover MACs back; nothing if they are already so (:mod:`harness.vf_mac_policy`, ``cleared``)."""
+        failover MACs back; nothing if they are already so (:mod:`harness.sriov.mac_policy`, ``cleared``)."""
         raise NotImplementedError
 
     def _qemu_outputs(self) -> dict[str, str]:

@@ -60,6 +60,8 @@ from harness.lab.tunnel import LOOPBACK, LocalForward, RemoteForward
 from harness.metrics import PRIMARY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, Netns
+from harness.sriov.claims import VfClaims, VirtualFunction
+from harness.sriov.mac_policy import NO_MAC, pf_shares_mac
 from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE
 from harness.topologies.common import Carrier, RemoteBedCommon, degrade_destination
 from harness.topologies.flat import NATIVE_HOTPLUG_ARGS
@@ -74,8 +76,6 @@ from harness.topologies.nested import (
 from harness.traffic.icmp import parse_probe
 from harness.traffic.pcap import read_pcap
 from harness.traffic.probe import PathCapture
-from harness.vf_claims import VfClaims, VirtualFunction
-from harness.vf_mac_policy import NO_MAC, pf_shares_mac
 from harness.vm import VM, Accel, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)

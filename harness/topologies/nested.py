@@ -48,13 +48,13 @@ from harness.metrics import PRIMARY, STANDBY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, TestNetwork
 from harness.relay import Relay
+from harness.sriov.claims import VirtualFunction
+from harness.sriov.mac_policy import NO_MAC, pf_shares_mac
 from harness.timeline import PathSeen
 from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, SECOND_PAIR
 from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, Carrier, RemoteBedCommon, degrade_destination
 from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append, second_pair_devices
 from harness.traffic.probe import PathCapture
-from harness.vf_claims import VirtualFunction
-from harness.vf_mac_policy import NO_MAC, pf_shares_mac
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def connect_standbys_to_pf(host: L1Host, failover_macs: list[str], pf_filter: bo
     """In L1: a bridge joins the PF and the L2 standbys' taps (one per MAC of *failover_macs*, in
     pair order), so every path reaches the peer through the igb.
 
-    With *pf_filter* (:mod:`harness.vf_mac_policy`'s ``shared``) each failover MAC also goes into
+    With *pf_filter* (:mod:`harness.sriov.mac_policy`'s ``shared``) each failover MAC also goes into
     the PF's own MAC filter (``bridge fdb add ... self``, the step the kernel's net_failover
     documentation takes after the VF leaves the guest): igb, as the 82576 it emulates, steers a
     frame for a VF's MAC to that VF alone, even while the VF is detached from the guest, and the

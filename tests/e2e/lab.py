@@ -39,6 +39,7 @@ from harness.kernel import KernelBuilder
 from harness.lab.doctor import diagnose_inventory
 from harness.lab.inventory import Inventory, parse_inventory
 from harness.lab.ssh import netns_socket_factory
+from harness.sriov.claims import VirtualFunction
 from harness.topologies.nested import (
     L1_BRIDGE,
     L1_PANIC,
@@ -48,7 +49,6 @@ from harness.topologies.nested import (
     connect_standbys_to_pf,
     panic_report,
 )
-from harness.vf_claims import VirtualFunction
 from harness.vm import Accel, Device, TapNetdev, VMSpec
 from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.hypervisor import HOST_ROOT_TAG, L1_MACHINE, PF_ID, l1_spec
 from harness.image import GuestImage
-from harness.sriov import VfState, parse_vf_states
+from harness.sriov.vf_state import VfState, parse_vf_states
 from harness.vm import VMPaths, build_argv
 
 IMAGE = GuestImage(Path("/img/vmlinuz"), Path("/img/initrd.cpio"), "6.1.0-56-amd64", "k")

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from harness.migration import MigrationPlan
+from harness.sriov.mac_policy import clearing_mac_when_released, pf_shares_mac, primary_released
 from harness.timeline import QMPEvent, Timeline
-from harness.vf_mac_policy import clearing_mac_when_released, pf_shares_mac, primary_released
 from tests.conftest import load_json_gz
 
 

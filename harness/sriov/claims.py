@@ -18,8 +18,8 @@ from typing import Any
 
 from harness.errors import CapabilityMissing, HarnessError
 from harness.hosts import Host
-from harness.sriov import parse_vf_states
-from harness.sysfs import attribute, link_name
+from harness.sriov.sysfs import attribute, link_name
+from harness.sriov.vf_state import parse_vf_states
 
 log = logging.getLogger(__name__)
 
