@@ -22,7 +22,7 @@ from harness.phases import PhaseStats, probe_interval_ms
 from harness.report import record_metrics, record_phases, record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration
 from harness.topologies import FailoverBed
-from harness.topologies.flat import PRIMARY_ID, STANDBY_ID
+from harness.topologies.devices import PRIMARY_ID, STANDBY_ID
 
 
 def check_failover_ready(bed: FailoverBed, config: RunConfig, checks: CheckList) -> None:

@@ -22,8 +22,7 @@ from harness.metrics import PRIMARY, STANDBY
 from harness.migration import MigrationPlan
 from harness.report import record_timeline
 from harness.scenarios import MeasuredMigration, measure_migration, observe_traffic
-from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, FailoverBed
-from harness.topologies.flat import PRIMARY_ID
+from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, PRIMARY_ID, FailoverBed
 from harness.verdicts import (
     check_failover_ready,
     check_migration,

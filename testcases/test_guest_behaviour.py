@@ -21,8 +21,7 @@ from harness.errors import HarnessError
 from harness.logscan import GUEST_RESET
 from harness.metrics import PRIMARY, STANDBY, attribute
 from harness.scenarios import observe_traffic
-from harness.topologies import FailoverBed
-from harness.topologies.flat import STANDBY_ID
+from harness.topologies import STANDBY_ID, FailoverBed
 from harness.verdicts import check_failover_ready
 
 # How long traffic must run on the standby alone before the primary returns.

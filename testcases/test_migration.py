@@ -29,8 +29,15 @@ from harness.scenarios import (
     measure_migration,
     recording,
 )
-from harness.topologies import EMULATED_PRIMARY, HOTPLUG_STYLE, SECOND_PAIR, FailoverBed
-from harness.topologies.flat import PRIMARY2_ID, PRIMARY_ID, STANDBY_ID
+from harness.topologies import (
+    EMULATED_PRIMARY,
+    HOTPLUG_STYLE,
+    PRIMARY2_ID,
+    PRIMARY_ID,
+    SECOND_PAIR,
+    STANDBY_ID,
+    FailoverBed,
+)
 from harness.verdicts import (
     check_failover_ready,
     check_migration,

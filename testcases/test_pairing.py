@@ -20,8 +20,7 @@ from harness.checks import CheckList
 from harness.config import RunConfig
 from harness.errors import DeadlineExceeded, VMError
 from harness.pairing import KINDS, PairingProblem, explain_qemu_messages, pairing_problems
-from harness.topologies import COMMAND_LINE_PAIRING, FailoverBed
-from harness.topologies.flat import MISMATCHED_MAC, PRIMARY_ID, STANDBY_ID
+from harness.topologies import COMMAND_LINE_PAIRING, MISMATCHED_MAC, PRIMARY_ID, STANDBY_ID, FailoverBed
 
 pytestmark = pytest.mark.bed_needs(COMMAND_LINE_PAIRING)
 

@@ -2,19 +2,36 @@
 
 A bed is a running source VM whose guest negotiated failover with the primary
 enslaved, a way to start destinations, the traffic peer, and the control
-channel. Tests use only :class:`FailoverBed`, never a topology's internals.
+channel. Tests use only what this module exports (:class:`FailoverBed`, the
+capabilities, the failover devices' ids), never a topology's internals.
+
+Each topology is a module of its own that imports no sibling (:data:`TOPOLOGIES`);
+what several share lives beside them: ``common`` (what every bed does alike),
+``devices`` (the failover devices), ``vfio`` (a guest whose primaries are VFs
+passed through, on a hypervisor host), ``emulated_nesting`` (faults of a
+hypervisor under TCG).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from harness.guest import Guest
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing
+from harness.topologies.devices import MISMATCHED_MAC, PRIMARY2_ID, PRIMARY_ID, STANDBY2_ID, STANDBY_ID
 from harness.traffic.probe import PathRecorder
-from harness.vm import VM, Device
+from harness.vm import VM, Accel, Device
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from harness.image import GuestImage
+
+__all__ = ["ALL_CAPABILITIES", "COMMAND_LINE_PAIRING", "DEGRADED_DESTINATION", "EMULATED_PRIMARY", "HOTPLUG_STYLE",
+           "MISMATCHED_MAC", "PRIMARY2_ID", "PRIMARY_ID", "SECOND_PAIR", "STANDBY2_ID", "STANDBY_ID", "TOPOLOGIES",
+           "BedClass", "FailoverBed", "bed_class"]
 
 # What a case may need beyond "migrate a failover guest" (marker ``bed_needs``);
 # a topology lists what it offers and the others' cases are skipped with the reason.
@@ -94,4 +111,32 @@ class FailoverBed(Protocol):
         """Evidence of a failed case: the guest's whole kernel log, or why it could not be read."""
         ...
 
+    def peak_rss_mib(self) -> float | None:
+        """The largest peak resident memory of this bed's QEMUs (known once they are shut down)."""
+        ...
+
     def teardown(self) -> None: ...
+
+
+class BedClass(Protocol):
+    """A topology's bed class: what it offers, and its constructor (the topology's own keywords in *options*)."""
+
+    capabilities: frozenset[str]
+
+    def __call__(self, config: RunConfig, image: GuestImage, accel: Accel, tag: str, *, run_dir: Path,
+                 artifacts_dir: Path, **options: Any) -> FailoverBed: ...
+
+
+# Each topology's bed class, imported when first asked for: a flat run never loads the host
+# topology's lab modules (paramiko), nor a nested run the lab's.
+TOPOLOGIES: dict[str, str] = {
+    "flat": "harness.topologies.flat:FlatBed",
+    "nested": "harness.topologies.nested:NestedBed",
+    "host": "harness.topologies.host:HostBed",
+}
+
+
+def bed_class(topology: str) -> BedClass:
+    """The bed class of *topology* (a key of :data:`TOPOLOGIES`), its module imported now."""
+    module, _, name = TOPOLOGIES[topology].partition(":")
+    return cast(BedClass, getattr(importlib.import_module(module), name))

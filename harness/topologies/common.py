@@ -18,15 +18,11 @@ from harness.logscan import quiet_guest_reset
 from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
 from harness.netns import Addressing, TestNetwork
 from harness.sriov.mac_policy import clearing_mac_when_released
+from harness.topologies.devices import PRIMARY_ID
 from harness.vm import VM, Accel, Device, VMSpec
 
 log = logging.getLogger(__name__)
 
-STANDBY_ID = "standby0"
-PRIMARY_ID = "primary0"
-# The second failover pair (bed option ``pairs=2``).
-STANDBY2_ID = "standby1"
-PRIMARY2_ID = "primary1"
 # How long a destination on another host may go on loading after the source reports completed.
 REMOTE_RESUME_TIMEOUT_S = 120.0
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from harness import progress
-from harness.config import PrimaryModel, RunConfig
+from harness.config import RunConfig
 from harness.errors import ConfigError, HarnessError, VMError
 from harness.guest import Guest
 from harness.image import GuestImage
@@ -52,84 +52,24 @@ from harness.netns import Addressing, TestNetwork
 from harness.pairing import explain_qemu_messages, pairing_problems
 from harness.snapshot import SnapshotError, SnapshotStore, snapshot_key
 from harness.topologies import ALL_CAPABILITIES
-
-# Re-exported ("as"): verdicts and the cases name the flat bed's devices from here.
-from harness.topologies.common import PRIMARY2_ID as PRIMARY2_ID
-from harness.topologies.common import PRIMARY_ID as PRIMARY_ID
-from harness.topologies.common import STANDBY2_ID as STANDBY2_ID
-from harness.topologies.common import STANDBY_ID as STANDBY_ID
 from harness.topologies.common import BedCommon, degrade_destination
+from harness.topologies.devices import (
+    NATIVE_HOTPLUG_ARGS,
+    Pairing,
+    failover_devices,
+    kernel_append,
+    second_pair_devices,
+)
 from harness.traffic.probe import PathCapture
 from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
 
-# q35 hot-plugs through ACPI by default (since QEMU 6.1); this selects native PCIe
-# hotplug (the guest's pciehp, with its ~5 s attention-button delay) instead.
-NATIVE_HOTPLUG_ARGS = ("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
 BOOT_TIMEOUT_S = 120.0
 # How long a guest being snapshotted may take to enslave its primary after its agent answers.
 SNAPSHOT_PRIMARY_WAIT_S = 20.0
 # Saving includes failover's wait-unplug: a guest that never ejects would hold it forever.
 SNAPSHOT_SAVE_TIMEOUT_S = 60.0
-
-
-# Deliberately wrong pairings, for the cases that check how QEMU and the
-# harness's preflight treat them ("correct" is what every other case runs).
-Pairing = Literal["correct", "primary-without-id", "two-primaries", "primary-on-root-bus", "igb-primary",
-                  "primary-before-standby", "mac-mismatch"]
-# The primary's MAC under "mac-mismatch": one bit off the failover MAC.
-MISMATCHED_MAC = "52:54:00:fa:00:fe"
-
-
-def second_pair_devices(mac: str, model: PrimaryModel = "vmxnet3") -> tuple[Device, ...]:
-    """A second failover pair on its own root ports (netdevs hn2, hn3)."""
-    return (
-        Device.of("pcie-root-port", "rp2", bus="pcie.0", chassis=3, addr="0x4"),
-        Device.of("pcie-root-port", "rp3", bus="pcie.0", chassis=4, addr="0x5"),
-        Device.of("virtio-net-pci", STANDBY2_ID, netdev="hn2", mac=mac, bus="rp2", failover=True),
-        Device.of(model, PRIMARY2_ID, netdev="hn3", mac=mac, bus="rp3", failover_pair_id=STANDBY2_ID, romfile=""),
-    )
-
-
-def failover_devices(mac: str, *, model: PrimaryModel = "vmxnet3", primary_rom: bool = False,
-                     pairing: Pairing = "correct") -> tuple[Device, ...]:
-    """Root ports, standby and a *model* primary, in the order QEMU needs (standby first, else never hidden)."""
-    # romfile="": with an option ROM the destination refuses the stream
-    # ("Unknown ramblock .../vmxnet3.rom"), a QEMU bug still present in 10.0;
-    # *primary_rom* keeps the ROM, for the case that documents that bug.
-    primary = Device.of(model, PRIMARY_ID, netdev="hn1", mac=mac, bus="rp1",
-                        failover_pair_id=STANDBY_ID, romfile="")
-    if primary_rom:
-        primary = primary.without("romfile")
-    ports: tuple[Device, ...] = (Device.of("pcie-root-port", "rp0", bus="pcie.0", chassis=1, addr="0x2"),
-                                 Device.of("pcie-root-port", "rp1", bus="pcie.0", chassis=2, addr="0x3"))
-    standby = Device.of("virtio-net-pci", STANDBY_ID, netdev="hn0", mac=mac, bus="rp0", failover=True)
-    if pairing == "primary-without-id":
-        primary = Device(primary.driver, None, primary.props)
-    elif pairing == "primary-on-root-bus":
-        primary = primary.with_props(bus="pcie.0", addr="0x5")
-    elif pairing == "igb-primary":
-        primary = Device("igb", PRIMARY_ID, primary.props)
-    elif pairing == "mac-mismatch":
-        primary = primary.with_props(mac=MISMATCHED_MAC)
-    elif pairing == "primary-before-standby":
-        return (*ports, primary, standby)
-    elif pairing == "two-primaries":
-        ports += (Device.of("pcie-root-port", "rp2", bus="pcie.0", chassis=3, addr="0x4"),)
-        return (*ports, standby, primary, Device(model, "primary1", primary.with_props(bus="rp2").props))
-    return (*ports, standby, primary)
-
-
-def kernel_append(addressing: Addressing, second: Addressing | None = None) -> str:
-    # ipv6.disable=1: the test network is IPv4, and with IPv6 each failover slave
-    # runs its own DAD and MLD: frames on the data paths that are not failover's.
-    append = (f"console=ttyS0 panic=-1 ipv6.disable=1 harness.mac={addressing.failover_mac} "
-              f"harness.addr={addressing.guest_ip}/{addressing.prefix_len}")
-    if second is not None:
-        append += f" harness.mac2={second.failover_mac} harness.addr2={second.guest_ip}/{second.prefix_len}"
-    return append
-
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
 class FlatBed(BedCommon):

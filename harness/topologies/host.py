@@ -64,15 +64,9 @@ from harness.sriov.claims import VfClaims, VirtualFunction
 from harness.sriov.mac_policy import NO_MAC, pf_shares_mac
 from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE
 from harness.topologies.common import Carrier, RemoteBedCommon, degrade_destination
-from harness.topologies.flat import NATIVE_HOTPLUG_ARGS
-from harness.topologies.nested import (
-    MISSING_VF_ADDRESS,
-    HypervisorPathCapture,
-    emulated_nesting_fault,
-    failover_guest_kernel,
-    l2_spec,
-    with_vfs,
-)
+from harness.topologies.devices import NATIVE_HOTPLUG_ARGS
+from harness.topologies.emulated_nesting import emulated_nesting_fault
+from harness.topologies.vfio import MISSING_VF_ADDRESS, HypervisorPathCapture, failover_guest_kernel, l2_spec, with_vfs
 from harness.traffic.icmp import parse_probe
 from harness.traffic.pcap import read_pcap
 from harness.traffic.probe import PathCapture
@@ -491,7 +485,7 @@ class HostBed(RemoteBedCommon):
 
     def emulation_fault(self, failure: BaseException) -> str | None:
         """On lab hosts that are themselves VMs under TCG (the doctor's ``cpu``), see
-        :func:`~harness.topologies.nested.emulated_nesting_fault`: the guest's QEMUs' output."""
+        :func:`~harness.topologies.emulated_nesting.emulated_nesting_fault`: the guest's QEMUs' output."""
         emulated = sorted({slot.name for slot in self._slots} & self.lab.under_tcg)
         if not emulated:
             return None

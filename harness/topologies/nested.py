@@ -17,45 +17,51 @@ link; each L1 passes its own VF, with the failover MAC, to the L2 it hosts.
 
 Both data paths leave through the same igb tap in L0, so a reply's path is
 told on the L1 side: a reply the source L1 saw arrive from ``l2sby`` came by
-the standby; one seen only in L0 came by the VF (:class:`HypervisorPathCapture`).
+the standby; one seen only in L0 came by the VF (:class:`~harness.topologies.vfio.HypervisorPathCapture`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal
 
 from harness import progress
 from harness.accel import probe_kvm
 from harness.config import NestedL2Accel, RunConfig
-from harness.errors import CapabilityMissing, GuestError, GuestSilent, HarnessError
+from harness.errors import CapabilityMissing, GuestError
 from harness.guest import Guest
 from harness.host_process import HostProcess
 from harness.hypervisor import L1_SCRATCH, L1Host, L2Paths, l1_spec, start_l1
-from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder, uncompressed_kernel
-from harness.kernel import KernelBuilder, kernel_release
+from harness.image import L1_RECIPE_DIR, GuestImage, ImageBuilder
 from harness.metrics import PRIMARY, STANDBY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
 from harness.netns import Addressing, TestNetwork
 from harness.relay import Relay
 from harness.sriov.claims import VirtualFunction
 from harness.sriov.mac_policy import NO_MAC, pf_shares_mac
-from harness.timeline import PathSeen
 from harness.topologies import DEGRADED_DESTINATION, HOTPLUG_STYLE, SECOND_PAIR
-from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, Carrier, RemoteBedCommon, degrade_destination
-from harness.topologies.flat import NATIVE_HOTPLUG_ARGS, failover_devices, kernel_append, second_pair_devices
+from harness.topologies.common import Carrier, RemoteBedCommon, degrade_destination
+from harness.topologies.devices import NATIVE_HOTPLUG_ARGS
+from harness.topologies.emulated_nesting import emulated_nesting_fault
+from harness.topologies.vfio import (
+    MISSING_VF_ADDRESS,
+    HypervisorPathCapture,
+    failover_guest_kernel,
+    l2_spec,
+    standby_tap,
+    with_vfs,
+)
 from harness.traffic.probe import PathCapture
-from harness.vm import VM, Accel, Device, TapNetdev, VMPaths, VMSpec
+from harness.vm import VM, Accel, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,139 +71,14 @@ MGMT_PREFIX_LEN = 24
 QMP_RELAY_PORT = 4400
 L2_CONTROL_PORT = 4500
 L1_BRIDGE = "br0"
-L2_STANDBY_TAP = "l2sby"
-# Kernel arguments that cut the L2 guest's boot under nested TCG without changing
-# what failover does: no crypto self-tests, no read-only remapping and its W+X
-# scan, no speculation mitigations, no TSC and timer sanity checks.
-L2_FAST_BOOT_ARGS = "cryptomgr.notests rodata=off mitigations=off tsc=reliable no_timer_check"
-# SeaBIOS probes and waits; qboot only loads the kernel.
-QBOOT = "/usr/share/qemu/qboot.rom"
-# The drivers a user's L2 kernel (--guest-kernel) loads: failover and the VF (the image carries more).
-L2_MODULES = "virtio_pci,failover,net_failover,virtio_net,igbvf"
 # How long the L2 guest may take to boot: under TCG in L1 (itself under TCG) many minutes;
 # under KVM in L1 it takes 20-40 s on this project's CI, and more is a hang, not a slow boot.
 L2_BOOT_TIMEOUT_S = 900.0
 L2_KVM_BOOT_TIMEOUT_S = 300.0
 L1_NAMES = ("l1a", "l1b")
 MIGRATION_PORT = 4600
-# A destination's primary QEMU cannot create (a degraded destination): no such PCI function in L1.
-MISSING_VF_ADDRESS = "0000:ff:1f.7"
 # The profile whose limits are sized for the guest under TCG inside TCG L1s.
 NESTED_TCG_IN_TCG_PROFILE = "profiles/nested-tcg-in-tcg.toml"
-# The primaries that are VFs in L2, in pair order: pair N's primary is the L1's VF N-1.
-VF_OF_PRIMARY = (PRIMARY_ID, PRIMARY2_ID)
-# What TCG's emulation of a hypervisor (L1s under TCG, their guest under KVM in them) has been
-# seen to do to a case that is otherwise fine: an L2 QEMU that cannot load its vCPU state, an L1
-# kernel that dies. Under real nesting each of these is a finding, and is not excused.
-L1_PANIC = "Kernel panic"
-EMULATED_NESTING_FAULTS = re.compile(rf"Failed to set nested state|{L1_PANIC}")
-# A kernel console's boot banner, its first oops line, where it was, a reliable call-trace frame
-# (a "? name+0x.." frame is a guess, and is left out).
-_KERNEL_BOOT = re.compile(r"^\[[\s\d.]+\] Linux version ", re.MULTILINE)
-_OOPS_CAUSE = re.compile(r"^\[[\s\d.]+\] ((?:BUG|kernel BUG|Oops)\b.*)$", re.MULTILINE)
-_OOPS_RIP = re.compile(r"RIP: [0-9a-f]+:([A-Za-z_][\w.]*)\+0x")
-_TRACE_FRAME = re.compile(r"^\[[\s\d.]+\]\s+([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
-OOPS_FRAMES = 12  # enough to show a recursion's repeating frames, short enough for a report line
-
-
-def kernel_oops_summary(console: str, panic_at: int) -> str:
-    """What a kernel console says around the panic at offset *panic_at*, from that boot's log: its
-    first oops line, where it was (RIP) and the reliable frames of its first call trace, a run of one
-    frame folded as ``name x N`` (a stack overflow shows its recursion there). "" if none. Pure."""
-    boots = [m.start() for m in _KERNEL_BOOT.finditer(console)]
-    start = max((b for b in boots if b <= panic_at), default=0)
-    end = min((b for b in boots if b > panic_at), default=len(console))
-    episode = console[start:end]
-    parts = []
-    if (cause := _OOPS_CAUSE.search(episode)) is not None:
-        parts.append(cause.group(1).strip())
-    if (rip := _OOPS_RIP.search(episode)) is not None:
-        parts.append(f"RIP {rip.group(1)}")
-    if (trace_at := episode.find("Call Trace:")) >= 0:
-        names: list[str] = []
-        counts: list[int] = []
-        for line in episode[trace_at:].splitlines()[1:]:
-            if "Modules linked in" in line or "end trace" in line or L1_PANIC in line:
-                break
-            if (frame := _TRACE_FRAME.match(line)) is None:
-                continue
-            if names and names[-1] == frame.group(1):
-                counts[-1] += 1
-            else:
-                names.append(frame.group(1))
-                counts.append(1)
-        shown = [f"{name} x {n}" if n > 1 else name for name, n in zip(names[:OOPS_FRAMES], counts, strict=False)]
-        if shown:
-            parts.append("trace " + " < ".join(shown) + (" < ..." if len(names) > OOPS_FRAMES else ""))
-    return "; ".join(parts)
-
-
-def _line_at(text: str, at: int) -> str:
-    return text[text.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
-
-
-def panic_report(console: str, at: int) -> str:
-    """The console line of the kernel panic at offset *at*, with its :func:`kernel_oops_summary` in
-    parentheses when there is one. Pure."""
-    oops = kernel_oops_summary(console, at)
-    return _line_at(console, at) + (f" ({oops})" if oops else "")
-
-
-def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str,
-                           quiet_resets: dict[str, str] | None = None) -> str | None:
-    """Why *failure*, with a guest on *hypervisors* that run under TCG, is the emulation's fault, if
-    it is: one of *logs* (name: text) shows a known emulation failure (an L1's kernel panic with its
-    oops summarised), a guest reset itself with nothing on its console (*quiet_resets*, by guest:
-    :func:`~harness.logscan.quiet_guest_reset`), or the guest fell silent (both seen under TCG with no trace in any
-    log; under KVM each is a finding). Pure."""
-    where = f"emulated hypervisor ({hypervisors} under TCG)"
-    for name, text in logs.items():
-        if (sign := EMULATED_NESTING_FAULTS.search(text)) is not None:
-            said = panic_report(text, sign.start()) if sign.group() == L1_PANIC else _line_at(text, sign.start())
-            return f"{where}: {name} says: {said}"
-    if quiet_resets:
-        guest, reset = next(iter(quiet_resets.items()))
-        return f"{where}: {guest} reset itself with nothing on its console ({reset}: a triple fault)"
-    if isinstance(failure, GuestSilent):
-        return f"{where}: the guest fell silent ({failure})"
-    return None
-
-
-def standby_tap(pair: int) -> str:
-    """In L1: the tap of failover pair *pair*'s virtio-net standby."""
-    return L2_STANDBY_TAP if pair == 1 else f"{L2_STANDBY_TAP}{pair}"
-
-
-def l2_spec(name: str, qemu_binary: str, image: GuestImage, addressing: Addressing,
-            vfs: tuple[VirtualFunction, ...], *, kernel: Path, modules: str, accel: Accel = "tcg",
-            memory_mib: int = 512, paused: bool = False, extra_args: tuple[str, ...] = ()) -> VMSpec:
-    """The failover guest's QEMU spec inside an L1: a failover pair per VF in *vfs* (one or two),
-    each a virtio-net standby on its own tap with the VF as its primary, *kernel* booted through
-    qboot with the image's initramfs loading *modules* (``none``: all built in). Pure."""
-    second = addressing.second_pair() if len(vfs) == 2 else None
-    devices = failover_devices(addressing.failover_mac)
-    netdevs = [TapNetdev("hn0", standby_tap(1))]
-    if second is not None:
-        devices += second_pair_devices(second.failover_mac)
-        netdevs.append(TapNetdev("hn2", standby_tap(2)))
-    # The emulated primaries become VFs passed through: no netdev (the VF is the NIC), no MAC or
-    # ROM of QEMU's (the PF set the VF's MAC).
-    devices = tuple(Device("vfio-pci", d.id, d.without("netdev", "mac", "romfile").props)
-                    if d.id in VF_OF_PRIMARY else d for d in devices)
-    spec = VMSpec(
-        name=name, qemu_binary=qemu_binary, accel=accel, kernel=kernel, initrd=image.initrd,
-        append=f"{kernel_append(addressing, second)} {L2_FAST_BOOT_ARGS} harness.modules={modules}",
-        memory_mib=memory_mib, netdevs=tuple(netdevs), devices=devices, paused=paused,
-        extra_args=("-bios", QBOOT, *extra_args),
-    )
-    return with_vfs(spec, vfs)
-
-
-def with_vfs(spec: VMSpec, vfs: tuple[VirtualFunction, ...]) -> VMSpec:
-    """*spec* with *vfs* as its primaries, in pair order (a destination in another L1 passes that L1's VFs)."""
-    hosts = {primary: vf.address for primary, vf in zip(VF_OF_PRIMARY, vfs, strict=False)}
-    return replace(spec, devices=tuple(d.with_props(host=hosts[d.id]) if d.id in hosts else d
-                                       for d in spec.devices))
 
 
 def connect_standbys_to_pf(host: L1Host, failover_macs: list[str], pf_filter: bool = True) -> None:
@@ -272,18 +153,6 @@ def launch_l2(host: L1Host, spec: VMSpec, network: TestNetwork, run_dir: Path, a
     return vm, relays
 
 
-def failover_guest_kernel(config: RunConfig, image: GuestImage) -> tuple[Path, str, str | None]:
-    """What a guest on a hypervisor host (an L1, a lab host) boots through qboot: the kernel, the
-    modules its init loads, the kernel's release (None: not known). The user's (``--guest-kernel``)
-    with the failover and VF drivers from the image, else the small kernel with everything built in
-    (Debian's generic one spends minutes initialising under nested TCG)."""
-    if config.guest_kernel is not None:  # uncompressed: qboot boots it through PVH
-        return uncompressed_kernel(image), L2_MODULES, image.kernel_release
-    with progress.step("the small guest kernel (built once from Debian's source, then cached)"):
-        vmlinux = KernelBuilder(config.cache_dir).get()
-    return vmlinux, "none", kernel_release(vmlinux)
-
-
 def l2_accel(host: L1Host, qemu_binary: str, kernel: Path) -> tuple[Accel, str]:
     """KVM for L2 where a guest really boots under KVM inside L1, else TCG; and why.
 
@@ -346,71 +215,6 @@ class L1StandbyCapture:
             self._seqs = {int(seq) for seq in seqs.split()}
         return self._seqs
 
-
-def attribute_paths(seen_in_l0: list[PathSeen], standby_seqs: set[int]) -> list[PathSeen]:
-    """Replies as seen in L0 (every one, labelled the VF's path), relabelled standby where an L1
-    saw them arrive from the standby's tap. Pure."""
-    return [replace(seen, path=STANDBY) if seen.seq in standby_seqs else seen for seen in seen_in_l0]
-
-
-class StandbyCapture(Protocol):
-    """A capture on a hypervisor (an L1, a lab host) of the replies the guest sent through its standby."""
-
-    @property
-    def host(self) -> HasName: ...
-
-    def ready(self) -> bool: ...
-
-    def errors(self) -> str: ...
-
-    def request_stop(self) -> None: ...
-
-    def standby_seqs(self) -> set[int]: ...
-
-
-class HasName(Protocol):
-    @property  # read-only: an L1Host's name is a property
-    def name(self) -> str: ...
-
-
-class HypervisorPathCapture:
-    """Path attribution where the hypervisor tells the standby's replies apart: every reply of the
-    guest is seen where the peer is (nested: in L0 on an L1's igb tap), whichever path it took;
-    those a hypervisor saw come from the standby's tap took the standby."""
-
-    def __init__(self, l0: PathCapture, l1: Sequence[StandbyCapture]) -> None:
-        self.l0, self.l1 = l0, l1
-
-    @classmethod
-    def start(cls, l0: PathCapture, starters: Iterable[Callable[[], StandbyCapture]]) -> HypervisorPathCapture:
-        """With *l0* running, start a standby capture per hypervisor; if one fails, stop them all."""
-        l1: list[StandbyCapture] = []
-        try:
-            for start in starters:
-                l1.append(start())
-        except BaseException:
-            cls(l0, l1).request_stop()
-            l0.stop()
-            raise
-        return cls(l0, l1)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        self.l0.wait_ready(timeout)
-        while not all(capture.ready() for capture in self.l1):
-            if time.monotonic() > deadline:
-                said = "; ".join(f"{c.host.name}: {c.errors() or 'nothing'}" for c in self.l1 if not c.ready())
-                self.request_stop()
-                raise HarnessError(f"the path capture in L1 did not start within {timeout:.0f} s ({said})")
-            time.sleep(0.5)
-
-    def request_stop(self) -> None:
-        self.l0.request_stop()
-        for capture in self.l1:
-            capture.request_stop()
-
-    def result(self) -> list[PathSeen]:
-        return attribute_paths(self.l0.result(), set().union(*(capture.standby_seqs() for capture in self.l1)))
 
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
@@ -567,7 +371,8 @@ class NestedBed(RemoteBedCommon):
         return [line for vm in [*self.vms, *(h.vm for h in self.hosts)] for line in vm.messages()]
 
     def emulation_fault(self, failure: BaseException) -> str | None:
-        """Under TCG, see :func:`emulated_nesting_fault`: the L2 QEMUs' output and the L1s' consoles."""
+        """Under TCG, see :func:`~harness.topologies.emulated_nesting.emulated_nesting_fault`: the L2 QEMUs'
+        output and the L1s' consoles."""
         if self.accel != "tcg":
             return None
         logs = self._qemu_outputs()

@@ -40,14 +40,13 @@ from harness.lab.doctor import diagnose_inventory
 from harness.lab.inventory import Inventory, parse_inventory
 from harness.lab.ssh import netns_socket_factory
 from harness.sriov.claims import VirtualFunction
+from harness.topologies.emulated_nesting import L1_PANIC, panic_report
 from harness.topologies.nested import (
     L1_BRIDGE,
-    L1_PANIC,
     MGMT_PREFIX,
     MGMT_PREFIX_LEN,
     address_mgmt_bridge,
     connect_standbys_to_pf,
-    panic_report,
 )
 from harness.vm import Accel, Device, TapNetdev, VMSpec
 from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen

@@ -21,7 +21,7 @@ from harness.image import GuestImage
 from harness.kernel import KernelBuilder
 from harness.sweep import run_dir
 from harness.topologies.flat import FlatBed
-from harness.topologies.nested import QBOOT
+from harness.topologies.vfio import QBOOT
 
 # A cold kernel build took 12 minutes on two busy cores; the default 900 s covers fixtures too.
 # Whole host: the cold build uses every core.

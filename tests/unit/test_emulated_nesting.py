@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import DeadlineExceeded, GuestSilent
-from harness.topologies.nested import emulated_nesting_fault, kernel_oops_summary
+from harness.topologies.emulated_nesting import emulated_nesting_fault, kernel_oops_summary
 
 # As printed in runs on this machine (L1s under TCG, the L2 under KVM in them).
 L2_QEMU_LOG = ("qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.80000001H:ECX.svm [bit 2]\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.metrics import PRIMARY, STANDBY
 from harness.timeline import PathSeen
-from harness.topologies.nested import attribute_paths
+from harness.topologies.vfio import attribute_paths
 
 
 def test_replies_an_l1_saw_on_the_standby_are_the_standbys_the_rest_the_vfs() -> None:

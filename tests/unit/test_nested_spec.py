@@ -11,8 +11,10 @@ from harness.image import GuestImage
 from harness.netns import Addressing
 from harness.pairing import pairing_problems
 from harness.sriov.claims import VirtualFunction
-from harness.topologies.common import PRIMARY2_ID, PRIMARY_ID, STANDBY2_ID, STANDBY_ID, degrade_destination
-from harness.topologies.nested import MISSING_VF_ADDRESS, choose_l2_accel, l2_spec, standby_tap, with_vfs
+from harness.topologies.common import degrade_destination
+from harness.topologies.devices import PRIMARY2_ID, PRIMARY_ID, STANDBY2_ID, STANDBY_ID
+from harness.topologies.nested import choose_l2_accel
+from harness.topologies.vfio import MISSING_VF_ADDRESS, l2_spec, standby_tap, with_vfs
 from harness.vm import Accel, VMSpec
 
 IMAGE = GuestImage(Path("/img/vmlinuz"), Path("/img/initrd"), "6.1.0-test", "key")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.pairing import KINDS, explain_qemu_messages, pairing_problems
-from harness.topologies.flat import failover_devices, second_pair_devices
+from harness.topologies.devices import failover_devices, second_pair_devices
 from harness.vm import Device
 
 MAC = "52:54:00:fa:00:ff"

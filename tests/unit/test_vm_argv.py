@@ -10,7 +10,7 @@ import pytest
 
 from harness.errors import VMError
 from harness.netns import Addressing
-from harness.topologies.flat import PRIMARY_ID, STANDBY_ID, failover_devices, kernel_append
+from harness.topologies.devices import PRIMARY_ID, STANDBY_ID, failover_devices, kernel_append
 from harness.vm import VM, TapNetdev, VMPaths, VMSpec, build_argv
 
 

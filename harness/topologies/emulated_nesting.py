@@ -1,0 +1,85 @@
+"""When a failure is the emulated hypervisor's (L1s or lab hosts under TCG), not the emulation's
+under test: known faults in their logs, kernel oops summaries. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+
+from harness.errors import GuestSilent
+
+# What TCG's emulation of a hypervisor (L1s under TCG, their guest under KVM in them) has been
+# seen to do to a case that is otherwise fine: an L2 QEMU that cannot load its vCPU state, an L1
+# kernel that dies. Under real nesting each of these is a finding, and is not excused.
+L1_PANIC = "Kernel panic"
+EMULATED_NESTING_FAULTS = re.compile(rf"Failed to set nested state|{L1_PANIC}")
+# A kernel console's boot banner, its first oops line, where it was, a reliable call-trace frame
+# (a "? name+0x.." frame is a guess, and is left out).
+_KERNEL_BOOT = re.compile(r"^\[[\s\d.]+\] Linux version ", re.MULTILINE)
+_OOPS_CAUSE = re.compile(r"^\[[\s\d.]+\] ((?:BUG|kernel BUG|Oops)\b.*)$", re.MULTILINE)
+_OOPS_RIP = re.compile(r"RIP: [0-9a-f]+:([A-Za-z_][\w.]*)\+0x")
+_TRACE_FRAME = re.compile(r"^\[[\s\d.]+\]\s+([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+OOPS_FRAMES = 12  # enough to show a recursion's repeating frames, short enough for a report line
+
+
+def kernel_oops_summary(console: str, panic_at: int) -> str:
+    """What a kernel console says around the panic at offset *panic_at*, from that boot's log: its
+    first oops line, where it was (RIP) and the reliable frames of its first call trace, a run of one
+    frame folded as ``name x N`` (a stack overflow shows its recursion there). "" if none. Pure."""
+    boots = [m.start() for m in _KERNEL_BOOT.finditer(console)]
+    start = max((b for b in boots if b <= panic_at), default=0)
+    end = min((b for b in boots if b > panic_at), default=len(console))
+    episode = console[start:end]
+    parts = []
+    if (cause := _OOPS_CAUSE.search(episode)) is not None:
+        parts.append(cause.group(1).strip())
+    if (rip := _OOPS_RIP.search(episode)) is not None:
+        parts.append(f"RIP {rip.group(1)}")
+    if (trace_at := episode.find("Call Trace:")) >= 0:
+        names: list[str] = []
+        counts: list[int] = []
+        for line in episode[trace_at:].splitlines()[1:]:
+            if "Modules linked in" in line or "end trace" in line or L1_PANIC in line:
+                break
+            if (frame := _TRACE_FRAME.match(line)) is None:
+                continue
+            if names and names[-1] == frame.group(1):
+                counts[-1] += 1
+            else:
+                names.append(frame.group(1))
+                counts.append(1)
+        shown = [f"{name} x {n}" if n > 1 else name for name, n in zip(names[:OOPS_FRAMES], counts, strict=False)]
+        if shown:
+            parts.append("trace " + " < ".join(shown) + (" < ..." if len(names) > OOPS_FRAMES else ""))
+    return "; ".join(parts)
+
+
+def _line_at(text: str, at: int) -> str:
+    return text[text.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
+
+
+def panic_report(console: str, at: int) -> str:
+    """The console line of the kernel panic at offset *at*, with its :func:`kernel_oops_summary` in
+    parentheses when there is one. Pure."""
+    oops = kernel_oops_summary(console, at)
+    return _line_at(console, at) + (f" ({oops})" if oops else "")
+
+
+def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervisors: str,
+                           quiet_resets: dict[str, str] | None = None) -> str | None:
+    """Why *failure*, with a guest on *hypervisors* that run under TCG, is the emulation's fault, if
+    it is: one of *logs* (name: text) shows a known emulation failure (an L1's kernel panic with its
+    oops summarised), a guest reset itself with nothing on its console (*quiet_resets*, by guest:
+    :func:`~harness.logscan.quiet_guest_reset`), or the guest fell silent (both seen under TCG with no trace in any
+    log; under KVM each is a finding). Pure."""
+    where = f"emulated hypervisor ({hypervisors} under TCG)"
+    for name, text in logs.items():
+        if (sign := EMULATED_NESTING_FAULTS.search(text)) is not None:
+            said = panic_report(text, sign.start()) if sign.group() == L1_PANIC else _line_at(text, sign.start())
+            return f"{where}: {name} says: {said}"
+    if quiet_resets:
+        guest, reset = next(iter(quiet_resets.items()))
+        return f"{where}: {guest} reset itself with nothing on its console ({reset}: a triple fault)"
+    if isinstance(failure, GuestSilent):
+        return f"{where}: the guest fell silent ({failure})"
+    return None
