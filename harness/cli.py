@@ -35,9 +35,9 @@ from harness.lab.doctor import diagnose_inventory, render
 from harness.lab.inventory import load_inventory
 from harness.lab.sweep import sweep_inventory
 from harness.limits import derive_limits, limits_table, load_results_json, soak_samples, thresholds_toml
-from harness.plugin import BED_CLASSES
 from harness.stats import STATS
 from harness.sweep import sweep_leftovers
+from harness.topologies import TOPOLOGIES, bed_class
 
 # The cases live in the repository next to the package (an editable install, as `make setup` does).
 DEFAULT_CASES = Path(__file__).resolve().parent.parent / "testcases"
@@ -185,8 +185,8 @@ def describe_case(item: pytest.Item) -> dict[str, Any]:
     needs = sorted({c for m in item.iter_markers("bed_needs") for c in m.args})
     doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
     runs_on = {}
-    for topology, bed in BED_CLASSES.items():
-        missing = sorted(set(needs) - bed.capabilities)
+    for topology in TOPOLOGIES:
+        missing = sorted(set(needs) - bed_class(topology).capabilities)
         runs_on[topology] = "yes" if not missing else f"no ({', '.join(missing)})"
     return {
         "case": item.nodeid,

@@ -22,7 +22,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from harness.errors import EnvironmentalError
-from harness.plugin import ARTIFACTS_KEY, EMULATION_FAULT_KEY, FAILURE_KEY
+from harness.plugin.keys import ARTIFACTS_KEY, EMULATION_FAULT_KEY, FAILURE_KEY
 
 RETRIED_PROPERTY = "run.retried"
 
