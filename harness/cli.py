@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 
 from harness import progress
-from harness.certification import CertificationRecord, collect_inventory_facts, load_results, write_record
 from harness.config import DEFAULT_CACHE_DIR, build_config, load_profile
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
+from harness.lab.certification import CertificationRecord, collect_inventory_facts, load_results, write_record
 from harness.lab.doctor import diagnose_inventory, render
 from harness.lab.inventory import load_inventory
 from harness.lab.sweep import sweep_inventory

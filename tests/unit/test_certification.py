@@ -18,7 +18,11 @@ from typing import Any
 import pytest
 
 from harness import cli, progress
-from harness.certification import (
+from harness.config import Thresholds
+from harness.errors import ConfigError, HostUnreachable
+from harness.guest import CommandResult
+from harness.hosts import COMMAND_TIMEOUT_S
+from harness.lab.certification import (
     CERTIFIED,
     NOT_CERTIFIED,
     CertificationRecord,
@@ -36,10 +40,6 @@ from harness.certification import (
     parse_results,
     write_record,
 )
-from harness.config import Thresholds
-from harness.errors import ConfigError, HostUnreachable
-from harness.guest import CommandResult
-from harness.hosts import COMMAND_TIMEOUT_S
 from harness.lab.inventory import HostSpec
 from tests.conftest import DATA
 
