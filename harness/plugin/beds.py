@@ -17,8 +17,8 @@ from harness.config import RunConfig
 from harness.errors import CapabilityMissing, ConfigError
 from harness.image import GuestImage
 from harness.isolation import timing_isolation
-from harness.plugin.evidence import _failed_so_far
-from harness.plugin.fixtures import _unavailable
+from harness.plugin.evidence import failed_so_far
+from harness.plugin.fixtures import unavailable
 from harness.plugin.keys import BED_ALLOWS_KEY, CONFIG_KEY, EMULATION_FAULT_KEY, FAILURE_KEY, LAB_KEY, SNAPSHOTS_KEY
 from harness.sweep import run_dir
 from harness.topologies import FailoverBed, bed_class
@@ -107,12 +107,12 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
                 try:
                     bed.build()
                 except CapabilityMissing as e:  # e.g. an L1 without vfio-pci: what the machine lacks, not a failure
-                    _unavailable(harness_config, str(e))
+                    unavailable(harness_config, str(e))
             for name, value in bed.facts().items():  # a paused bed boots later, in the test
                 if value is not None:
                     record_property(name, round(value, 2) if isinstance(value, float) else value)
             yield bed
-            if _failed_so_far(request.node):
+            if failed_so_far(request.node):
                 bed.save_guest_log(test_artifacts / "guest-dmesg.log")
         except Exception as e:  # the build's (a test's failure does not come back here)
             request.node.stash[FAILURE_KEY] = e

@@ -25,12 +25,12 @@ def pytest_runtest_makereport(item: pytest.Item,
         _scan_logs(item, report)
     if report.when == "call" or (report.when == "setup" and report.failed):
         _attach_extras(item, report)
-    if report.when == "teardown" and _failed_so_far(item):
+    if report.when == "teardown" and failed_so_far(item):
         _link_evidence(item, report)
     return report
 
 
-def _failed_so_far(item: pytest.Item) -> bool:
+def failed_so_far(item: pytest.Item) -> bool:
     return any(r.failed for r in item.stash.get(PHASE_REPORTS_KEY, {}).values())
 
 

@@ -19,12 +19,12 @@ from harness.config import RunConfig
 from harness.errors import CapabilityMissing
 from harness.image import GuestImage, ImageBuilder
 from harness.plugin.keys import ARTIFACTS_KEY, CONFIG_KEY, PHASE_REPORTS_KEY
-from harness.plugin.session import _terminal_line
+from harness.plugin.session import terminal_line
 
 log = logging.getLogger(__name__)
 
 
-def _unavailable(run: RunConfig, reason: str) -> None:
+def unavailable(run: RunConfig, reason: str) -> None:
     __tracebackhide__ = True
     if run.require_resources:
         pytest.fail(f"required resource missing: {reason}", pytrace=False)
@@ -42,7 +42,7 @@ def host_ready(harness_config: RunConfig) -> None:
     """Skip (or fail under --require-resources) when the host cannot run the flat topology."""
     problems = capabilities.host_problems(harness_config.qemu_binary)
     if problems:
-        _unavailable(harness_config, "; ".join(problems))
+        unavailable(harness_config, "; ".join(problems))
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +53,8 @@ def guest_image(harness_config: RunConfig, host_ready: None) -> GuestImage:
     try:
         return builder.get()
     except CapabilityMissing as e:
-        _unavailable(harness_config, str(e))
-        raise  # unreachable: _unavailable always raises
+        unavailable(harness_config, str(e))
+        raise  # unreachable: unavailable always raises
 
 
 def _boot_id() -> str:
@@ -83,7 +83,7 @@ def accel(harness_config: RunConfig, guest_image: GuestImage, request: pytest.Fi
                 choice = choose_accel("auto", run.qemu_binary, guest_image.kernel)
                 cache.write_text(json.dumps({"boot_id": _boot_id(), "accel": choice.accel,
                                              "reason": choice.reason}))
-    _terminal_line(request.config, f"failover-harness: accel {choice.accel} ({choice.reason})")
+    terminal_line(request.config, f"failover-harness: accel {choice.accel} ({choice.reason})")
     log.info("accel %s (%s)", choice.accel, choice.reason)
     return choice
 

@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"failover-harness: {e}") from None
     config.stash[SNAPSHOTS_KEY] = SnapshotStore(config.stash[CONFIG_KEY].cache_dir / "snapshots")
     if config.option.progress:
-        progress.set_sink(progress.PlainSink(lambda line: _terminal_line(config, line)))
+        progress.set_sink(progress.PlainSink(lambda line: terminal_line(config, line)))
     if not hasattr(config, "workerinput"):  # reports are gathered on the controller, also under xdist
         run = config.stash[CONFIG_KEY]
         results = config.option.results_json
@@ -57,7 +57,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     progress.set_sink(None)
 
 
-def _terminal_line(config: pytest.Config, text: str) -> None:
+def terminal_line(config: pytest.Config, text: str) -> None:
     """A whole line on pytest's terminal, from inside a test (output capture suspended)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capman = config.pluginmanager.get_plugin("capturemanager")

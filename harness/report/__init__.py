@@ -114,8 +114,8 @@ class ResultsJson:
                                                       "duration_s": 0.0, "metrics": {}, "checks": {}})
         entry["duration_s"] = round(entry["duration_s"] + report.duration, 3)
         entry.setdefault("phases_s", {})[report.when] = round(report.duration, 3)  # setup + call: start → verdict
-        outcome: str = report.outcome  # pytest's type does not know harness.rerun's "rerun"
-        if outcome == "rerun":  # harness.rerun: an environmental failure, retried once
+        outcome: str = report.outcome  # pytest's type does not know harness.plugin.rerun's "rerun"
+        if outcome == "rerun":  # harness.plugin.rerun: an environmental failure, retried once
             entry["reruns"] = entry.get("reruns", 0) + 1
             entry["rerun_message"] = str(report.longrepr)[-4000:]
             return
