@@ -141,13 +141,14 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _limits(args: argparse.Namespace) -> int:
     """The limits the soak's and the suite's results give, against those in effect."""
-    if args.soak is None and args.suite is None:
+    if args.soak is None and not args.suite:
         raise ConfigError("limits: give --soak (a soak's results.json) and/or --suite (a healthy suite run's)")
     current = build_config(load_profile(args.profile) if args.profile else None, {}, str(args.profile or "defaults"))
     soak = soak_samples(load_results_json(args.soak, "--soak"), str(args.soak)) if args.soak else None
-    suite = load_results_json(args.suite, "--suite") if args.suite else None
-    derived = derive_limits(soak, suite, current.thresholds)
-    print(f"soak: {args.soak or '-'} ({len(soak) if soak is not None else 0} migrations); suite: {args.suite or '-'}")
+    suites = [load_results_json(path, "--suite") for path in args.suite]
+    derived = derive_limits(soak, suites, current.thresholds)
+    print(f"soak: {args.soak or '-'} ({len(soak) if soak is not None else 0} migrations); "
+          f"suite runs: {', '.join(map(str, args.suite)) or '-'}")
     print("\n".join(limits_table(derived)))
     print()
     print("\n".join(thresholds_toml(derived)))
@@ -289,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     certify.set_defaults(func=_certify)
     limits = sub.add_parser("limits", help="limits derived from a soak's and a healthy suite run's results")
     limits.add_argument("--soak", type=Path, help="the results.json failover-harness soak wrote")
-    limits.add_argument("--suite", type=Path, help="the results.json of a suite run on a healthy setup")
+    limits.add_argument("--suite", type=Path, action="append", default=[],
+                        help="the results.json of a suite run on a healthy setup (repeat it for several runs)")
     limits.add_argument("--profile", type=Path, help="compare with this profile's limits (default: the defaults)")
     limits.set_defaults(func=_limits)
     listing = sub.add_parser("list", help="list the cases and what they need")

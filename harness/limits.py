@@ -1,13 +1,13 @@
-"""Limits derived from measurements: a soak's distributions and a healthy suite run's largest values.
+"""Limits derived from measurements: a soak's distributions and healthy suite runs' largest values.
 
 Each limit is ``max(SOAK_MARGIN x the soak's p99, SUITE_MARGIN x the largest value a case of the
-suite that applies its check showed)``, rounded up to 10, and never below its floor. The soak
+suite runs that applies its check showed)``, rounded up to 10, and never below its floor. The soak
 gives the spread of one migration repeated; the suite adds what its heavier cases (memory
 dirtying, two pairs, native hotplug) reach and the soak does not. A case counts for a limit
 only if it applies the check the limit feeds (``check.<prefix><name>`` in its results), so a
 case on a deliberately broken guest, which judges other things, never loosens a limit.
 
-Pure functions of two ``results.json`` documents (``failover-harness soak`` and
+Pure functions of ``results.json`` documents (one of ``failover-harness soak``, any number of
 ``failover-harness run``); ``failover-harness limits`` prints what they give.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -120,13 +121,13 @@ def suite_values(suite: dict[str, Any], source: LimitSource) -> list[tuple[str, 
     return found
 
 
-def derive_limits(soak: list[dict[str, Any]] | None, suite: dict[str, Any] | None,
+def derive_limits(soak: list[dict[str, Any]] | None, suites: Sequence[dict[str, Any]],
                   current: Thresholds) -> list[DerivedLimit]:
-    """Each limit of :data:`SOURCES` from a soak's samples and a suite's results (either may be None),
-    with the one in effect."""
+    """Each limit of :data:`SOURCES` from a soak's samples (or None) and suite runs' results (the largest
+    over all of them: one run's heavy cases vary from run to run), with the one in effect."""
     derived = []
     for source in SOURCES:
-        values = suite_values(suite, source) if suite else []
+        values = [value for suite in suites for value in suite_values(suite, source)]
         case, largest = max(values, key=lambda cv: cv[1]) if values else (None, None)
         derived.append(DerivedLimit(source, distribution(soak_values(soak, source)) if soak else None,
                                     largest, case, float(getattr(current, source.limit))))

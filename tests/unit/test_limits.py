@@ -31,7 +31,7 @@ def _source(limit: str) -> Any:
 
 
 def test_each_limit_is_the_larger_margin_rounded_up(soak: list[dict[str, Any]], suite: dict[str, Any]) -> None:
-    by_limit = {d.source.limit: d for d in derive_limits(soak, suite, Thresholds())}
+    by_limit = {d.source.limit: d for d in derive_limits(soak, [suite], Thresholds())}
     gap = by_limit["max_gap_ms"]
     # 3 x the soak's p99 (49.7 ms) is 149; 1.5 x the dirtying case's 129.3 ms is 194: rounded up, 200.
     assert gap.soak is not None and gap.soak.p99 == pytest.approx(49.71, abs=0.01)
@@ -54,14 +54,14 @@ def test_only_cases_that_apply_the_check_count(suite: dict[str, Any]) -> None:
 
 
 def test_the_stop_copy_tolerance_is_derived_over_qemus_downtime(soak: list[dict[str, Any]]) -> None:
-    (tolerance,) = [d for d in derive_limits(soak, None, Thresholds()) if d.source.limit == "stop_copy_tolerance_ms"]
+    (tolerance,) = [d for d in derive_limits(soak, [], Thresholds()) if d.source.limit == "stop_copy_tolerance_ms"]
     # Per hop: the outage across stop-and-copy minus QEMU's downtime (p99 36.7 ms).
     assert tolerance.soak is not None and tolerance.soak.p99 == pytest.approx(36.7, abs=0.1)
     assert tolerance.largest is None and tolerance.value == 120
 
 
 def test_without_measurements_nothing_is_derived() -> None:
-    derived = derive_limits([], {"tests": []}, Thresholds())
+    derived = derive_limits([], [{"tests": []}], Thresholds())
     assert all(d.value is None for d in derived)
     assert thresholds_toml(derived) == ["[thresholds]"]
 
@@ -86,3 +86,12 @@ def test_bad_input_is_named(tmp_path: Path, data_dir: Path, capsys: pytest.Captu
     # A suite's results given as the soak's.
     with pytest.raises(ConfigError, match="not a soak's results"):
         soak_samples(load_results_json(data_dir / "limits-suite-flat-tcg.json", "--soak"))
+
+
+def test_several_suite_runs_give_their_largest(soak: list[dict[str, Any]], suite: dict[str, Any]) -> None:
+    # A second run whose dirtying case saw a 300 ms gap: 1.5 x 300 = 450 is the limit now.
+    second = json.loads(json.dumps(suite))
+    dirtying = next(t for t in second["tests"] if "memory_dirtying" in t["nodeid"])
+    dirtying["metrics"]["max_gap_ms"] = 300.0
+    (gap,) = [d for d in derive_limits(soak, [suite, second], Thresholds()) if d.source.limit == "max_gap_ms"]
+    assert (gap.largest, gap.value) == (300.0, 450)
