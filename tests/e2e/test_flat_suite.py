@@ -205,16 +205,15 @@ def test_option_rom_case_tells_when_qemu_is_fixed(tmp_path: Path) -> None:
 
 
 # Failover's promise, phase by phase: where the standby does not carry, or the primary stops after
-# the fail-back, the phase's check fails and says what the phase saw. The first two pass every
-# absolute limit (the promise checks are what catch them).
-@pytest.mark.parametrize(("wrapper", "failed", "passed", "backstop_misses_it"), [
-    ("isolate-standby-source", "standby_carried_on_source", "standby_carried_on_destination", True),
-    ("isolate-standby-destination", "standby_carried_on_destination", "standby_carried_on_source", True),
-    ("standby-link-down-at-unplug", "standby_carried_on_source", "switch_to_standby_ms", False),
-    ("cut-primary-destination", "no_outage_after_restore", "standby_carried_on_destination", False),
+# the fail-back, the phase's check fails and says what the phase saw.
+@pytest.mark.parametrize(("wrapper", "failed", "passed"), [
+    ("isolate-standby-source", "standby_carried_on_source", "standby_carried_on_destination"),
+    ("isolate-standby-destination", "standby_carried_on_destination", "standby_carried_on_source"),
+    ("standby-link-down-at-unplug", "standby_carried_on_source", "switch_to_standby_ms"),
+    ("cut-primary-destination", "no_outage_after_restore", "standby_carried_on_destination"),
 ], ids=["source-standby-deaf", "destination-standby-deaf", "standby-link-down", "primary-cut-after-restore"])
-def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: str, failed: str, passed: str,
-                                                      backstop_misses_it: bool) -> None:
+def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: str, failed: str,
+                                                      passed: str) -> None:
     run = run_broken(tmp_path, wrapper, *PROBES_CASE)
     results = run.results()
     verdict = _check(results, failed)
@@ -224,19 +223,20 @@ def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: 
     lost, sent = map(int, re.search(r"(\d+) of (\d+) probes lost", verdict).groups())
     assert lost >= 0.9 * sent, verdict
     if passed == "switch_to_standby_ms":  # a standby that is down never carries
-        assert _check(results, passed) == "FAIL switch_to_standby_ms: not measured (limit 8000 ms)"
+        assert _check(results, passed).startswith("FAIL switch_to_standby_ms: not measured (limit ")
     else:
         assert _check(results, passed).startswith(f"PASS {passed}")
     outage = _check(results, "stop_copy_outage_within_downtime")
     if failed == "standby_carried_on_source":  # the silence runs from the unplug into stop-and-copy
         assert outage.startswith("FAIL stop_copy_outage_within_downtime: outage across stop-and-copy"), outage
+        # The absolute limits, derived from healthy runs, catch the source's silence too (limits of
+        # 4-8 s once let it pass); the destination's phase can be shorter than max_gap_ms.
+        assert _check(results, "max_gap_ms").startswith("FAIL max_gap_ms: measured"), _check(results, "max_gap_ms")
     elif failed == "standby_carried_on_destination":
         # The silence runs from STOP until the primary carries: the check puts it after RESUME (it
         # fails it too only when that phase outlasts the tolerance, which a fast primary may not).
         after_resume = int(re.search(r"(\d+) ms after RESUME", outage).group(1))
         assert after_resume >= 0.9 * _phase(results, "destination_standby", "ms"), outage
-    if backstop_misses_it:
-        assert _check(results, "max_gap_ms").startswith("PASS") and _check(results, "probes_lost").startswith("PASS")
 
 
 def test_fails_when_destination_crawls(tmp_path: Path) -> None:
