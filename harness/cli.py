@@ -30,10 +30,6 @@ from harness.config import DEFAULT_CACHE_DIR, build_config, load_profile
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
-from harness.lab.certification import CertificationRecord, collect_inventory_facts, load_results, write_record
-from harness.lab.doctor import diagnose_inventory, render
-from harness.lab.inventory import load_inventory
-from harness.lab.sweep import sweep_inventory
 from harness.limits import derive_limits, limits_table, load_results_json, soak_samples, thresholds_toml
 from harness.stats import STATS
 from harness.sweep import sweep_leftovers
@@ -128,6 +124,9 @@ def _soak(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     if args.inventory is not None:
+        from harness.lab.doctor import diagnose_inventory, render  # the lab package (paramiko): lab commands only
+        from harness.lab.inventory import load_inventory
+
         by_host = diagnose_inventory(load_inventory(args.inventory))
         print("\n".join(render(by_host, args.inventory)))
         return 1 if any(f.ok is False for findings in by_host.values() for f in findings) else 0
@@ -157,6 +156,9 @@ def _limits(args: argparse.Namespace) -> int:
 
 def _certify(args: argparse.Namespace) -> int:
     """Every input checked before any host is contacted or anything written; exit 0 only when certified."""
+    from harness.lab.certification import CertificationRecord, collect_inventory_facts, load_results, write_record
+    from harness.lab.inventory import load_inventory
+
     results = load_results(args.results)
     inventory = load_inventory(args.inventory)
     if args.out.exists() and not args.out.is_dir():
@@ -252,6 +254,9 @@ def _report(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     removed = sweep_leftovers()
     if args.inventory is not None:
+        from harness.lab.inventory import load_inventory
+        from harness.lab.sweep import sweep_inventory
+
         removed += [f"and undid {item}" for item in sweep_inventory(load_inventory(args.inventory))]
     print("\n".join(f"removed {item}" for item in removed) or "nothing left behind by earlier runs")
     return 0

@@ -37,6 +37,11 @@ def test_plugin_and_a_bed_config_off_the_lab_import_no_paramiko(topology: str) -
     assert "harness.topologies.host" not in loaded
 
 
+def test_the_command_loads_the_lab_only_for_a_lab_command() -> None:
+    loaded = _imported_after("import harness.cli\nharness.cli.build_parser().parse_args(['run'])\n")
+    assert "paramiko" not in loaded and "harness.lab" not in loaded
+
+
 def test_the_host_topology_is_where_the_lab_loads() -> None:
     assert "paramiko" in _imported_after("from harness.topologies import bed_class\nbed_class('host')\n")
 
