@@ -14,7 +14,7 @@ from harness.migration import MigrationResult
 from harness.phases import migration_phases, phase_report
 from harness.scenarios import MeasuredMigration
 from harness.timeline import Timeline
-from harness.verdicts import check_migration, check_probes, check_promise
+from harness.verdicts import KnownBugSymptom, check_migration, check_probes, check_promise, verify_unless_known_bug
 from tests.conftest import load_json_gz
 
 
@@ -118,3 +118,16 @@ def test_the_backstop_allows_at_least_the_outage_qemus_downtime_explains(recorde
     by_name = {r.name: r for r in checks.results}
     assert by_name["max_gap_ms"].line() == "PASS max_gap_ms: measured 422.2 ms, limit 500 ms"
     assert by_name["probes_lost"].line() == "PASS probes_lost: measured 709.0, limit 800"
+
+
+def test_a_known_bug_absorbs_only_its_own_symptom() -> None:
+    failed = CheckList()
+    failed.check("migration_completed", False, "status failed")
+    with pytest.raises(KnownBugSymptom, match="known bug's symptom .*Unknown ramblock"):
+        verify_unless_known_bug(failed, "Unknown ramblock", ["error: Unknown ramblock \"0000:00:02.0/vmxnet3.rom\""])
+    with pytest.raises(AssertionError) as other:  # the same failure without the symptom: a plain failure
+        verify_unless_known_bug(failed, "Unknown ramblock", ["qemu: some other complaint"])
+    assert not isinstance(other.value, KnownBugSymptom)
+    passed = CheckList()
+    passed.check("migration_completed", True, "completed")
+    verify_unless_known_bug(passed, "Unknown ramblock", ["Unknown ramblock in an old line"])  # no failure: no raise
