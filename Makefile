@@ -34,7 +34,7 @@ check: setup lint
 	@bash scripts/check.sh $(PYTEST) $(ARGS)
 
 # make check, then slow runs that add confidence but prove nothing make check does not
-# (README "make check-full"): whole suites on the nested topology and on the two-L1 lab,
+# (docs/development.md, "make check-full"): whole suites on the nested topology and on the two-L1 lab,
 # the whole-host tests repeated REPEATS times with their failure rate, a short soak.
 REPEATS ?= 3
 check-full: check

@@ -3,7 +3,7 @@
 Runs ``pytest tests PYTEST-ARGS`` RUNS times, each with a JUnit file of its own, then prints
 per test how many runs it passed, failed (an error counts as a failure), and needed the flake
 policy's one retry (``run.retried``, with its cause: an L1's kernel panic, a guest that fell
-silent). The figures the README gives for the nested and lab tests come from here::
+silent). The figures docs/benchmarks.md gives for the nested and lab tests come from here::
 
     .venv/bin/python bench/failure_rate.py --runs 3 -- -m whole_host -k "nested or lab"
 

@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     argv = _pytest_argv(args, _cases_dir(args), args.reports)
     if args.profile is not None:
         if not args.profile.is_file():
-            raise ConfigError(f"--profile: {args.profile} does not exist (a TOML profile, see README)")
+            raise ConfigError(f"--profile: {args.profile} does not exist (a TOML profile, see docs/user-guide.md)")
         argv.append(f"--harness-config={args.profile}")
     argv += [arg for arg in args.pytest_args if arg != "--"]
     args.reports.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the conformance suite; reports in --reports")
-    run.add_argument("--profile", type=Path, help="TOML profile (thresholds, options; see README)")
+    run.add_argument("--profile", type=Path, help="TOML profile (thresholds, options; see docs/user-guide.md)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k, -n 2, ...)")
     run.set_defaults(func=_run)
     soak = sub.add_parser("soak", help="migrate one guest back and forth under probes; metric distributions")

@@ -25,7 +25,8 @@ class Thresholds(BaseModel):
 
     Defaults are derived from measurements on a 2-core host under TCG (flat topology), each
     max(3 x the soak's p99, 1.5 x the largest value healthy suite runs showed), rounded up to 10
-    (``failover-harness limits``; README, "Thresholds"): a KVM run should pass them with a margin.
+    (``failover-harness limits``; docs/user-guide.md, "Thresholds"): a KVM run should pass them with a
+    margin.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

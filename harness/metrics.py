@@ -1,7 +1,7 @@
 """Metrics as pure functions of a recorded :class:`~harness.timeline.Timeline`.
 
 No I/O and no clocks here: the same numbers come out of a live run and of a
-timeline replayed from ``tests/data``. Definitions are the ones the README
+timeline replayed from ``tests/data``. Definitions are the ones docs/checks-and-metrics.md
 gives under "Reading a report" (``metric.<name>``); times are in milliseconds,
 ``None`` where the timeline lacks what a metric needs.
 """

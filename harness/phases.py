@@ -4,7 +4,7 @@ probes saw in each. Pure functions of a recorded :class:`~harness.timeline.Timel
 Failover promises that the guest keeps its network while its primary is away: the
 standby carries from the guest's release of the primary on the source, through the
 migration, until the primary carries again on the destination; the only outage it
-cannot avoid is QEMU's stop-and-copy. The phases (README, "Reading a report"):
+cannot avoid is QEMU's stop-and-copy. The phases (docs/checks-and-metrics.md, "Reading a report"):
 
 ``baseline``
     window start → the source's ``UNPLUG_PRIMARY``

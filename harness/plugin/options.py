@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--iperf-udp", metavar="BITRATE", default=None, dest="iperf_udp_bitrate",
                     help="run the iperf3 case as UDP at BITRATE (e.g. 100M) instead of TCP")
     group.addoption("--threshold", metavar="NAME=VALUE", action="append", default=[],
-                    help="override a threshold, e.g. --threshold max_gap_ms=2000 (see README)")
+                    help="override a threshold, e.g. --threshold max_gap_ms=2000 (see docs/user-guide.md)")
     group.addoption("--require-resources", action="store_true", default=None,
                     help="a missing capability is an error, not a skip (for CI)")
     group.addoption("--keep-artifacts", choices=("failed", "all", "none"), default="failed",

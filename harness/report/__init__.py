@@ -81,7 +81,7 @@ class _MigrationRow:
 def migration_summary_html(tests: list[dict[str, Any]]) -> str:
     """A table of every migration the run measured, one row each: its case's verdict, QEMU's
     downtime, the switch and fail-back, and per phase the longest time without a reply and the
-    probes lost (README, "Reading a report"). "" when nothing migrated. Pure."""
+    probes lost (docs/checks-and-metrics.md, "Reading a report"). "" when nothing migrated. Pure."""
     rows = []
     for entry in tests:
         for prefix, phases in _migrations(entry).items():

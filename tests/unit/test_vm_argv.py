@@ -1,5 +1,5 @@
-"""QEMU argv built from a VM spec: the flat topology's failover rules (README "What a run does"), checked on
-the real builder."""
+"""QEMU argv built from a VM spec: the flat topology's failover rules (docs/topologies.md, "What a run does"),
+checked on the real builder."""
 
 from __future__ import annotations
 
