@@ -65,6 +65,10 @@ from harness.vm import VM, Accel, VMPaths, VMSpec
 
 log = logging.getLogger(__name__)
 
+# What an L2's destination QEMU prints when it lands on the other TCG L1 (their TSCs differ).
+L1_TSC_MISMATCH = (r"warning: TSC frequency mismatch between VM \(\d+ kHz\) and host \(\d+ kHz\), "
+                   r"and TSC scaling unavailable$")
+
 MGMT_PREFIX = "198.19.255"
 L0_MGMT_IP = f"{MGMT_PREFIX}.254"
 MGMT_PREFIX_LEN = 24
@@ -364,7 +368,10 @@ class NestedBed(RemoteBedCommon):
                                                  f"{MIGRATION_PORT + self._dest_count}", plan)
 
     def expected_log_lines(self) -> list[str]:
-        return []  # the VF has no netdev: nothing is hidden without a peer
+        # The VF has no netdev: nothing is hidden without a peer. L1s under TCG each calibrate their
+        # TSC at boot (two of them differ by about 0.1%) and offer no TSC scaling, so QEMU warns when
+        # an L2 moves from one to the other (seen once in a nested suite run): not failover's matter.
+        return [L1_TSC_MISMATCH] if self.accel == "tcg" else []
 
     def qemu_messages(self) -> list[str]:
         """Errors and warnings of every L2 QEMU, then of the L1s' QEMUs."""
