@@ -90,6 +90,12 @@ class FailoverBed(Protocol):
         """Hot-plug the source's primary again, as configured."""
         ...
 
+    def remove_device(self, device_id: str, timeout: float = 30.0) -> None:
+        """Hot-unplug *device_id* from the source for good: ``device_del``, the guest's eject, and the
+        source's configuration without it, so destinations started later match (as a management
+        layer keeps its domain definition)."""
+        ...
+
     def pair_addressing(self, pair: int) -> Addressing:
         """Guest address and failover MAC of failover pair *pair* (1, or 2 where the bed has two)."""
         ...

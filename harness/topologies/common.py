@@ -103,10 +103,20 @@ class BedCommon:
 
     def unplug_primary(self, timeout: float = 30.0) -> None:
         """``device_del`` the source's primary and wait until the guest ejected it (``DEVICE_DELETED``)."""
+        self._device_del(PRIMARY_ID, timeout)
+
+    def remove_device(self, device_id: str, timeout: float = 30.0) -> None:
+        """``device_del`` *device_id* for good: once the guest ejected it, the source's spec (which
+        destinations are built from) no longer has it."""
+        self._device_del(device_id, timeout)
+        spec = self.source.spec
+        self.source.spec = replace(spec, devices=tuple(d for d in spec.devices if d.id != device_id))
+
+    def _device_del(self, device_id: str, timeout: float) -> None:
         qmp = self.source.qmp
         mark = qmp.mark()
-        qmp.execute("device_del", {"id": PRIMARY_ID})
-        qmp.next_event("DEVICE_DELETED", timeout, after=mark, match=lambda e: e.data.get("device") == PRIMARY_ID)
+        qmp.execute("device_del", {"id": device_id})
+        qmp.next_event("DEVICE_DELETED", timeout, after=mark, match=lambda e: e.data.get("device") == device_id)
 
     def plug_primary(self) -> None:
         """``device_add`` the source's primary again, as it was given on the command line."""

@@ -77,7 +77,7 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     assert run.returncode == 0, run.output
     results = run.results()
     # Every case passes on QEMU 10.0 but the option-ROM bug, a strict xfail.
-    assert results["summary"] == {"passed": 23, "xfailed": 1}
+    assert results["summary"] == {"passed": 25, "xfailed": 1}
     # A passing (or xfailed) case keeps no evidence; every case's logs were scanned clean.
     assert not run.artifacts.exists() or not any(run.artifacts.iterdir())
     assert all(t["checks"]["logs_clean"].startswith("PASS") for t in results["tests"] if t["outcome"] == "passed")
@@ -243,6 +243,21 @@ def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: 
         # fails it too only when that phase outlasts the tolerance, which a fast primary may not).
         after_resume = int(re.search(r"(\d+) ms after RESUME", outage).group(1))
         assert after_resume >= 0.9 * _phase(results, "destination_standby", "ms"), outage
+
+
+def test_a_qemu_that_dies_after_the_standby_is_removed_fails_its_survival(tmp_path: Path) -> None:
+    # As QEMUs before 5.1 (then device_del of the primary) and 6.1 (then migrate) crashed.
+    run = run_broken(tmp_path, "qemu-dies-after-standby-removal", "-k", "standby_removed_first")
+    results = run.results()
+    assert results["summary"] == {"failed": 2}, run.output
+    for then in ("primary-removed", "migrated"):
+        case = f"standby_removed_first[{then}]"
+        assert _check(results, "standby_deleted", case).startswith("PASS standby_deleted")
+        survived = _check(results, "qemu_survived", case)
+        assert survived.startswith("FAIL qemu_survived: src: QEMU exited"), survived
+    # QEMU quits as the event arrives: the case sees it gone, or its migrate finds it gone.
+    ended = _check(results, "migration_ended", "standby_removed_first[migrated]")
+    assert ended.startswith("FAIL migration_ended: ") and ("QEMU is gone" in ended or "QEMU exited" in ended), ended
 
 
 def test_fails_when_destination_crawls(tmp_path: Path) -> None:
@@ -429,9 +444,9 @@ def test_dirtying_case_fails_when_the_workload_dirties_nothing(tmp_path: Path) -
 
 def test_cases_fail_when_the_guest_ignores_hotplug(tmp_path: Path) -> None:
     run = run_broken(tmp_path, "guest-without-hotplug", "--threshold", "wait_unplug_deadline_s=5",
-                     "-k", "destination-killed or unplug_and_replug or never_ejects")
+                     "-k", "destination-killed or unplug_and_replug or never_ejects or primary-removed")
     results = run.results()
-    assert results["summary"] == {"failed": 3}
+    assert results["summary"] == {"failed": 4}
     killed = "destination-killed"
     # The guest never ejects: the harness cancels in wait-unplug, before the kill in active could happen.
     assert _check(results, "attempt.fault_hit_in_state", killed).startswith("FAIL attempt.fault_hit_in_state: "
@@ -442,6 +457,10 @@ def test_cases_fail_when_the_guest_ignores_hotplug(tmp_path: Path) -> None:
     assert _check(results, "primary_deleted", replug).startswith("FAIL primary_deleted: device_del: ")
     assert _check(results, "primary_reenslaved", replug).startswith("FAIL")
     assert _check(results, "source_recovered", "never_ejects").startswith("FAIL")
+    removed = "standby_removed_first[primary-removed]"
+    assert _check(results, "standby_deleted", removed).startswith("FAIL standby_deleted: device_del standby0: ")
+    assert _check(results, "primary_deleted", removed).startswith("FAIL primary_deleted: device_del primary0: ")
+    assert _check(results, "qemu_survived", removed).startswith("PASS")  # QEMU is fine, its guest is not
 
 
 def test_reboot_case_fails_when_qemu_exits_on_reboot(tmp_path: Path) -> None:
