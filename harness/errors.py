@@ -21,6 +21,10 @@
     ├── QMPCommandError        (harness.qmp) QEMU answered a command with an error
     └── SnapshotError          (harness.snapshot) a booted-guest snapshot could not be saved or restored
 
+Verdicts are not errors: a failed check raises :class:`AssertionError` (``CheckList.verify``),
+and a failure with a known QEMU bug's symptom its subclass ``KnownBugSymptom``
+(:mod:`harness.verdicts`), the one a known bug's expected failure absorbs.
+
 Pure parsers (pcap, ``ethtool -i``, inventory fields) raise :class:`ValueError`
 on malformed input; their callers turn it into one of the above (pydantic's
 validation errors become :class:`ConfigError` in :func:`harness.config.build_config`).
