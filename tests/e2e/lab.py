@@ -10,9 +10,10 @@ Run as a program, it stands the lab up and runs the conformance suite on it::
 
     python -m tests.e2e.lab --reports reports/lab [-- PYTEST-ARGS]
 
-(``failover-harness run --profile profiles/nested-tcg.toml -- --topology host
---inventory lab.toml``, the inventory written into the reports directory),
-then shuts the lab down.
+(``failover-harness run --profile lab-profile.toml -- --topology host
+--inventory lab.toml``, both written into the reports directory: the profile is
+``profiles/nested-tcg.toml``'s rates and limits without what names the nested
+topology), then shuts the lab down.
 """
 
 from __future__ import annotations
@@ -251,6 +252,21 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
     return path
 
 
+# What of the nested profile is about the guest inside an L1 (topology and L2 accelerator), not the lab's L1s.
+NESTED_ONLY = ("topology", "nested_l2_accel")
+
+
+def lab_profile(path: Path) -> Path:
+    """The nested profile's rates and limits for a run on the lab (its L1s are the nested topology's),
+    without what names the nested topology: written to *path*."""
+    profile = tomllib.loads(NESTED_PROFILE.read_text())
+    lines = [f"{key} = {json.dumps(value)}" for key, value in profile.items()
+             if key not in NESTED_ONLY and not isinstance(value, dict)]
+    lines += ["[thresholds]", *(f"{key} = {json.dumps(value)}" for key, value in profile["thresholds"].items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=Path, default=REPO / "reports" / "lab")
@@ -265,8 +281,9 @@ def main() -> int:
         inventory = inventory_file(lab, args.reports / "lab.toml", for_runs=True)
         cli = Path(sys.executable).parent / "failover-harness"
         # The nested profile's limits and rates: the lab's hosts are L1s under TCG.
+        profile = lab_profile(args.reports / "lab-profile.toml")
         argv = [*lab.network.bridge_ns.exec_prefix(), str(cli), "run", "--reports", str(args.reports),
-                "--profile", str(NESTED_PROFILE), "--",
+                "--profile", str(profile), "--",
                 "--topology", "host", "--inventory", str(inventory),
                 *(arg for arg in args.pytest_args if arg != "--")]
         return subprocess.call(argv, cwd=REPO)
