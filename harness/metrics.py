@@ -238,6 +238,19 @@ def recovery_time(timeline: Timeline) -> float | None:
     return ends[-1] if ends else None
 
 
+def guest_release_time(timeline: Timeline) -> float | None:
+    """When the guest's kernel said it let go of its primary ("unregistered") after the source's
+    ``UNPLUG_PRIMARY``. Its log is placed on the host clock within ± the clock sync's bound, so a
+    line placed up to that bound before the request counts, at the request's time (a guest cannot
+    release before it is asked; under load the placement put one 1 ms early)."""
+    unplug = first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY")
+    if unplug is None:
+        return None
+    earliest = unplug - (timeline.clock_uncertainty_s or 0.0)
+    released = [g.t for g in timeline.guest_events if g.kind == "primary-unregistered" and g.t >= earliest]
+    return max(unplug, min(released)) if released else None
+
+
 def migration_metrics(timeline: Timeline) -> MigrationMetrics:
     """The standard metric set of one migration (``resume`` is :func:`recovery_time`)."""
     stats = probe_stats(timeline)
@@ -245,8 +258,7 @@ def migration_metrics(timeline: Timeline) -> MigrationMetrics:
     resume = recovery_time(timeline)
     stop = first_event_time(timeline, src, "STOP")
     unplug = first_event_time(timeline, src, "UNPLUG_PRIMARY")
-    released = next((g.t for g in sorted(timeline.guest_events, key=lambda g: g.t)
-                     if g.kind == "primary-unregistered" and unplug is not None and g.t >= unplug), None)
+    released = guest_release_time(timeline)
     unplug_span = state_span(timeline, src, "wait-unplug")
     paths = sorted(timeline.paths, key=lambda p: p.t)
     first_standby = _first_path_after(paths, STANDBY, unplug)

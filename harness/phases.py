@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from harness.metrics import PRIMARY, STANDBY, Span, first_event_time, recovery_time, state_span
+from harness.metrics import PRIMARY, STANDBY, Span, first_event_time, guest_release_time, recovery_time, state_span
 from harness.timeline import Timeline
 
 PHASE_NAMES = ("baseline", "switch", "source_standby", "stop_copy", "destination_standby", "primary_coming_up",
@@ -77,12 +77,11 @@ class PhaseStats:
 def primary_release_time(timeline: Timeline) -> float | None:
     """When the guest let go of its primary after ``UNPLUG_PRIMARY``: its kernel's word, else QEMU's
     (the end of ``wait-unplug``)."""
-    unplug = first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY")
-    if unplug is None:
+    if first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY") is None:
         return None
-    released = [g.t for g in timeline.guest_events if g.kind == "primary-unregistered" and g.t >= unplug]
-    if released:
-        return min(released)
+    released = guest_release_time(timeline)
+    if released is not None:
+        return released
     span = state_span(timeline, timeline.source, "wait-unplug")
     return span[1] if span else None
 

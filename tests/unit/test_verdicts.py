@@ -131,3 +131,18 @@ def test_a_known_bug_absorbs_only_its_own_symptom() -> None:
     passed = CheckList()
     passed.check("migration_completed", True, "completed")
     verify_unless_known_bug(passed, "Unknown ramblock", ["Unknown ramblock in an old line"])  # no failure: no raise
+
+
+def test_a_release_placed_just_before_the_request_counts_at_the_request(recorded: Timeline) -> None:
+    # As in a make check run under load: the guest's "unregistered" line placed on the host clock
+    # 1 ms before UNPLUG_PRIMARY (within the sync's ± 26 ms), once read as "not seen".
+    unplug = next(e.ts for e in recorded.events if e.name == "UNPLUG_PRIMARY")
+    events = [dataclasses.replace(g, t=unplug - 0.001) if g.kind == "primary-unregistered" else g
+              for g in recorded.guest_events]
+    early = dataclasses.replace(recorded, guest_events=events)
+    held = _judge(early, "wait_unplug_held_until_release")
+    assert held.passed and held.detail.startswith("guest released the primary 0 ms after UNPLUG_PRIMARY"), held.line()
+    assert migration_metrics(early).primary_released_ms == 0.0
+    beyond = [dataclasses.replace(g, t=unplug - 0.1) if g.kind == "primary-unregistered" else g
+              for g in recorded.guest_events]  # 100 ms before: beyond the bound, not this release
+    assert not _judge(dataclasses.replace(recorded, guest_events=beyond), "wait_unplug_held_until_release").passed
