@@ -7,6 +7,7 @@ would start them: ``pytest testcases`` and ``failover-harness run``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -79,7 +80,8 @@ def test_environmental_failure_is_retried_once_and_reported_flaky(tmp_path: Path
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "1 passed, 23 deselected, 1 rerun" in out and "flaky: retried once after an environmental error" in out
+    assert re.search(r"1 passed, \d+ deselected, 1 rerun", out), out
+    assert "flaky: retried once after an environmental error" in out
     assert "GuestBootFailed: QEMU exited while the guest booted" in out
     assert "booting the guest (tcg) ..." in out or "booting the guest (kvm) ..." in out  # --progress lines
     test = _only_test(json.loads((reports / "results.json").read_text()))

@@ -51,7 +51,7 @@ def test_missing_qemu_skips_with_fix_and_errors_when_required(tmp_path: Path) ->
     run = run_suite(tmp_path, "--qemu-binary", "/nonexistent/qemu-system-x86_64")
     assert run.returncode == 0, run.output
     assert "QEMU binary '/nonexistent/qemu-system-x86_64' not found: run 'make setup'" in _skip_reason(run.output)
-    assert run.results()["summary"] == {"skipped": 24}
+    assert set(run.results()["summary"]) == {"skipped"}, run.results()["summary"]  # every case of the suite
 
     run = run_suite(tmp_path, "--qemu-binary", "/nonexistent/qemu-system-x86_64", "--require-resources")
     assert run.returncode == 1, run.output
