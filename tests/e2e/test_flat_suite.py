@@ -416,7 +416,7 @@ def test_cases_fail_on_an_isolated_source(tmp_path: Path) -> None:
     assert _check(results, "replies_resumed", "never_ejects") == (
         "FAIL replies_resumed: 0 probe replies after the cancel")
     assert _check(results, "standby_carried_traffic", case).startswith(
-        "FAIL standby_carried_traffic: 0 probe replies while the primary was gone")
+        "FAIL standby_carried_traffic: 0 probe replies left the guest while the primary was gone")
     assert _check(results, "traffic_back_on_primary", case).startswith("FAIL")
     assert _check(results, "tcp_session_survived", case).startswith("FAIL")
     assert _check(results, "primary_reenslaved", case).startswith("PASS")  # the guest is fine, its network is not
