@@ -1,5 +1,6 @@
 """The documentation's links (issue 20): every relative link in README.md and docs/*.md leads to a file the
-project ships and, with an #anchor, to a heading of that file; every docs/*.md the code cites exists."""
+project ships and, with an #anchor, to a heading of that file; every docs/*.md the code cites exists; no
+document names a Markdown file the project does not ship."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 CITING = ["harness", "testcases", "tests", "bench", "soak", "profiles", "scripts", "images", ".ci", ".github"]
 CITING_FILES = ["Makefile", ".gitlab-ci.yml", "pyproject.toml", "conftest.py", "README.md"]
 DOC_PATH = re.compile(r"\bdocs/[\w.-]+\.md\b")
+MARKDOWN_NAME = re.compile(r"[\w./-]*\b[\w-]+\.md\b")
 
 
 def slug(heading: str) -> str:
@@ -83,6 +85,12 @@ def test_every_cited_docs_file_exists() -> None:
 
 
 def test_no_document_cites_one_the_project_does_not_ship() -> None:
+    # Every Markdown file a document names is one of the repository's, and no link leaves it.
+    shipped = {p.name for p in REPO.rglob("*.md") if ".venv" not in p.parts and ".git" not in p.parts}
+    foreign = []
     for doc in DOCS:
-        text = doc.read_text()
-        assert "DESIGN.md" not in text and "../shared" not in text, doc
+        foreign += [f"{doc.relative_to(REPO)}: {name}" for name in MARKDOWN_NAME.findall(doc.read_text())
+                    if Path(name).name not in shipped]
+        foreign += [f"{doc.relative_to(REPO)}: {target}" for target in links(doc) if not re.match(r"[a-z]+:", target)
+                    and not (doc.parent / target.partition("#")[0]).resolve().is_relative_to(REPO)]
+    assert not foreign, foreign
