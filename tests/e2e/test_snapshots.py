@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import build_config
+from harness.config import DEFAULT_CACHE_DIR
 from harness.image import GuestImage
-from harness.snapshot import SnapshotStore, snapshot_key
 from harness.topologies.flat import FlatBed
 from tests.conftest import run_suite
 from tests.e2e.test_flat_suite import PROBES_CASE, leftovers
@@ -19,34 +18,44 @@ def _image_ready(guest_image: GuestImage) -> None:
     """Skip (or error with --require-resources) where the host cannot run QEMU; prebuild the image."""
 
 
-def _probe_case(tmp_path: Path) -> dict:
-    run = run_suite(tmp_path, *PROBES_CASE)
+def _private_snapshots(tmp_path: Path) -> Path:
+    """A harness config whose cache shares the user's built artifacts and timing lock, not its
+    snapshots. In make check's shared pass another worker's runs restore, drop and save the same
+    snapshot: CI saw this test's corrupted file dropped by a neighbour's restore before its own run
+    could try it. (The build locks are not shared: filelock refuses a symlink; nothing is built.)"""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for entry in DEFAULT_CACHE_DIR.iterdir():
+        if (entry.is_dir() and entry.name != "snapshots") or entry.name == "timing.lock":
+            (cache / entry.name).symlink_to(entry)
+    profile = tmp_path / "private-snapshots.toml"
+    profile.write_text(f'cache_dir = "{cache}"\n')
+    return profile
+
+
+def _probe_case(tmp_path: Path, profile: Path) -> dict:
+    run = run_suite(tmp_path, *PROBES_CASE, "--harness-config", str(profile))
     assert run.returncode == 0, run.output
     assert leftovers(run.pid) == []
     (test,) = run.results()["tests"]
     return test
 
 
-def _snapshot_of_the_probe_case(guest_image: GuestImage, accel: str) -> Path:
-    config = build_config(None, {})
-    spec = FlatBed(config, guest_image, accel, "key", Path("/nonexistent"), Path("/nonexistent"))._spec("src")
-    return SnapshotStore(config.cache_dir / "snapshots").path(snapshot_key(spec))
-
-
 def test_restored_source_passes_every_check(tmp_path: Path) -> None:
-    _probe_case(tmp_path / "first")  # saves the snapshot if this machine has none yet
-    test = _probe_case(tmp_path / "restored")
+    profile = _private_snapshots(tmp_path)
+    _probe_case(tmp_path / "first", profile)  # saves the snapshot
+    test = _probe_case(tmp_path / "restored", profile)
     assert "snapshot_restore_s" in test["run"] and "boot_s" not in test["run"], test["run"]
     assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]
     assert test["metrics"]["final_path"] == "primary" and test["metrics"]["switch_to_standby_ms"] is not None
 
 
-def test_a_snapshot_that_does_not_restore_costs_a_boot_not_the_case(tmp_path: Path, guest_image: GuestImage) -> None:
-    first = _probe_case(tmp_path / "first")
-    snapshot = _snapshot_of_the_probe_case(guest_image, first["run"]["accel"])
-    assert snapshot.exists()
+def test_a_snapshot_that_does_not_restore_costs_a_boot_not_the_case(tmp_path: Path) -> None:
+    profile = _private_snapshots(tmp_path)
+    _probe_case(tmp_path / "first", profile)
+    (snapshot,) = (tmp_path / "cache" / "snapshots").glob("*.mig")  # the one its run saved
     snapshot.write_bytes(b"not a migration stream")
-    test = _probe_case(tmp_path / "after")
+    test = _probe_case(tmp_path / "after", profile)
     assert test["run"]["snapshot_error"] == f"restoring snapshot {snapshot} failed: incoming migration failed"
     assert "boot_s" in test["run"]  # booted instead
     assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]  # logs_clean too
