@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import DeadlineExceeded, VMError
@@ -47,8 +48,11 @@ class MigrationPlan:
     on_status: Mapping[str, StatusHook] = field(default_factory=dict)
     # bytes/s: stretches the ``active`` phase so that a hook reliably finds it.
     max_bandwidth: int | None = None
-    # Migration capabilities to turn on at the source, e.g. ``auto-converge``.
+    # Migration capabilities to turn on at both ends, e.g. ``auto-converge``, ``postcopy-ram``,
+    # ``multifd`` (the last two must be on at both).
     capabilities: tuple[str, ...] = ()
+    # Migration parameters to set at both ends, e.g. ``{"multifd-channels": 2}``.
+    parameters: Mapping[str, Any] = field(default_factory=dict)
     # Overrides the configured threshold, for cases that expect the deadline to hit.
     wait_unplug_deadline_s: float | None = None
     destination_primary: DestinationPrimary = "same"
@@ -57,6 +61,9 @@ class MigrationPlan:
     restore_deadline_s: float | None = None
     # ``stop`` the source first: a stopped guest cannot eject its primary.
     pause_source: bool = False
+    # Save the source to a file, then restore the destination from it (``virsh save``/``restore``),
+    # instead of streaming; only a bed whose destination can read the source's files can.
+    through_file: bool = False
 
 
 PLAIN_MIGRATION = MigrationPlan()
@@ -66,6 +73,13 @@ def set_capabilities(vm: VM, *names: str) -> None:
     """Turn migration capabilities on (``events`` always: MIGRATION events exist only with it)."""
     vm.qmp.execute("migrate-set-capabilities",
                    {"capabilities": [{"capability": name, "state": True} for name in ("events", *names)]})
+
+
+def restore_from_file(vm: VM, path: Path, timeout: float) -> str:
+    """Load *vm* (started with ``-incoming defer``) from the migration stream saved in *path*; the final status."""
+    mark = vm.qmp.mark()
+    vm.qmp.execute("migrate-incoming", {"uri": f"file:{path}"})
+    return wait_migration_end(vm, mark, timeout)
 
 
 def wait_migration_end(vm: VM, after: int, timeout: float) -> str:
@@ -92,18 +106,26 @@ def wait_migration_end(vm: VM, after: int, timeout: float) -> str:
 def migrate(
     source: VM, destination: VM, uri: str, *, deadline_s: float, wait_unplug_deadline_s: float,
     on_status: Mapping[str, StatusHook] | None = None, max_bandwidth: int | None = None,
-    capabilities: tuple[str, ...] = (),
+    capabilities: tuple[str, ...] = (), parameters: Mapping[str, Any] | None = None,
+    saved_to: Path | None = None,
 ) -> MigrationResult:
-    """Migrate *source* to *destination* (started with ``-incoming defer``) over *uri*."""
+    """Migrate *source* to *destination* (started with ``-incoming defer``) over *uri*.
+
+    With *saved_to*, *uri* is that file: the source saves itself there, and once it completed the
+    destination restores from it (the result's status is then the restore's).
+    """
     src, dst = source.qmp, destination.qmp
     assert src is not None and dst is not None
-    set_capabilities(source, *capabilities)
-    set_capabilities(destination)
+    for vm in (source, destination):
+        set_capabilities(vm, *capabilities)
+        if parameters:
+            vm.qmp.execute("migrate-set-parameters", dict(parameters))
     restore_bandwidth = None
     if max_bandwidth is not None:  # restored afterwards: a retry on this source runs at full speed
         restore_bandwidth = src.execute("query-migrate-parameters")["max-bandwidth"]
         src.execute("migrate-set-parameters", {"max-bandwidth": max_bandwidth})
-    dst.execute("migrate-incoming", {"uri": uri})
+    if saved_to is None:
+        dst.execute("migrate-incoming", {"uri": uri})
     hooks = dict(on_status or {})
     mark = src.mark()
     started = time.time()
@@ -150,5 +172,11 @@ def migrate(
     query = src.execute("query-migrate")
     if restore_bandwidth is not None:
         src.execute("migrate-set-parameters", {"max-bandwidth": restore_bandwidth})
-    return MigrationResult(status=states[-1], states=states, started=started, ended=time.time(),
+    status = states[-1]
+    if saved_to is not None and status == "completed":
+        try:
+            status = restore_from_file(destination, saved_to, max(1.0, deadline - time.monotonic()))
+        except (VMError, DeadlineExceeded) as e:  # a restore that fails is the result, not a harness error
+            status, query = "failed", {**query, "error-desc": f"restoring from {saved_to}: {e}"}
+    return MigrationResult(status=status, states=states, started=started, ended=time.time(),
                            query=query, cancel_reason=cancel_reason, cancel_issued=cancel_issued)

@@ -101,14 +101,24 @@ def measure_and_record(bed: FailoverBed, config: RunConfig, artifacts: Path, rec
     return run
 
 
-def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, primary_id: str = PRIMARY_ID) -> None:
-    """What the probes saw: baseline, recovery, loss, gaps, and which path carried the traffic."""
+def check_back_on_primary(run: MeasuredMigration, checks: CheckList, primary_id: str = PRIMARY_ID) -> None:
+    """Traffic before, the migration's QMP contract and the primary's return, then traffic again, on the primary."""
     m = run.metrics
     checks.check("probe_baseline", run.baseline_reply, "the peer reached the guest before migrating"
                  if run.baseline_reply else "no probe reply before migration: the data path was down already")
     check_migration(run, checks, primary_id)
     checks.check("replies_resumed", m.replies_after_resume > 0,
                  f"{m.replies_after_resume} probe replies after the destination resumed")
+    checks.check("traffic_back_on_primary", m.final_path == PRIMARY,
+                 f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
+                 f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
+                 f"unattributed {m.replies_unattributed} in the window)")
+
+
+def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, primary_id: str = PRIMARY_ID) -> None:
+    """What the probes saw: baseline, recovery, loss, gaps, and which path carried the traffic."""
+    m = run.metrics
+    check_back_on_primary(run, checks, primary_id)
     # The backstop never fails what failover's promise allows: an outage as long as QEMU's own
     # downtime (+ tolerance), however long that downtime was.
     stop_copy_ms, interval = _stop_copy_limit_ms(run, limits)
@@ -120,10 +130,6 @@ def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, 
     checks.at_most("max_gap_ms", m.max_gap_ms, gap_ms, " ms", why if gap_ms > limits.max_gap_ms else "")
     checks.at_most("switch_to_standby_ms", m.switch_to_standby_ms, limits.max_switch_to_standby_ms, " ms")
     checks.at_most("failback_ms", m.failback_ms, limits.max_failback_ms, " ms")
-    checks.check("traffic_back_on_primary", m.final_path == PRIMARY,
-                 f"the last replies travelled on: {m.final_path or 'no attributed reply'} "
-                 f"(primary {m.replies_on_primary}, standby {m.replies_on_standby}, "
-                 f"unattributed {m.replies_unattributed} in the window)")
     check_promise(run, limits, checks)
 
 

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from harness.image import GuestImage
 
 __all__ = ["ALL_CAPABILITIES", "COMMAND_LINE_PAIRING", "DEGRADED_DESTINATION", "EMULATED_PRIMARY", "HOTPLUG_STYLE",
-           "MISMATCHED_MAC", "PRIMARY2_ID", "PRIMARY_ID", "SECOND_PAIR", "STANDBY2_ID", "STANDBY_ID", "TOPOLOGIES",
-           "BedClass", "FailoverBed", "bed_class"]
+           "MISMATCHED_MAC", "PRIMARY2_ID", "PRIMARY_ID", "SAVE_RESTORE", "SECOND_PAIR", "STANDBY2_ID", "STANDBY_ID",
+           "TOPOLOGIES", "BedClass", "FailoverBed", "bed_class"]
 
 # What a case may need beyond "migrate a failover guest" (marker ``bed_needs``);
 # a topology lists what it offers and the others' cases are skipped with the reason.
@@ -40,8 +40,9 @@ COMMAND_LINE_PAIRING = "command-line-pairing"  # the case chooses the devices an
 HOTPLUG_STYLE = "hotplug-style"  # ACPI or native PCIe hotplug, chosen per case
 DEGRADED_DESTINATION = "degraded-destination"  # a destination without (or with a broken) primary
 SECOND_PAIR = "second-pair"  # a second failover pair in the same guest
+SAVE_RESTORE = "save-restore"  # a migration through a file (MigrationPlan.through_file): both QEMUs on one host
 ALL_CAPABILITIES = frozenset({EMULATED_PRIMARY, COMMAND_LINE_PAIRING, HOTPLUG_STYLE, DEGRADED_DESTINATION,
-                              SECOND_PAIR})
+                              SECOND_PAIR, SAVE_RESTORE})
 
 
 class FailoverBed(Protocol):

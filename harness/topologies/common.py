@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from harness import progress
 from harness.config import RunConfig
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.guest import ControlChannel, Guest
 from harness.logscan import quiet_guest_reset
 from harness.migration import DestinationPrimary, MigrationPlan, MigrationResult, migrate
@@ -90,14 +90,16 @@ class BedCommon:
             self.guest.channel.wait_ready(self.boot_deadline_s())
         self.boot_s = time.monotonic() - started
 
-    def _drive_migration(self, destination: VM, uri: str, plan: MigrationPlan) -> MigrationResult:
-        """Migrate the source to *destination* over *uri* as *plan* says, within the configured deadlines."""
+    def _drive_migration(self, destination: VM, uri: str, plan: MigrationPlan,
+                         saved_to: Path | None = None) -> MigrationResult:
+        """Migrate the source to *destination* over *uri* as *plan* says, within the configured deadlines
+        (through the file *saved_to*, which *uri* names, for a plan ``through_file``)."""
         limits = self.config.thresholds
         with progress.step(f"bed {self.tag}: migrating {self.source.name} to {destination.name}") as step:
             result = migrate(self.source, destination, uri, deadline_s=limits.migration_deadline_s,
                              wait_unplug_deadline_s=plan.wait_unplug_deadline_s or limits.wait_unplug_deadline_s,
                              on_status=plan.on_status, max_bandwidth=plan.max_bandwidth,
-                             capabilities=plan.capabilities)
+                             capabilities=plan.capabilities, parameters=plan.parameters, saved_to=saved_to)
             step.result = result.status
         return result
 
@@ -190,6 +192,8 @@ class RemoteBedCommon(BedCommon):
         source reports ``completed``, and what reaches the guest's serial port before it
         resumes is lost: the control channel moves there once it reported ``RESUME``.
         """
+        if plan.through_file:  # the destination's host cannot read a file the source's host wrote
+            raise ConfigError(f"bed {self.tag}: a migration through a file needs source and destination on one host")
         source = self.source
         if self.config.vf_mac_policy == "cleared":
             plan = clearing_mac_when_released(plan, partial(self._set_vf_macs, source, cleared=True))

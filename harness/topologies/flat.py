@@ -45,6 +45,7 @@ from harness.migration import (
     DestinationPrimary,
     MigrationPlan,
     MigrationResult,
+    restore_from_file,
     set_capabilities,
     wait_migration_end,
 )
@@ -156,9 +157,7 @@ class FlatBed(BedCommon):
                 # One self-announce, at once: QEMU's default five rounds over 1.25 s would
                 # point the bridge at the standby again after the harness settled it.
                 self.source.qmp.execute("migrate-set-parameters", {"announce-rounds": 1, "announce-initial": 1})
-                mark = self.source.qmp.mark()
-                self.source.qmp.execute("migrate-incoming", {"uri": f"file:{store.path(key)}"})
-                status = wait_migration_end(self.source, mark, BOOT_TIMEOUT_S)
+                status = restore_from_file(self.source, store.path(key), BOOT_TIMEOUT_S)
                 if status != "completed":
                     raise VMError(f"incoming migration {status}")
                 self.guest = self._guest_of(self.source)
@@ -293,7 +292,11 @@ class FlatBed(BedCommon):
         stay readable); after a failure the destination is shut down instead
         and the guest carries on where it was.
         """
-        result = self._drive_migration(destination, f"unix:{self.run_dir / f'{destination.name}.mig'}", plan)
+        if plan.through_file:  # saved, then restored: both QEMUs run here and see the run directory
+            saved = self.run_dir / f"{destination.name}.sav"
+            result = self._drive_migration(destination, f"file:{saved}", plan, saved_to=saved)
+        else:
+            result = self._drive_migration(destination, f"unix:{self.run_dir / f'{destination.name}.mig'}", plan)
         if result.status == "completed":
             self.guest.channel.retarget(destination.paths.control_socket, destination.is_running)
             old, self.source = self.source, destination
