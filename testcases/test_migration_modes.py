@@ -1,0 +1,98 @@
+"""Failover in the migration modes users run besides a plain precopy stream: postcopy, multifd, save/restore.
+
+QEMU unplugs the primary when a migration starts as precopy (its migration
+notifier's ``MIG_EVENT_PRECOPY_SETUP``), whatever comes after: postcopy
+switches over only once the migration is ``active``, past ``wait-unplug``;
+multifd only spreads the RAM over several channels; a save (``virsh save``,
+``migrate file:...``) is a migration to a file, and a restore loads it into a
+new QEMU, which plugs the primary back as a migration destination does. Each
+case proves that mode really ran (``postcopy_entered``, ``multifd_used``,
+the restore's ``failover_negotiated_on_restore``) and that failover kept its
+promise there: the postcopy and multifd cases judge the probes as the plain
+probe case does; save/restore, an outage by design, judges that the primary
+was released before the save, and is back and carrying traffic after the
+restore.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.checks import CheckList
+from harness.config import RunConfig
+from harness.migration import MigrationPlan
+from harness.topologies import SAVE_RESTORE, STANDBY_ID, FailoverBed
+from harness.verdicts import check_back_on_primary, check_probes, measure_and_record
+from harness.vm import VM
+
+# The precopy pass runs at this rate (bytes/s) until the switch: slow enough that the switch,
+# asked for as soon as the source reports ``active``, finds RAM left to send (an idle guest's
+# precopy otherwise ends in a pass). Postcopy itself has no limit.
+PRECOPY_BANDWIDTH = 32 << 20
+MULTIFD_CHANNELS = 2
+
+
+def _switch_to_postcopy(source: VM, destination: VM) -> None:
+    source.qmp.execute("migrate-start-postcopy")
+
+
+@pytest.mark.timing
+def test_postcopy_migration_under_probes(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """Postcopy (``postcopy-ram`` at both ends), switched to once ``active``: the probe case's checks hold."""
+    checks = CheckList(record_property)
+    plan = MigrationPlan(capabilities=("postcopy-ram",), on_status={"active": _switch_to_postcopy},
+                         max_bandwidth=PRECOPY_BANDWIDTH)
+    run = measure_and_record(failover_bed, harness_config, test_artifacts, record_property, checks, plan=plan)
+    ram = run.result.query.get("ram", {})
+    record_property("metric.postcopy_requests", ram.get("postcopy-requests"))
+    states = run.result.states
+    checks.check("postcopy_entered", "postcopy-active" in states,
+                 f"source states {states}; the destination faulted {ram.get('postcopy-requests')} pages in "
+                 "from the source" if "postcopy-active" in states
+                 else f"source states {states}: the migration never switched to postcopy-active")
+    check_probes(run, harness_config.thresholds, checks)
+    checks.verify()
+
+
+@pytest.mark.timing
+def test_multifd_migration_under_probes(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """Multifd (``multifd`` at both ends, several channels): the probe case's checks hold."""
+    bed, checks = failover_bed, CheckList(record_property)
+    plan = MigrationPlan(capabilities=("multifd",), parameters={"multifd-channels": MULTIFD_CHANNELS})
+    run = measure_and_record(bed, harness_config, test_artifacts, record_property, checks, plan=plan)
+    multifd_bytes = run.result.query.get("ram", {}).get("multifd-bytes")
+    record_property("metric.multifd_mib", None if multifd_bytes is None else round(multifd_bytes / 2**20, 1))
+    # The QEMU the guest runs on now (the destination, after a completed migration) echoes its capabilities.
+    echoed = {c["capability"]: c["state"] for c in bed.source.qmp.execute("query-migrate-capabilities")}
+    channels = bed.source.qmp.execute("query-migrate-parameters").get("multifd-channels")
+    checks.check("multifd_used", bool(multifd_bytes) and echoed.get("multifd") is True,
+                 f"{(multifd_bytes or 0) / 2**20:.1f} MiB sent over multifd channels (the source's query-migrate "
+                 f"multifd-bytes: {multifd_bytes}); {bed.source.name} says multifd {echoed.get('multifd')}, "
+                 f"{channels} channels (expected on, {MULTIFD_CHANNELS})")
+    check_probes(run, harness_config.thresholds, checks)
+    checks.verify()
+
+
+@pytest.mark.bed_needs(SAVE_RESTORE)
+def test_save_and_restore(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """``virsh save``/``restore``: the primary released before the save, back and carrying after the restore."""
+    checks = CheckList(record_property)
+    run = measure_and_record(failover_bed, harness_config, test_artifacts, record_property, checks,
+                             plan=MigrationPlan(through_file=True))
+    # UNPLUG_PRIMARY, wait-unplug held until the guest released it, saved and restored, primary
+    # back within the restore deadline; then traffic on it.
+    check_back_on_primary(run, checks)
+    negotiated = [e.data for e in run.timeline.events
+                  if e.vm == run.timeline.destination and e.name == "FAILOVER_NEGOTIATED"]
+    checks.check("failover_negotiated_on_restore", any(d.get("device-id") == STANDBY_ID for d in negotiated),
+                 f"FAILOVER_NEGOTIATED on the restoring QEMU: {negotiated or 'none'}")
+    checks.verify()
