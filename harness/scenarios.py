@@ -172,8 +172,8 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
 
     *plan* injects faults (see :class:`~harness.migration.MigrationPlan`);
     whatever the outcome, the guest is then observed where it runs, until its
-    primary is back or the deadline passes. A source paused by the plan is
-    resumed after a failed migration, as an operator would.
+    primary is back or the deadline passes. A source paused by the plan, or
+    saved to its file, is resumed after a failed migration, as an operator would.
     """
     source = bed.source
     with recording(bed, config, artifacts, probes=probes, iperf_s=iperf_s, sync_clock=True) as rec:
@@ -181,8 +181,8 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         if plan.pause_source:
             source.qmp.execute("stop")
         result = bed.migrate(destination, plan)
-        if plan.pause_source and result.status != "completed":
-            source.qmp.execute("cont")
+        if (plan.pause_source or plan.through_file) and result.status != "completed":
+            source.qmp.execute("cont")  # a saved source stays paused, and a restore may fail after the save
         restored: FailoverView | None = None
         restore_error: str | None = None
         restore_deadline_s = plan.restore_deadline_s or config.thresholds.primary_restore_deadline_s
