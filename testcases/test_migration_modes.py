@@ -12,6 +12,15 @@ promise there: the postcopy and multifd cases judge the probes as the plain
 probe case does; save/restore, an outage by design, judges that the primary
 was released before the save, and is back and carrying traffic after the
 restore.
+
+The save here is of the running guest (``migrate file:`` as QEMU takes it).
+libvirt's ``virsh save`` pauses a running guest first, and a paused guest
+cannot eject its primary: QEMU 10.0.2 then sits in ``wait-unplug`` until the
+migration is cancelled (30 s later ``cancelled``, "partially unplugged device
+on failure"), the ``stop`` + ``migrate`` path that
+``test_fault_paths.py::test_guest_that_never_ejects_is_cancelled_by_the_harness``
+covers; QEMU has no way to save a paused failover guest (a ``pause-vm``
+migration parameter was proposed, never merged).
 """
 
 from __future__ import annotations
