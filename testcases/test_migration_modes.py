@@ -1,7 +1,9 @@
 """Failover in the migration modes users run besides a plain precopy stream: postcopy, multifd, save/restore.
 
-QEMU unplugs the primary when a migration starts as precopy (its migration
-notifier's ``MIG_EVENT_PRECOPY_SETUP``), whatever comes after: postcopy
+QEMU unplugs the primary when a migration starts as precopy (virtio-net's
+migration notifier on ``MIG_EVENT_PRECOPY_SETUP``, QEMU 9.0's rework of the
+notifiers; ``migration_in_setup()`` before), whatever comes after; no QEMU fix
+is specific to these modes, the cases guard that path in each: postcopy
 switches over only once the migration is ``active``, past ``wait-unplug``;
 multifd only spreads the RAM over several channels; a save (``virsh save``,
 ``migrate file:...``) is a migration to a file, and a restore loads it into a
