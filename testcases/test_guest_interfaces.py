@@ -3,12 +3,13 @@
 Network configurations name interfaces. net_failover's master and standby are
 the same netdevs for the guest's whole life; the primary is a new PCI device
 after every migration, named again by the guest (the kernel's lowest free
-``ethN``, or a udev rule). Linux 8065a779f17e ("failover: allow name change on
-IFF_UP slave interfaces") let userspace rename a primary that net_failover had
-already opened; before it, a returning primary kept the kernel's name and a
-configuration written for its usual name missed it. The contract checked here:
-the names the guest had before the first migration are the names it has after
-each one (a rename by the guest's own rules may take a moment: it is waited for).
+``ethN``, or a udev rule). Before Linux 8065a779f17e ("failover: allow name
+change on IFF_UP slave interfaces", 5.1), udev's rename of a hot-plugged primary
+could lose the race with net_failover opening it (an up interface could not be
+renamed), and the primary kept the kernel's name, which a configuration written
+for its usual name missed. The contract checked here: the names the guest had
+before the first migration are the names it has after each one (a rename by the
+guest's own rules may take a moment: it is waited for).
 
 At boot, QEMU plugs the primary while the guest's PCIe hotplug driver sets up
 its slots. Before QEMU df72184ec1 ("pcie: don't set link state active if the
@@ -79,10 +80,9 @@ def test_interface_names_kept_across_migrations(
     for hop in range(1, NAMING_HOPS + 1):
         scope = checks.scope(f"hop{hop}")
         result = bed.migrate(bed.start_destination())
-        scope.check("migration_completed", result.status == "completed",
-                    f"status {result.status}, states {result.states}")
-        if result.status != "completed":
-            break  # the guest stayed where it was: no new primary to name
+        if result.status != "completed":  # the guest stayed where it was: no new primary to name
+            scope.check("names_kept", False, f"not judged: the migration ended {result.status} ({result.states})")
+            break
         bed.guest.wait_primary_active(limits.primary_restore_deadline_s)
         after = _settled_names(bed.guest, before, NAME_SETTLE_S)
         settle = "" if after == before else f" (given {NAME_SETTLE_S:g} s to settle)"

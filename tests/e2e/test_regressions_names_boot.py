@@ -28,7 +28,6 @@ def test_names_case_fails_when_the_returning_primary_is_renamed(tmp_path: Path) 
     run = run_broken(tmp_path, "rename-returning-primary", "-k", "interface_names")
     results, case = run.results(), "interface_names_kept"
     assert _check(results, "failover_negotiated", case).startswith("PASS")
-    assert _check(results, "hop1.migration_completed", case).startswith("PASS")
     # The watcher renamed the boot-time primary vf1 and renames each returning one (eth2 again) vf2, vf3 ...
     for hop in (1, 2, 3):
         assert _check(results, f"hop{hop}.names_kept", case) == (
