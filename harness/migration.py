@@ -2,7 +2,9 @@
 
 QEMU has no timeout on ``wait-unplug``: a guest that never ejects its primary
 holds the migration there forever. The harness imposes one, cancels, and says
-so in the result.
+so in the result. A paused source (``stop`` before ``migrate``, as ``virsh
+save`` of a paused domain does) cannot eject at all: the harness tells that
+hang by the source's run state within a second and cancels, naming the cause.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from harness.vm import VM
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+# How the harness words a migration it cancelled because the source sat paused in
+# wait-unplug (cases match it as the known bug's symptom).
+PAUSED_IN_WAIT_UNPLUG = "held in wait-unplug while the VM is paused"
+# The source must stay paused this long in wait-unplug to count as held there (a QEMU
+# that runs the guest for its unplug resumes it at once); polled this often.
+PAUSED_HOLD_S = 1.0
+PAUSED_POLL_S = 0.25
 
 
 @dataclass
@@ -135,20 +144,31 @@ def migrate(
     cancel_issued: float | None = None
     deadline = time.monotonic() + deadline_s
     unplug_deadline: float | None = None
+    paused_since: float | None = None
     position = mark
     while True:
         now = time.monotonic()
-        limit = min(deadline, unplug_deadline or deadline)
+        in_unplug = bool(states) and states[-1] == "wait-unplug" and cancel_reason is None
+        limit = min(deadline, unplug_deadline or deadline, now + PAUSED_POLL_S if in_unplug else deadline)
         try:
             index, event = src.next_event("MIGRATION", max(0.0, limit - now), after=position)
         except DeadlineExceeded:
             if cancel_reason is not None:
                 raise  # the cancel itself did not finish in time
-            in_unplug = bool(states) and states[-1] == "wait-unplug"
-            cancel_reason = (
-                f"source stayed in wait-unplug longer than {wait_unplug_deadline_s:.0f} s (guest never ejected)"
-                if in_unplug else f"migration did not finish within {deadline_s:.0f} s"
-            )
+            now = time.monotonic()
+            if in_unplug and now < min(deadline, unplug_deadline or deadline):
+                paused = src.execute("query-status")["status"] == "paused"
+                paused_since = (paused_since or now) if paused else None
+                if paused_since is None or now - paused_since < PAUSED_HOLD_S:
+                    continue
+                cancel_reason = (f"migration {PAUSED_IN_WAIT_UNPLUG} (query-status: paused for "
+                                 f"{now - paused_since:.1f} s): a paused guest cannot release its primary, and "
+                                 "QEMU waits for it with no timeout")
+            else:
+                cancel_reason = (
+                    f"source stayed in wait-unplug longer than {wait_unplug_deadline_s:.0f} s (guest never ejected)"
+                    if in_unplug else f"migration did not finish within {deadline_s:.0f} s"
+                )
             log.warning("%s: cancelling: %s", source.name, cancel_reason)
             cancel_issued = time.time()
             src.execute("migrate_cancel")

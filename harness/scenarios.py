@@ -172,17 +172,22 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
 
     *plan* injects faults (see :class:`~harness.migration.MigrationPlan`);
     whatever the outcome, the guest is then observed where it runs, until its
-    primary is back or the deadline passes. A source paused by the plan, or
-    saved to its file, is resumed after a failed migration, as an operator would.
+    primary is back or the deadline passes. A guest paused by the plan, or
+    saved to a file, is resumed where it runs afterwards (the source after a
+    failed migration or restore, the destination, which stays paused like its
+    source, after a completed one), as an operator would.
     """
     source = bed.source
     with recording(bed, config, artifacts, probes=probes, iperf_s=iperf_s, sync_clock=True) as rec:
         destination = bed.start_destination(primary=plan.destination_primary)
+        paused_at = time.time() if plan.pause_source else None
         if plan.pause_source:
             source.qmp.execute("stop")
         result = bed.migrate(destination, plan)
-        if (plan.pause_source or plan.through_file) and result.status != "completed":
-            source.qmp.execute("cont")  # a saved source stays paused, and a restore may fail after the save
+        if (plan.pause_source or plan.through_file) and bed.source.qmp.execute("query-status")["status"] == "paused":
+            # Where the guest runs now, as virsh restore resumes a saved guest (a saved source stays
+            # paused, and a restore may fail after the save).
+            bed.source.qmp.execute("cont")
         restored: FailoverView | None = None
         restore_error: str | None = None
         restore_deadline_s = plan.restore_deadline_s or config.thresholds.primary_restore_deadline_s
@@ -201,7 +206,9 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
     # The source may have migrated (and failed) before: only this migration's events count.
     events = sorted([*(e for e in source.qmp.events if e.ts >= result.started), *destination.qmp.events],
                     key=lambda e: e.ts)
-    stop_ts = next((e.ts for e in events if e.vm == source.name and e.name == "STOP"), None)
+    # The guest's clock stops at the plan's pause (before the migration, whose window has no STOP
+    # then), else at stop-and-copy.
+    stop_ts = paused_at or next((e.ts for e in events if e.vm == source.name and e.name == "STOP"), None)
     resume_ts = next((e.ts for e in events if e.name == "RESUME" and e.ts > (stop_ts or math.inf)), None)
     final_sync = sync_after or sync_before
     timeline = Timeline(

@@ -131,6 +131,12 @@ def test_a_known_bug_absorbs_only_its_own_symptom() -> None:
     passed = CheckList()
     passed.check("migration_completed", True, "completed")
     verify_unless_known_bug(passed, "Unknown ramblock", ["Unknown ramblock in an old line"])  # no failure: no raise
+    # A check the bug does not explain (the case's own recovery) keeps its failure a failure.
+    failed.check("recovery.source_kept_running", False, "source VM status after the attempt: paused")
+    with pytest.raises(AssertionError) as unexplained:
+        verify_unless_known_bug(failed, "Unknown ramblock", ["error: Unknown ramblock"], never_absorbed=("recovery.",))
+    assert not isinstance(unexplained.value, KnownBugSymptom)
+    assert "FAIL recovery.source_kept_running" in str(unexplained.value)
 
 
 def test_a_release_placed_just_before_the_request_counts_at_the_request(recorded: Timeline) -> None:
