@@ -159,7 +159,6 @@ PAUSED_SOURCE_GIVEN_UP = Fault(MigrationPlan(pause_source=True, on_status={"canc
                                "cancelled", "the harness cancelled the held migration and resumed the source")
 
 
-@pytest.mark.timing
 @STREAM_CUT_ON_PURPOSE
 def test_paused_vm_migrates(
     failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any,

@@ -4,11 +4,18 @@ Each judgement is a named check (JUnit property ``check.<name>``); a case
 fails listing every failed check, with measured values and thresholds. The
 two cases are separate so that probe timing and bulk traffic do not disturb
 each other.
+
+A PCI rescan in the guest while the migration is ``active`` must not bring the
+released primary back on the source: failover keeps the ejected primary in QEMU
+for a re-plug, and before QEMU 348e354417 it still answered the guest's config
+reads, so a rescan re-found and re-bound it there (QEMU now answers none for a
+device the guest ejected).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +26,9 @@ from harness.checks import CheckList
 from harness.config import RunConfig
 from harness.errors import DeadlineExceeded
 from harness.guest import FailoverView, Guest
-from harness.metrics import migration_metrics
+from harness.metrics import first_event_time, migration_metrics, recovery_time
 from harness.migration import MigrationPlan
+from harness.phases import primary_release_time
 from harness.report import record_timeline
 from harness.scenarios import (
     POST_RESTORE_OBSERVATION_S,
@@ -47,6 +55,7 @@ from harness.verdicts import (
     record_migration,
     verify_unless_known_bug,
 )
+from harness.vm import VM
 
 # Counted once the guest agent answers: the guest probes virtio_net (and so
 # negotiates) before its init starts the agent, so the event is normally there.
@@ -273,4 +282,55 @@ def test_two_failover_pairs_migrate_together(
     for (pair, pair_run), primary_id in zip(runs.items(), (PRIMARY_ID, PRIMARY2_ID), strict=True):
         record_migration(record_property, pair_run, prefix=f"{pair}.")
         check_probes(pair_run, limits, checks.scope(pair), primary_id)
+    checks.verify()
+
+
+PCI_RESCAN = "echo 1 > /sys/bus/pci/rescan"
+# While the guest rescans, the migration crawls at this rate so that it is still active after
+# the rescan; then it runs at full speed again (capped all along, it would last some 20 s).
+RESCAN_HOLD_BYTES_PER_S = 1 << 20
+
+
+@pytest.mark.timing
+def test_pci_rescan_during_migration_finds_no_primary(
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+) -> None:
+    """The guest rescans its PCI buses while the migration is active: the released primary stays away
+    on the source, and comes back on the destination."""
+    bed, checks = failover_bed, CheckList(record_property)
+    seen: dict[str, Any] = {}
+
+    def rescan(source: VM, destination: VM) -> None:
+        full_speed = source.qmp.execute("query-migrate-parameters")["max-bandwidth"]
+        source.qmp.execute("migrate-set-parameters", {"max-bandwidth": RESCAN_HOLD_BYTES_PER_S})
+        try:
+            seen["rescan"] = bed.guest.channel.run(PCI_RESCAN)
+            seen["view"] = bed.guest.failover()
+            seen["status"] = source.qmp.execute("query-migrate")["status"]
+        finally:
+            source.qmp.execute("migrate-set-parameters", {"max-bandwidth": full_speed})
+
+    run = measure_and_record(bed, harness_config, test_artifacts, record_property, checks,
+                             plan=MigrationPlan(on_status={"active": rescan}))
+    check_probes(run, harness_config.thresholds, checks)
+    rescan_result, status = seen.get("rescan"), seen.get("status")
+    if rescan_result is None:
+        checks.check("rescan_while_active", False, f"no rescan: the migration never reported active "
+                     f"(states {run.result.states})")
+    else:
+        said = f": {rescan_result.output.strip()}" if rescan_result.output.strip() else ""
+        checks.check("rescan_while_active", rescan_result.rc == 0 and status == "active",
+                     f"{PCI_RESCAN!r} exit {rescan_result.rc}{said}; migration status after it: {status}")
+    # The guest's own word: a primary registered again between its release and the destination's RESUME.
+    timeline = run.timeline
+    released, resumed = primary_release_time(timeline), recovery_time(timeline)
+    again = [g for g in timeline.guest_events if g.kind == "primary-registered" and released is not None
+             and released < g.t < (resumed or math.inf)]
+    unplugged = first_event_time(timeline, timeline.source, "UNPLUG_PRIMARY") or timeline.window_start
+    view = seen.get("view")
+    checks.check("primary_stayed_away_on_source", view is not None and view.primary is None and not again,
+                 f"after the rescan: {view.describe() if view is not None else 'not seen'}; primary registered "
+                 "between its release and RESUME: "
+                 + (", ".join(f"{g.detail} {(g.t - unplugged) * 1000:.0f} ms after UNPLUG_PRIMARY" for g in again)
+                    or "none"))
     checks.verify()

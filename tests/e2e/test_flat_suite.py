@@ -80,8 +80,7 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--html", str(tmp_path / "report.html"), "--self-contained-html")
     assert run.returncode == 0, run.output
     results = run.results()
-    # Every case passes on QEMU 10.0 but the option-ROM bug, a strict xfail.
-    assert results["summary"] == {"passed": 30, "xfailed": 1}
+    assert results["summary"] == {"passed": 31, "xfailed": 2}
     # A passing (or xfailed) case keeps no evidence; every case's logs were scanned clean.
     assert not run.artifacts.exists() or not any(run.artifacts.iterdir())
     assert all(t["checks"]["logs_clean"].startswith("PASS") for t in results["tests"] if t["outcome"] == "passed")
