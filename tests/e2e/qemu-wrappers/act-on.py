@@ -63,11 +63,15 @@ def hidden_nic():
     mac = execute("qom-get", path="/machine/peripheral/standby0", property="mac")
     execute("device_add", driver="e1000e", id="hidden0", bus="rpx", mac=mac)
     bsel = execute("qom-get", path="/machine/peripheral/rpx/rpx", property="acpi-pcihp-bsel")
-    hmp = lambda line: execute("human-monitor-command", **{"command-line": line})  # noqa: E731
-    selected = hmp("i /w 0xcd0").split("=")[-1].strip()
+    selected = port_io("i /w 0xcd0").split("=")[-1].strip()  # the guest's choice, put back after
     for line in (f"o /w 0xcd0 {bsel}", "i /w 0xcc0", f"o /w 0xcd0 {selected}"):
-        hmp(line)
+        port_io(line)
     execute("cont")
+
+
+def port_io(line):
+    """An I/O port access as the guest's CPU would make it (HMP ``i``/``o``); what it read."""
+    return execute("human-monitor-command", **{"command-line": line})
 
 
 execute("qmp_capabilities")
