@@ -505,6 +505,17 @@ def test_degraded_destination_case_fails_on_a_broken_destination(tmp_path: Path,
     assert _check(run.results(), check, "degraded_destination_is_reported[absent]").startswith(failure)
 
 
+def test_fault_path_case_fails_when_the_primary_is_not_back_after_a_failure(tmp_path: Path) -> None:
+    # As QEMUs before 150ab54aa6 (5.0) and ca72efccbe (6.2) left the guest without its primary.
+    run = run_broken(tmp_path, "primary-gone-after-failure", "-k", "destination-killed")
+    results, case = run.results(), "destination-killed"
+    assert _check(results, "attempt.source_kept_running", case).startswith("PASS")
+    assert _check(results, "attempt.primary_replugged", case).startswith(
+        "FAIL attempt.primary_replugged: primary not back on the source: "), results
+    assert _check(results, "attempt.traffic_back_on_primary", case).startswith(
+        "FAIL attempt.traffic_back_on_primary: the last replies travelled on: standby")
+
+
 def test_fault_path_case_fails_when_the_source_pauses_on_failure(tmp_path: Path) -> None:
     run = run_broken(tmp_path, "pause-source-on-failure", "-k", "destination-killed")
     results, case = run.results(), "destination-killed"

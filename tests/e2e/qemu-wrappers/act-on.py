@@ -8,9 +8,10 @@ for that release), negotiated (the guest negotiated failover), primary-ejected o
 (the guest ejected that device). ACTION: stop (the guest hangs there, its QEMU runs on), cont
 (the VM runs), guest-reset (the guest resets itself, as a triple fault does: a write to the reset
 control register, nothing on its console), standby-link-down (the standby's link goes down, as a
-cable pulled out of the host), quit (QEMU ends, as one that crashes there) or hidden-nic (a NIC
-with the standby's MAC plugged into root port rpx without the guest being told: while the VM is
-stopped, its ACPI hotplug "device up" bit is read, as the guest's own handler reads and clears it).
+cable pulled out of the host), delete-primary (QEMU asks the guest to give the primary up), quit
+(QEMU ends, as one that crashes there) or hidden-nic (a NIC with the standby's MAC plugged into
+root port rpx without the guest being told: while the VM is stopped, its ACPI hotplug "device up"
+bit is read, as the guest's own handler reads and clears it).
 """
 
 import json
@@ -31,6 +32,7 @@ ACTIONS = {
     "cont": {"execute": "cont"},
     "guest-reset": {"execute": "human-monitor-command", "arguments": {"command-line": "o /b 0xcf9 0x6"}},
     "standby-link-down": {"execute": "set_link", "arguments": {"name": "standby0", "up": False}},
+    "delete-primary": {"execute": "device_del", "arguments": {"id": "primary0"}},
     "quit": {"execute": "quit"},
 }
 path, trigger, action = sys.argv[1], TRIGGERS[sys.argv[2]], ACTIONS.get(sys.argv[3], sys.argv[3])
