@@ -6,6 +6,7 @@
     failover-harness list                                    the cases, what they need, which topologies have it
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
+    failover-harness compare --candidate-qemu PATH ...       did a QEMU or guest kernel change failover? (A/B)
     failover-harness image                                   build (or find) the guest image
     failover-harness sweep [--inventory TOML]                remove what killed runs left behind (here, on the lab)
 """
@@ -16,8 +17,6 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import webbrowser
 from pathlib import Path
@@ -26,11 +25,14 @@ from typing import Any
 import pytest
 
 from harness import progress
+from harness.compare.judgement import PracticalRule
+from harness.compare.runner import DEFAULT_CASES as DEFAULT_COMPARED_CASES
 from harness.config import DEFAULT_CACHE_DIR, build_config, load_profile
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
 from harness.limits import derive_limits, limits_table, load_results_json, soak_samples, thresholds_toml
+from harness.proc import call_passing_signals
 from harness.stats import STATS
 from harness.sweep import sweep_leftovers
 from harness.topologies import TOPOLOGIES, bed_class
@@ -86,27 +88,6 @@ def soak_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def call_passing_signals(argv: list[str]) -> int:
-    """Run *argv* to its end; a SIGINT or SIGTERM to this process reaches it exactly once.
-
-    The child runs in a session of its own, so a terminal's Ctrl-C reaches it only through
-    this process, never twice (a second one would cut pytest's teardown short); and this
-    process waits for that teardown. ``subprocess.call`` would SIGKILL the child on Ctrl-C,
-    leaving its bed's namespaces behind.
-    """
-    child = subprocess.Popen(argv, start_new_session=True)
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return child.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _soak(args: argparse.Namespace) -> int:
     """Run the soak case, then print each metric's distribution."""
     if args.migrations < 1:
@@ -120,6 +101,43 @@ def _soak(args: argparse.Namespace) -> int:
     if recorded.get("tests"):  # none when the soak was interrupted before its case ended
         print("\n".join(soak_table(recorded)))
     return code
+
+
+def _min_absolute(values: list[str]) -> dict[str, float]:
+    rule = dict(PracticalRule().min_absolute)
+    for value in values:
+        unit, sep, number = value.partition("=")
+        if not sep or unit not in rule:
+            raise ConfigError(f"--min-absolute {value!r}: give UNIT=VALUE with UNIT one of {', '.join(rule)}")
+        try:
+            rule[unit] = float(number)
+        except ValueError:
+            raise ConfigError(f"--min-absolute {value!r}: {number!r} is not a number") from None
+    return rule
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Both sides interleaved, then the judgement; exit 1 when a metric regressed or a check broke."""
+    from harness.compare import compare
+    from harness.compare.report import terminal_table, write_reports
+    from harness.compare.runner import CompareSettings, SideSettings
+
+    if not 0 <= args.min_relative < 10:
+        raise ConfigError(f"--min-relative {args.min_relative}: give a fraction of the baseline's median, e.g. 0.1")
+    settings = CompareSettings(
+        baseline=SideSettings(args.baseline_qemu or args.qemu_binary, args.baseline_guest_kernel,
+                              args.baseline_guest_modules),
+        candidate=SideSettings(args.candidate_qemu or args.baseline_qemu or args.qemu_binary,
+                               args.candidate_guest_kernel, args.candidate_guest_modules),
+        reports=args.reports, cases_dir=_cases_dir(args), runs=args.runs, select=args.select,
+        metrics=tuple(args.metric), profile=args.profile,
+        pytest_args=tuple(arg for arg in args.pytest_args if arg != "--"),
+        rule=PracticalRule(min_relative=args.min_relative, min_absolute=_min_absolute(args.min_absolute)))
+    comparison = compare(settings)
+    print("\n".join(terminal_table(comparison)))
+    json_path, html_path = write_reports(comparison, args.reports)
+    print(f"\nwrote {json_path} and {html_path}")
+    return comparison.exit_status
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -284,6 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--soak-dir", type=Path, default=DEFAULT_CASES.parent / "soak", help=argparse.SUPPRESS)
     soak.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     soak.set_defaults(func=_soak)
+    comparing = sub.add_parser("compare", help="A/B: the same cases on two QEMUs or guest kernels, interleaved; "
+                                                "per metric a statistical verdict")
+    for side in ("baseline", "candidate"):
+        comparing.add_argument(f"--{side}-qemu", metavar="PATH",
+                               help="default: --qemu-binary" + (" (the baseline's)" if side == "candidate" else ""))
+        comparing.add_argument(f"--{side}-guest-kernel", metavar="BZIMAGE", type=Path)
+        comparing.add_argument(f"--{side}-guest-modules", metavar="DIR", type=Path)
+    comparing.add_argument("--runs", type=int, default=10, help="runs per side (default 10)")
+    comparing.add_argument("-k", dest="select", default=DEFAULT_COMPARED_CASES,
+                           help=f"the cases (pytest -k; default: {DEFAULT_COMPARED_CASES!r})")
+    comparing.add_argument("--metric", action="append", default=[], metavar="PATTERN",
+                           help="judge only metrics matching this glob (repeatable; default: every judged metric)")
+    comparing.add_argument("--min-relative", type=float, default=PracticalRule().min_relative,
+                           help="a change counts from this fraction of the baseline's median (default 0.1)")
+    comparing.add_argument("--min-absolute", action="append", default=[], metavar="UNIT=VALUE",
+                           help="and from this much (defaults: " + ", ".join(
+                               f"{u}={v:g}" for u, v in PracticalRule().min_absolute.items()) + ")")
+    comparing.add_argument("--profile", type=Path, help="TOML profile for both sides")
+    comparing.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
+    comparing.set_defaults(func=_compare)
     doctor = sub.add_parser("doctor", help="check this host, or the lab hosts of an inventory")
     doctor.add_argument("--inventory", type=Path, help="a lab inventory (TOML): check each of its hosts, over SSH")
     doctor.set_defaults(func=_doctor)
@@ -310,10 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also undo what killed host-topology runs of this machine left on the lab's hosts")
     sweep.set_defaults(func=_sweep)
     sub.add_parser("image", help="build the guest image").set_defaults(func=_image)
-    for command in (run, listing):
+    for command in (run, listing, comparing):
         command.add_argument("--cases", type=Path, default=DEFAULT_CASES, help=f"default: {DEFAULT_CASES}")
     for command in (run, report, soak):
         command.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="default: reports/")
+    comparing.add_argument("--reports", type=Path, default=DEFAULT_REPORTS / "compare",
+                           help="default: reports/compare/")
     return parser
 
 

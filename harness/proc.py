@@ -6,6 +6,7 @@ import ctypes
 import logging
 import signal
 import subprocess
+from typing import IO
 
 from harness.errors import CommandFailed
 
@@ -40,3 +41,26 @@ def die_with_parent() -> None:
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def call_passing_signals(argv: list[str], stdout: IO[str] | None = None) -> int:
+    """Run *argv* to its end (its output to *stdout*, default ours); a SIGINT or SIGTERM to this
+    process reaches it exactly once.
+
+    The child runs in a session of its own, so a terminal's Ctrl-C reaches it only through
+    this process, never twice (a second one would cut pytest's teardown short); and this
+    process waits for that teardown. ``subprocess.call`` would SIGKILL the child on Ctrl-C,
+    leaving its bed's namespaces behind.
+    """
+    child = subprocess.Popen(argv, start_new_session=True, stdout=stdout,
+                             stderr=subprocess.STDOUT if stdout is not None else None)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
