@@ -19,7 +19,8 @@
     ├── LogTrouble             the log scan's failure of a case (never raised)
     ├── EnvironmentalError     the environment failed, not the system under test (retried once)
     ├── QMPCommandError        (harness.qmp) QEMU answered a command with an error
-    └── SnapshotError          (harness.snapshot) a booted-guest snapshot could not be saved or restored
+    ├── SnapshotError          (harness.snapshot) a booted-guest snapshot could not be saved or restored
+    └── CompareError           (harness.compare.runner) a comparison's run did not run to its verdict
 
 Verdicts are not errors: a failed check raises :class:`AssertionError` (``CheckList.verify``),
 and a failure with a known QEMU bug's symptom its subclass ``KnownBugSymptom``

@@ -96,7 +96,8 @@ def rank_test(baseline: Sequence[float], candidate: Sequence[float]) -> float:
         return 1.0
     # Exact where there are no ties (scipy's default goes asymptotic above 8 samples a side: 1.8e-4
     # instead of 1.1e-5 for 10 against 10 fully separated, too weak to survive Holm over ~100 metrics).
-    method = "exact" if len(set(baseline) | set(candidate)) == len(baseline) + len(candidate) else "asymptotic"
+    method: Literal["exact", "asymptotic"] = (
+        "exact" if len(set(baseline) | set(candidate)) == len(baseline) + len(candidate) else "asymptotic")
     p = float(stats.mannwhitneyu(baseline, candidate, alternative="two-sided", method=method).pvalue)
     return 1.0 if math.isnan(p) else p
 

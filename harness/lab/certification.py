@@ -56,6 +56,9 @@ from harness.hosts import Host
 from harness.lab.doctor import on_each_host
 from harness.lab.inventory import HostSpec, Inventory, field_path
 from harness.report import RESULTS_SCHEMA
+
+# Schema 2 only moved the raw timelines out of results.json; a record never reads them.
+READABLE_SCHEMAS = (1, RESULTS_SCHEMA)
 from harness.sriov.sysfs import attribute, link_name
 from harness.templating import render
 
@@ -298,7 +301,7 @@ class _RunSection(_ResultsModel):
 
 
 class RunResults(_ResultsModel):
-    """A results.json document as :class:`harness.report.ResultsJson` writes it (schema 1), validated."""
+    """A results.json document as :class:`harness.report.ResultsJson` writes it, validated."""
 
     started: float
     finished: float
@@ -313,9 +316,10 @@ def parse_results(doc: object, source: str) -> RunResults:
     rerun = "run the suite again (failover-harness run writes reports/results.json)"
     if not isinstance(doc, dict) or "schema" not in doc:
         raise ConfigError(f"{source}: schema: missing: not a results.json of failover-harness; {rerun}")
-    if doc["schema"] != RESULTS_SCHEMA:
+    if doc["schema"] not in READABLE_SCHEMAS:
         raise ConfigError(f"{source}: schema: {doc['schema']!r}, but this harness reads results.json schema "
-                          f"{RESULTS_SCHEMA}: certify with the harness version that wrote it, or {rerun}")
+                          f"{' or '.join(map(str, READABLE_SCHEMAS))}: certify with the harness version that wrote "
+                          f"it, or {rerun}")
     try:
         return RunResults.model_validate(doc)
     except ValidationError as e:

@@ -20,6 +20,7 @@ from harness.errors import CapabilityMissing
 from harness.image import GuestImage, ImageBuilder
 from harness.plugin.keys import ARTIFACTS_KEY, CONFIG_KEY, PHASE_REPORTS_KEY
 from harness.plugin.session import terminal_line
+from harness.report import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,10 @@ def accel(harness_config: RunConfig, guest_image: GuestImage, request: pytest.Fi
 
 
 
-def _safe_name(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
-
-
 @pytest.fixture
 def test_artifacts(request: pytest.FixtureRequest, harness_config: RunConfig) -> Iterator[Path]:
     """This test's evidence directory; removed after a pass unless --keep-artifacts=all."""
-    path = (harness_config.artifacts_dir / _safe_name(request.node.nodeid)).resolve()
+    path = (harness_config.artifacts_dir / safe_name(request.node.nodeid)).resolve()
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     request.node.stash[ARTIFACTS_KEY] = path

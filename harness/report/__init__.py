@@ -8,8 +8,11 @@ test's outcome, metrics and checks to ``results.json`` for trend tooling.
 
 from __future__ import annotations
 
+import gzip
 import json
 import platform
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,10 +26,26 @@ from harness.phases import PHASE_NAMES, PhaseStats
 from harness.templating import render
 from harness.timeline import Timeline
 
-RESULTS_SCHEMA = 1
+# 2: raw timelines moved out of results.json into linked files (data_files).
+RESULTS_SCHEMA = 2
 # User properties with this prefix carry bulk data (timelines) for results.json
 # only: ResultsJson removes them from the report before JUnit and HTML see it.
 DATA_PREFIX = "data."
+# Data whose name starts so is a raw timeline (record_timeline), kept in a file of its own.
+TIMELINE_DATA = "timeline"
+
+
+def safe_name(nodeid: str) -> str:
+    """A test's node id as a file name (its artifacts directory, its timeline files)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+
+
+def load_test_data(results_path: Path, entry: dict[str, Any], name: str) -> Any:
+    """The data *name* (e.g. ``timeline``) of one results.json test entry, inline or from its linked file."""
+    if name in entry.get("data", {}):
+        return entry["data"][name]
+    with gzip.open(results_path.parent / entry["data_files"][name], "rt") as f:
+        return json.load(f)
 
 
 def record_metrics(record: Callable[[str, object], None], metrics: MigrationMetrics, prefix: str = "") -> None:
@@ -128,11 +147,11 @@ class ResultsJson:
                 entry["message"] = report.longrepr[2]
         data = [(n, v) for n, v in report.user_properties if n.startswith(DATA_PREFIX)]
         report.user_properties = [(n, v) for n, v in report.user_properties if not n.startswith(DATA_PREFIX)]
-        # Every phase's report carries the properties recorded so far; parse the
-        # (large) data once, from the last phase, and only when it will be written.
+        # Every phase's report carries the properties recorded so far; take the (large) data
+        # once, from the last phase, and only when it will be written.
         if self.path is not None and report.when == "teardown":
             for name, value in data:
-                entry.setdefault("data", {})[name.removeprefix(DATA_PREFIX)] = json.loads(str(value))
+                self._keep_data(entry, name.removeprefix(DATA_PREFIX), str(value))
         for name, value in report.user_properties:
             if name.startswith("metric."):
                 entry["metrics"][name.removeprefix("metric.")] = value
@@ -142,6 +161,31 @@ class ResultsJson:
                 entry["checks"][name.removeprefix("check.")] = value
             elif name.startswith("run."):
                 entry.setdefault("run", {})[name.removeprefix("run.")] = value
+
+    @property
+    def timelines_dir(self) -> Path:
+        """Where each test's raw timelines go, compressed, beside results.json (``results-timelines/``)."""
+        assert self.path is not None
+        return self.path.parent / f"{self.path.stem}-timelines"
+
+    def _keep_data(self, entry: dict[str, Any], name: str, value: str) -> None:
+        """A raw timeline (1 kHz probes: megabytes) goes to a compressed file of its own, linked
+        from the entry's ``data_files``, so that results.json stays small enough to archive for
+        hundreds of nightly runs; other data (a soak's samples) stays inline under ``data``."""
+        if not name.startswith(TIMELINE_DATA):
+            entry.setdefault("data", {})[name] = json.loads(value)
+            return
+        relative = Path(self.timelines_dir.name) / f"{safe_name(entry['nodeid'])}.{name}.json.gz"
+        target = self.path.parent / relative if self.path is not None else relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(target, "wt") as f:
+            f.write(value)
+        entry.setdefault("data_files", {})[name] = str(relative)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # A previous run's timelines beside the same results.json would be linked by nothing.
+        if self.path is not None and self.timelines_dir.is_dir():
+            shutil.rmtree(self.timelines_dir)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str]) -> None:

@@ -21,6 +21,7 @@ import pytest
 from harness.image import GuestImage
 from harness.netns import NETNS_PREFIX, list_harness_netns
 from harness.phases import PHASE_NAMES
+from harness.report import load_test_data
 from tests.conftest import REPO, SuiteRun, run_suite, suite_argv
 
 WRAPPERS = Path(__file__).parent / "qemu-wrappers"
@@ -89,7 +90,8 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
         assert all(v.startswith("PASS") for v in test["checks"].values()), test["checks"]
         for name in ("unplug_wait_ms", "downtime_ms", "observed_downtime_ms", "total_time_ms"):
             assert test["metrics"][name] > 0, name
-        timeline = test["data"]["timeline"]  # the whole timeline, for trend tools
+        # The whole timeline, for trend tools: compressed beside results.json, which stays small.
+        timeline = load_test_data(run.results_path, test, "timeline")
         assert {e["name"] for e in timeline["events"]} >= {"UNPLUG_PRIMARY", "STOP", "RESUME"}
         assert timeline["guest_events"] and timeline["clock_uncertainty_s"] is not None
     m = probes["metrics"]
@@ -106,6 +108,7 @@ def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     assert props["metric.total_time_ms"] == str(probes["metrics"]["total_time_ms"])
     assert props["check.primary_restored"].startswith("PASS")
     assert not any(name.startswith("data.") for case in junit.values() for name in case), "bulk data leaked into JUnit"
+    assert run.results_path.stat().st_size < 2_000_000  # the raw timelines are not in it
     html = (tmp_path / "report.html").read_text()
     assert "check.migration_completed" in html
     assert '<table class="harness-migrations">' in html  # the per-migration summary, at the top

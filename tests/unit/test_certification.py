@@ -384,7 +384,7 @@ def test_the_record_is_written_as_json_and_html(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d.pop("schema"), "r.json: schema: missing: not a results.json of failover-harness; run the suite "
                                 "again (failover-harness run writes reports/results.json)"),
-    (lambda d: d.update(schema=2), "r.json: schema: 2, but this harness reads results.json schema 1"),
+    (lambda d: d.update(schema=3), "r.json: schema: 3, but this harness reads results.json schema 1 or 2"),
     (lambda d: d["tests"][1].update(outcome="exploded"), "r.json: tests[1].outcome: Input should be 'passed', "),
     (lambda d: d["run"]["config"].pop("thresholds"), "r.json: run.config.thresholds: Field required: not the "
                                                      "results.json failover-harness writes"),
@@ -416,7 +416,7 @@ def reset_cli_globals() -> Iterator[None]:
 @pytest.mark.parametrize(("results", "inventory", "out", "message"), [
     ("none.json", "lab.toml", "out", "failover-harness: --results: {tmp}/none.json does not exist: run the suite "
                                      "first"),
-    ("schema2.json", "lab.toml", "out", "failover-harness: {tmp}/schema2.json: schema: 2, but this harness reads"),
+    ("schema3.json", "lab.toml", "out", "failover-harness: {tmp}/schema3.json: schema: 3, but this harness reads"),
     ("results.json", "none.toml", "out", "failover-harness: {tmp}/none.toml: no such inventory file"),
     ("results.json", "typo.toml", "out", "failover-harness: {tmp}/typo.toml: hosts.src.vfs[0]: '3b:02.0' is not a "
                                          "PCI address like 0000:3b:02.0"),
@@ -427,7 +427,7 @@ def test_certify_refuses_bad_input_in_one_line_and_writes_nothing(
         message: str) -> None:
     doc = recorded_results()
     (tmp_path / "results.json").write_text(json.dumps(doc))
-    (tmp_path / "schema2.json").write_text(json.dumps(doc | {"schema": 2}))
+    (tmp_path / "schema3.json").write_text(json.dumps(doc | {"schema": 3}))
     lab = (Path(__file__).parents[2] / "profiles" / "lab-example.toml").read_text()
     (tmp_path / "lab.toml").write_text(lab)
     (tmp_path / "typo.toml").write_text(lab.replace('vfs = ["0000:3b:02.0"', 'vfs = ["3b:02.0"', 1))
