@@ -7,6 +7,7 @@
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
     failover-harness compare --candidate-qemu PATH ...       did a QEMU or guest kernel change failover? (A/B)
+    failover-harness trend DIR...                            headline metrics over many runs; outliers flagged
     failover-harness image                                   build (or find) the guest image
     failover-harness sweep [--inventory TOML]                remove what killed runs left behind (here, on the lab)
 """
@@ -138,6 +139,24 @@ def _compare(args: argparse.Namespace) -> int:
     json_path, html_path = write_reports(comparison, args.reports)
     print(f"\nwrote {json_path} and {html_path}")
     return comparison.exit_status
+
+
+def _trend(args: argparse.Namespace) -> int:
+    """Exit 1 when the newest run is worse than the runs before it on any metric."""
+    from harness import trend
+
+    runs = [trend.load_run(path, tuple(args.metric) or trend.HEADLINE) for path in trend.find_results(args.paths)]
+    series = trend.build_series(runs, PracticalRule())
+    print(f"{len(runs)} runs, {len(series)} series")
+    print("\n".join(trend.flagged_lines(series)) or "nothing flagged")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(trend.render_html(series, runs))
+    print(f"\nwrote {args.out}")
+    worse = trend.latest_worse(series, runs)
+    if worse:
+        named = ", ".join(f"{s.case.rsplit('::', 1)[-1]} {s.metric}" for s in worse)
+        print(f"the newest run is worse on: {named}")
+    return 1 if worse else 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -322,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     comparing.add_argument("--profile", type=Path, help="TOML profile for both sides")
     comparing.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     comparing.set_defaults(func=_compare)
+    trending = sub.add_parser("trend", help="headline metrics over many runs' results.json; outliers flagged")
+    trending.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="directories of runs (searched for "
+                          "results.json) or results.json files")
+    trending.add_argument("--metric", action="append", default=[], metavar="PATTERN",
+                          help="chart the metrics matching this glob (repeatable; default: the headline metrics)")
+    trending.add_argument("--out", type=Path, default=DEFAULT_REPORTS / "trend.html",
+                          help="default: reports/trend.html")
+    trending.set_defaults(func=_trend)
     doctor = sub.add_parser("doctor", help="check this host, or the lab hosts of an inventory")
     doctor.add_argument("--inventory", type=Path, help="a lab inventory (TOML): check each of its hosts, over SSH")
     doctor.set_defaults(func=_doctor)

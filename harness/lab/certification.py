@@ -56,13 +56,13 @@ from harness.hosts import Host
 from harness.lab.doctor import on_each_host
 from harness.lab.inventory import HostSpec, Inventory, field_path
 from harness.report import RESULTS_SCHEMA
-
-# Schema 2 only moved the raw timelines out of results.json; a record never reads them.
-READABLE_SCHEMAS = (1, RESULTS_SCHEMA)
 from harness.sriov.sysfs import attribute, link_name
 from harness.templating import render
 
 log = logging.getLogger(__name__)
+
+# Schema 2 only moved the raw timelines out of results.json; a record never reads them.
+READABLE_SCHEMAS = (1, RESULTS_SCHEMA)
 
 CERTIFICATION_SCHEMA = 1
 CERTIFIED = "certified"
