@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.distro_kernel import is_kernel_package
 from harness.errors import ConfigError
 from harness.logscan import compile_allow_list
 
@@ -151,8 +152,13 @@ class RunConfig(BaseModel):
         if self.inventory is not None and self.topology != "host":
             raise ValueError(f"inventory: only the host topology uses one (this run's is {self.topology}): "
                              "add --topology host")
-        if self.guest_kernel is not None and not self.guest_kernel.is_file():
-            raise ValueError(f"guest_kernel: {self.guest_kernel} is not a file (give a bzImage path)")
+        if self.guest_kernel is not None and is_kernel_package(self.guest_kernel):
+            if self.guest_modules is not None:
+                raise ValueError(f"guest_modules: the kernel package {self.guest_kernel} brings its own modules: "
+                                 "drop guest_modules")
+        elif self.guest_kernel is not None and not self.guest_kernel.is_file():
+            raise ValueError(f"guest_kernel: {self.guest_kernel} is not a file (give a bzImage, a kernel .deb, or "
+                             "a package name such as linux-image-6.1.0-28-amd64)")
         if self.guest_modules is not None:
             if self.guest_kernel is None:
                 raise ValueError("guest_modules: only meaningful together with guest_kernel")

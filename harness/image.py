@@ -109,6 +109,18 @@ def resolve_debs(packages: list[str]) -> list[DebFile]:
     return debs
 
 
+def apt_download(deb: DebFile, deb_dir: Path) -> Path:
+    """Fetch *deb* with apt into *deb_dir*, checked against apt's SHA-256."""
+    # apt-get download writes into the cwd; _apt cannot write to root-owned
+    # cache dirs, which only costs a warning.
+    subprocess.run(["apt-get", "download", "-q", deb.package], cwd=deb_dir, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    got = deb_dir / deb.filename
+    if not got.exists() or sha256_file(got) != deb.sha256:
+        raise CapabilityMissing(f"download of {deb.filename} failed or does not match apt's SHA-256")
+    return got
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -261,19 +273,9 @@ class ImageBuilder:
             path = deb_dir / deb.filename
             if not path.exists() or sha256_file(path) != deb.sha256:
                 log.info("fetching %s", deb.filename)
-                self._apt_download(deb, deb_dir)
+                apt_download(deb, deb_dir)
             paths.append(path)
         return paths
-
-    @staticmethod
-    def _apt_download(deb: DebFile, deb_dir: Path) -> None:
-        # apt-get download writes into the cwd; _apt cannot write to root-owned
-        # cache dirs, which only costs a warning.
-        subprocess.run(["apt-get", "download", "-q", deb.package], cwd=deb_dir, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-        got = deb_dir / deb.filename
-        if not got.exists() or sha256_file(got) != deb.sha256:
-            raise CapabilityMissing(f"download of {deb.filename} failed or does not match apt's SHA-256")
 
     def _build(self, debs: list[DebFile], dest: Path, key: str) -> None:
         paths = self._download(debs)

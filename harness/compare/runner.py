@@ -20,6 +20,7 @@ from pathlib import Path
 from harness import progress
 from harness.compare.judgement import PracticalRule
 from harness.compare.samples import SIDES, Side
+from harness.distro_kernel import is_kernel_package
 from harness.errors import ConfigError, HarnessError
 from harness.proc import call_passing_signals
 
@@ -69,7 +70,9 @@ class CompareSettings:
         for side in SIDES:
             for option, path in (("guest-kernel", self.side(side).guest_kernel),
                                  ("guest-modules", self.side(side).guest_modules)):
-                if path is not None and not path.exists():
+                # A package name (linux-image-...) is for apt to find: the runs say if it cannot.
+                if path is not None and not path.exists() and not (option == "guest-kernel"
+                                                                   and is_kernel_package(path)):
                     raise ConfigError(f"--{side}-{option}: {path} does not exist")
         if self.profile is not None and not self.profile.is_file():
             raise ConfigError(f"--profile: {self.profile} does not exist")

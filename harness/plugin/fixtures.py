@@ -16,6 +16,7 @@ from filelock import FileLock
 from harness import capabilities
 from harness.accel import AccelChoice, choose_accel
 from harness.config import RunConfig
+from harness.distro_kernel import is_kernel_package, unpack_kernel_package
 from harness.errors import CapabilityMissing
 from harness.image import GuestImage, ImageBuilder
 from harness.plugin.keys import ARTIFACTS_KEY, CONFIG_KEY, PHASE_REPORTS_KEY
@@ -49,10 +50,12 @@ def host_ready(harness_config: RunConfig) -> None:
 @pytest.fixture(scope="session")
 def guest_image(harness_config: RunConfig, host_ready: None) -> GuestImage:
     """The guest image, built from Debian packages on first use and cached by content."""
-    builder = ImageBuilder(harness_config.cache_dir, user_kernel=harness_config.guest_kernel,
-                           user_modules=harness_config.guest_modules)
+    kernel, modules = harness_config.guest_kernel, harness_config.guest_modules
     try:
-        return builder.get()
+        if kernel is not None and is_kernel_package(kernel):
+            unpacked = unpack_kernel_package(kernel, harness_config.cache_dir)
+            kernel, modules = unpacked.kernel, unpacked.modules_root
+        return ImageBuilder(harness_config.cache_dir, user_kernel=kernel, user_modules=modules).get()
     except CapabilityMissing as e:
         unavailable(harness_config, str(e))
         raise  # unreachable: unavailable always raises

@@ -36,7 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--inventory", metavar="TOML", default=None,
                     help="the lab inventory of --topology host (see profiles/lab-example.toml); its "
                          "[thresholds] are the run's, --threshold still overrides")
-    group.addoption("--guest-kernel", metavar="BZIMAGE", default=None, help="boot this kernel in the guest")
+    group.addoption("--guest-kernel", metavar="KERNEL", default=None,
+                    help="boot this kernel in the guest: a bzImage, a kernel .deb, or a package name for apt "
+                         "(linux-image-...)")
     group.addoption("--guest-modules", metavar="DIR", default=None,
                     help="INSTALL_MOD_PATH of --guest-kernel's modules (make modules_install)")
     group.addoption("--guest-memory", metavar="MIB", type=int, default=None, dest="guest_memory_mib",

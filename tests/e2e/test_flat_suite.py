@@ -338,6 +338,17 @@ def test_user_guest_kernel(tmp_path: Path, guest_image: GuestImage) -> None:
     assert leftovers(run.pid) == []
 
 
+def test_a_distro_kernel_package_by_name(tmp_path: Path, guest_image: GuestImage) -> None:
+    """--guest-kernel linux-image-...: apt fetches the package (here the image's own kernel, from the
+    cache), the harness unpacks and indexes it in its cache, and the guest boots it."""
+    release = guest_image.kernel_version
+    run = run_suite(tmp_path, "--guest-kernel", f"linux-image-{release}", "-k", "negotiation and power-on")
+    assert run.returncode == 0, run.output
+    (test,) = run.results()["tests"]
+    assert test["outcome"] == "passed" and test["run"]["guest_kernel"] == release
+    assert leftovers(run.pid) == []
+
+
 def test_e1000e_primary_fails_the_take_over_it_delays(tmp_path: Path) -> None:
     """--flat-primary e1000e: the guest drives an e1000e, and waits for QEMU's emulated 500 ms
     autonegotiation after it registered it, when net_failover no longer takes the standby's frames.
