@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         # flush stdout again at exit and print a traceback; give it somewhere to write.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        progress.set_sink(None)  # the sink writes to this call's stderr, which a caller may close
 
 
 if __name__ == "__main__":
