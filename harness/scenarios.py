@@ -184,9 +184,10 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
         if plan.pause_source:
             source.qmp.execute("stop")
         result = bed.migrate(destination, plan)
-        if (plan.pause_source or plan.through_file) and bed.source.qmp.execute("query-status")["status"] == "paused":
-            # Where the guest runs now, as virsh restore resumes a saved guest (a saved source stays
-            # paused, and a restore may fail after the save).
+        # Where the guest runs now, as an operator would: a destination that stays paused like its
+        # source, or a saved source whose restore failed (QEMU leaves it in ``postmigrate``).
+        if (plan.pause_source or plan.through_file) and \
+                bed.source.qmp.execute("query-status")["status"] in ("paused", "postmigrate"):
             bed.source.qmp.execute("cont")
         restored: FailoverView | None = None
         restore_error: str | None = None

@@ -118,6 +118,9 @@ def test_a_guest_that_resets_itself_fails_the_case_and_is_named(tmp_path: Path) 
         "first: src-qmp.jsonl: guest reset: QMP RESET from the guest (reason guest-reset, host time ") in logs_clean
 
 
+# whole_host: the soak's verdict judges every hop's promise checks, timing ones included; under the
+# shared pass's load CI saw a 57 ms gap as the primary took over (limit 50 ms, the clock's floor).
+@pytest.mark.whole_host
 def test_soak_command_reports_each_metrics_distribution(tmp_path: Path) -> None:
     proc = subprocess.run([str(CLI), "soak", "--migrations", "2", "--reports", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
