@@ -3,7 +3,7 @@
     failover-harness run [--profile TOML] [-- PYTEST-ARGS]   the conformance suite, reports in reports/
     failover-harness doctor [--inventory TOML]               what this host (or each lab host) can run, and fixes
     failover-harness certify --results JSON --inventory TOML the certification record of a run on the lab hosts
-    failover-harness list                                    the cases, what they need, which topologies have it
+    failover-harness list [CASE...]                          the cases, what they need, which topologies have it
     failover-harness report [--open]                         summarise (or open) the last report
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
     failover-harness compare --candidate-qemu PATH ...       did a QEMU or guest kernel change failover? (A/B)
@@ -34,6 +34,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
 from harness.limits import derive_limits, limits_table, load_results_json, soak_samples, thresholds_toml
 from harness.proc import call_passing_signals
+from harness.report import failure_lines
 from harness.stats import STATS
 from harness.sweep import sweep_leftovers
 from harness.topologies import TOPOLOGIES, bed_class
@@ -78,8 +79,7 @@ def soak_table(results: dict[str, Any]) -> list[str]:
     metrics = test.get("metrics", {})
     names = sorted({k.rsplit(".", 1)[0] for k in metrics if k.endswith(".median")})
     if not names:  # the case ended before it recorded its distributions (a timeout, a crash)
-        reason = [line.removeprefix("E").strip() for line in str(test.get("message", "")).splitlines()
-                  if line.startswith("E ")]
+        reason = failure_lines(str(test.get("message", "")))
         return [f"no distributions: the soak case {test['outcome']} before it recorded them"
                 + (f" ({reason[-1]})" if reason else "")]
     lines = [f"{'metric':<32}" + "".join(f"{s:>12}" for s in STATS)]
@@ -239,11 +239,12 @@ def describe_case(item: pytest.Item) -> dict[str, Any]:
 
 def _list(args: argparse.Namespace) -> int:
     collector = _Collector()
-    code = pytest.main([str(_cases_dir(args)), "--collect-only", "-p", "no:terminal", "-p", "no:cacheprovider",
+    selected = args.select or [str(_cases_dir(args))]
+    code = pytest.main([*selected, "--collect-only", "-p", "no:terminal", "-p", "no:cacheprovider",
                         "-o", "addopts="], plugins=[collector])
     if code != 0:
         print(f"failover-harness: collecting the cases failed (pytest exit {code}); "
-              f"run 'pytest --collect-only {args.cases}' to see why", file=sys.stderr)
+              f"run 'pytest --collect-only {' '.join(selected)}' to see why", file=sys.stderr)
         return int(code)
     cases = [describe_case(item) for item in collector.items]
     if args.json:
@@ -366,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.set_defaults(func=_limits)
     listing = sub.add_parser("list", help="list the cases and what they need")
     listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.add_argument("select", nargs="*", metavar="CASE",
+                         help="only these node ids or paths, as pytest takes them (default: every case of --cases)")
     listing.set_defaults(func=_list)
     report = sub.add_parser("report", help="summarise the last report")
     report.add_argument("--open", action="store_true", help="open the HTML report in a browser")

@@ -6,7 +6,9 @@ import ctypes
 import logging
 import signal
 import subprocess
-from typing import IO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 from harness.errors import CommandFailed
 
@@ -54,13 +56,21 @@ def call_passing_signals(argv: list[str], stdout: IO[str] | None = None) -> int:
     """
     child = subprocess.Popen(argv, start_new_session=True, stdout=stdout,
                              stderr=subprocess.STDOUT if stdout is not None else None)
+    with signals_passed_to(child):
+        return child.wait()
+
+
+@contextmanager
+def signals_passed_to(child: subprocess.Popen[Any]) -> Iterator[None]:
+    """While inside, a SIGINT or SIGTERM to this process goes to *child* (started with
+    ``start_new_session=True``, see :func:`call_passing_signals`) instead of stopping this one."""
 
     def forward(signum: int, _frame: object) -> None:
         child.send_signal(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return child.wait()
+        yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

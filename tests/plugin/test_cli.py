@@ -33,6 +33,18 @@ def test_list_names_every_case_and_what_it_needs() -> None:
     assert all(c["about"] for c in cases.values()), "every case says what it checks"
 
 
+def test_list_takes_node_ids_and_paths() -> None:
+    done = cli("list", "--json", "testcases/test_pairing.py",
+               "testcases/test_migration.py::test_negotiation_reveals_the_primary")
+    assert done.returncode == 0, done.stderr
+    cases = [c["case"] for c in json.loads(done.stdout)]
+    assert cases[-1] == "testcases/test_migration.py::test_negotiation_reveals_the_primary[from-power-on]"
+    assert cases[:-1] and all(c.startswith("testcases/test_pairing.py::") for c in cases[:-1])
+    missing = cli("list", "testcases/test_nope.py")
+    assert missing.returncode == 4
+    assert "run 'pytest --collect-only testcases/test_nope.py' to see why" in missing.stderr
+
+
 def test_report_summarises_the_last_run(tmp_path: Path) -> None:
     shutil.copy(DATA / "results-small.json", tmp_path / "results.json")
     done = cli("report", "--reports", str(tmp_path))
