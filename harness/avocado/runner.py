@@ -7,15 +7,14 @@ Also ``avocado-runner-failover`` and ``python3 -m harness.avocado.runner`` (how 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
 import shlex
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from avocado.core.nrunner.app import BaseRunnerApp
 from avocado.core.nrunner.runner import RUNNER_RUN_STATUS_INTERVAL, BaseRunner
@@ -34,12 +33,6 @@ from harness.proc import signals_passed_to
 log = logging.getLogger(__name__)
 
 
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 class FailoverRunner(BaseRunner):  # type: ignore[misc]  # avocado has no type hints: BaseRunner is Any
     name = KIND
     description = "Runs a failover-harness case (a pytest node id) and reports its checks and metrics"
@@ -47,38 +40,36 @@ class FailoverRunner(BaseRunner):  # type: ignore[misc]  # avocado has no type h
     def run(self, runnable: Any) -> Iterator[dict[str, Any]]:
         yield StartedMessage.get()
         module = runnable.uri.split("::")[0]
-        data_dir = Path(runnable.output_dir or tempfile.mkdtemp(prefix=".avocado-failover-")) / "data"
+        task_dir = Path(runnable.output_dir or tempfile.mkdtemp(prefix=".avocado-failover-"))
         try:
-            argv = case_argv(runnable.uri, parameters(runnable.variant), data_dir)
+            argv = case_argv(runnable.uri, parameters(runnable.variant), task_dir / "data")
         except ConfigError as e:
             yield FinishedMessage.get("error", fail_reason=str(e), class_name=module)
             return
-        data_dir.mkdir(parents=True, exist_ok=True)
-        yield LogMessage.get(f"{shlex.join(argv)}\n")
-        # A session of its own: avocado's SIGTERM (a timeout, an interrupted job) and a terminal's
-        # Ctrl-C reach pytest once, through this process, and pytest tears its bed down.
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, start_new_session=True)
-        assert child.stdout is not None
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(child.stdout, lines), name="pytest-output", daemon=True).start()
-        output = []
-        with signals_passed_to(child):
+        (task_dir / "data").mkdir(parents=True, exist_ok=True)
+        # pytest writes the test's stdout file itself and runs in a session of its own: avocado's SIGTERM
+        # (a timeout, an interrupted job), passed on by this process, or a terminal's Ctrl-C reach it once,
+        # and its teardown goes on even if avocado then kills this process.
+        stdout = task_dir / "stdout"
+        with stdout.open("w") as out:
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        # Its pid names what it creates (netns fohx-<pid>-*): how to find its leftovers.
+        yield LogMessage.get(f"pytest (pid {child.pid}): {shlex.join(argv)}\n")
+        with stdout.open(errors="replace") as output, signals_passed_to(child):
             while True:
-                try:
-                    line = lines.get(timeout=RUNNER_RUN_STATUS_INTERVAL)
-                except queue.Empty:
-                    yield self.prepare_status("running")
-                    continue
-                if line is None:
+                exited = child.poll() is not None
+                if text := output.read():
+                    yield StdoutMessage.get(text, log_only=True)  # into debug.log as it comes
+                if exited:
                     break
-                output.append(line)
-                yield StdoutMessage.get(line)
-            exit_code = child.wait()
-        entry = find_entry(data_dir / "results.json", runnable.uri)
+                yield self.prepare_status("running")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(RUNNER_RUN_STATUS_INTERVAL)
+        entry = find_entry(task_dir / "data" / "results.json", runnable.uri)
         yield WhiteboardMessage.get(whiteboard(entry))
-        result, reason = avocado_result(entry, exit_code, "".join(output))
-        yield FinishedMessage.get(result, fail_reason=reason, returncode=exit_code, class_name=module)
+        result, reason = avocado_result(entry, child.returncode, stdout.read_text(errors="replace"))
+        yield FinishedMessage.get(result, fail_reason=reason, returncode=child.returncode, class_name=module)
 
 
 class RunnerApp(BaseRunnerApp):  # type: ignore[misc]  # avocado has no type hints: BaseRunnerApp is Any
