@@ -61,11 +61,19 @@ def call_passing_signals(argv: list[str], stdout: IO[str] | None = None) -> int:
 
 
 @contextmanager
-def signals_passed_to(child: subprocess.Popen[Any]) -> Iterator[None]:
+def signals_passed_to(child: subprocess.Popen[Any], first_only: bool = False) -> Iterator[None]:
     """While inside, a SIGINT or SIGTERM to this process goes to *child* (started with
-    ``start_new_session=True``, see :func:`call_passing_signals`) instead of stopping this one."""
+    ``start_new_session=True``, see :func:`call_passing_signals`) instead of stopping this one;
+    with *first_only*, only the first: for a caller that is stopped twice in a row (avocado's
+    runner on Ctrl-C: the terminal's SIGINT, then the job's SIGTERM), where the second would cut
+    the child's teardown short."""
+    forwarded: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if first_only and forwarded:
+            log.debug("signal %d not passed on: %d was", signum, forwarded[0])
+            return
+        forwarded.append(signum)
         child.send_signal(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}

@@ -48,15 +48,15 @@ class FailoverRunner(BaseRunner):  # type: ignore[misc]  # avocado has no type h
             return
         (task_dir / "data").mkdir(parents=True, exist_ok=True)
         # pytest writes the test's stdout file itself and runs in a session of its own: avocado's SIGTERM
-        # (a timeout, an interrupted job), passed on by this process, or a terminal's Ctrl-C reach it once,
-        # and its teardown goes on even if avocado then kills this process.
+        # (a timeout, an interrupted job) or a terminal's Ctrl-C, passed on by this process, reach it once
+        # (Ctrl-C brings both), and its teardown goes on when avocado kills this process a second later.
         stdout = task_dir / "stdout"
         with stdout.open("w") as out:
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         # Its pid names what it creates (netns fohx-<pid>-*): how to find its leftovers.
         yield LogMessage.get(f"pytest (pid {child.pid}): {shlex.join(argv)}\n")
-        with stdout.open(errors="replace") as output, signals_passed_to(child):
+        with stdout.open(errors="replace") as output, signals_passed_to(child, first_only=True):
             while True:
                 exited = child.poll() is not None
                 if text := output.read():

@@ -5,6 +5,8 @@ job's parameters the way a real case's are (tests/e2e/test_avocado.py runs a rea
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from avocado.core.nrunner.runnable import Runnable
 
 from harness.avocado import translate
 from harness.avocado.runner import FailoverRunner
+from harness.proc import signals_passed_to
 from tests.conftest import REPO
 
 TOY_CASES = """
@@ -105,3 +108,24 @@ def test_avocado_lists_every_case_pytest_collects_with_its_tags(tmp_path: Path) 
     assert {r["kind"] for r in recipes} == {"failover"}
     native = next(r for r in recipes if r["uri"].endswith("test_migration_with_failover_under_probes[native]"))
     assert native["kwargs"]["tags"] == {"failover": None, "timing": None, "needs": ["hotplug-style"]}
+
+
+def test_the_runner_passes_on_only_the_first_of_two_stop_signals(tmp_path: Path) -> None:
+    # Ctrl-C on `avocado run` stops the runner twice (the terminal's SIGINT, then the job's SIGTERM);
+    # pytest must see one, or the second interrupts its teardown.
+    seen = tmp_path / "seen"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import signal, sys, time
+got = []
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, lambda s, f: got.append(signal.Signals(s).name))
+print("ready", flush=True)
+time.sleep(2)
+open({str(seen)!r}, "w").write(" ".join(got))
+"""], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    with signals_passed_to(child, first_only=True):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        child.wait(10)
+    assert seen.read_text() == "SIGINT"
