@@ -134,8 +134,9 @@ def find_entry(results_json: Path, nodeid: str) -> dict[str, Any] | None:
 
 
 def avocado_result(entry: Mapping[str, Any] | None, exit_code: int, output: str) -> tuple[str, str | None]:
-    """Avocado's status (``pass``, ``fail``, ``skip``, ``warn``, ``error``) and reason for a case's results.json
-    *entry* (None: pytest ended without one; then its *exit_code* and the last line of its *output* say why).
+    """Avocado's status (``pass``, ``fail``, ``skip``, ``warn``, ``error``, ``interrupted``) and reason for a
+    case's results.json *entry* (None: pytest ended without one; then its *exit_code* and the last error line
+    of its *output* say why).
 
     A failed case's reason is its failed checks, each ``FAIL <name>: <what was measured or seen>``. Avocado
     has no expected failure: a strict xfail (a known QEMU bug on a QEMU that still has it) is ``warn``
@@ -143,6 +144,8 @@ def avocado_result(entry: Mapping[str, Any] | None, exit_code: int, output: str)
     """
     if entry is None:  # its last error line (pytest's usage errors are followed by where it looked)
         said = [line.strip() for line in output.splitlines() if line.strip()]
+        if exit_code == pytest.ExitCode.INTERRUPTED and any("KeyboardInterrupt" in line for line in said):
+            return "interrupted", "pytest was interrupted (Ctrl-C, SIGTERM or avocado's timeout) before the verdict"
         why = next((line for line in reversed(said) if "error" in line.lower()), said[-1] if said else "")
         return "error", f"pytest exited {exit_code} without a result for the case" + (f": {why}" if why else "")
     outcome, message = entry["outcome"], str(entry.get("message", ""))

@@ -62,6 +62,11 @@ def test_no_entry_is_an_error_saying_what_pytest_said() -> None:
     assert avocado_result(None, 4, usage)[1] == ("pytest exited 4 without a result for the case: python -m pytest: "
                                                  "error: argument --accel: invalid choice: 'bogus'")
     assert avocado_result(None, -9, "") == ("error", "pytest exited -9 without a result for the case")
+    stopped = "!!!! KeyboardInterrupt !!!!\n/x/harness/guest.py:94: KeyboardInterrupt\n== no tests ran in 7.86s =="
+    assert avocado_result(None, 2, stopped)[0] == "interrupted"
+    broken = "!!!!!!!! Interrupted: 1 error during collection !!!!!!!!\n== 1 error in 0.52s =="
+    assert avocado_result(None, 2, broken) == ("error", "pytest exited 2 without a result for the case: == 1 error in "
+                                                        "0.52s ==")
 
 
 def test_the_whiteboard_holds_the_figures_not_the_traceback() -> None:
