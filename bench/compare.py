@@ -27,10 +27,9 @@ sys.path.insert(0, str(REPO))  # tests.e2e.cpu_quota: the cgroup the half-cpu wr
 
 from harness.compare.judgement import PracticalRule, smallest_detectable_shift  # noqa: E402
 from harness.compare.samples import metric_kind  # noqa: E402
+from harness.trend import HEADLINE  # noqa: E402
 from tests.e2e.cpu_quota import cpu_quota_cgroup  # noqa: E402
 
-HEADLINE = ("downtime_ms", "total_time_ms", "switch_to_standby_ms", "failback_ms", "max_gap_ms", "probes_lost",
-            "throughput_after_resume_mbps")
 HALF_CPU = REPO / "tests" / "e2e" / "qemu-wrappers" / "half-cpu"
 
 
