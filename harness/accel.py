@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import DeadlineExceeded, HostStalled
 from harness.hosts import Host, LocalHost
 from harness.vm import Accel, cpu_model
 
@@ -39,7 +40,11 @@ def probe_kvm(qemu_binary: str, kernel: Path, timeout: float = PROBE_TIMEOUT_S,
     argv = ["timeout", "-s", "KILL", f"{timeout:g}", qemu_binary, "-accel", "kvm", "-M", "q35",
             "-cpu", cpu_model("kvm"), "-m", "256", "-nodefaults", "-no-user-config", "-display", "none",
             "-no-reboot", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1", "-serial", "stdio"]
-    result = host.run(argv, timeout=timeout + 30)
+    try:
+        result = host.run(argv, timeout=timeout + 30)
+    except DeadlineExceeded as e:
+        raise HostStalled(f"{e}; timeout(1) ends the probe after {timeout:g} s, so {host.name} itself "
+                          f"stalled") from e
     if BANNER in result.output:
         return True, "a kernel boots under KVM"
     if result.rc == TIMED_OUT:

@@ -15,7 +15,8 @@
     ├── GuestError             the control channel or a guest command failed
     │   └── ControlChannelLost (also EnvironmentalError) the channel broke, QEMU still runs
     ├── DeadlineExceeded       a wait ran past its deadline
-    │   └── GuestSilent        the guest did not answer a command in time
+    │   ├── GuestSilent        the guest did not answer a command in time
+    │   └── HostStalled        (also EnvironmentalError) a self-bounded host command never came back
     ├── LogTrouble             the log scan's failure of a case (never raised)
     ├── EnvironmentalError     the environment failed, not the system under test (retried once)
     ├── QMPCommandError        (harness.qmp) QEMU answered a command with an error
@@ -110,6 +111,11 @@ class EnvironmentalError(HarnessError):
     The plugin retries a case that fails with one of these once and reports it
     as flaky; a conformance failure (a check) is never retried.
     """
+
+
+class HostStalled(EnvironmentalError, DeadlineExceeded):
+    """A host did not finish a command that bounds its own run time (``timeout -s KILL``): the host
+    itself stalled (an L1 under TCG that is panicking, a lost management link), not the system under test."""
 
 
 class GuestBootFailed(EnvironmentalError, VMError):
