@@ -57,6 +57,18 @@ class MeasuredMigration:
     chart_png: Path
 
 
+def _still_restored(guest: Guest, restored: FailoverView | None) -> FailoverView | None:
+    """The guest's view at the end of the observation, if its primary had come back: a primary that came
+    back and went again is not restored (seen with a QEMU that took it away again after a failed
+    migration: the first look caught it enslaved while the guest was already ejecting it)."""
+    if restored is None or not restored.primary_active:
+        return restored
+    try:
+        return guest.failover()
+    except HarnessError:  # the guest stopped answering since: its last view stands; the traffic tells
+        return restored
+
+
 def start_probe(bed: FailoverBed, config: RunConfig, log_path: Path, pair: int = 1) -> Prober:
     a = bed.pair_addressing(pair)
     return Prober(bed.peer_exec_prefix(), bed.peer_interface(), bed.peer_mac(), a.peer_ip, a.guest_ip,
@@ -198,6 +210,7 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
             restore_error = f"{type(e).__name__}: {e}"
         rec.wait_reply(restore_deadline_s)
         time.sleep(POST_RESTORE_OBSERVATION_S)
+        restored = _still_restored(bed.guest, restored)
         window_end = time.time()
     sync_before, sync_after = rec.sync_before, rec.sync_after
     try:
