@@ -37,7 +37,7 @@ class Thresholds(BaseModel):
     max_probes_lost: int = Field(
         160, ge=0, description="probes without a reply in the migration window (a count at the probe rate)"
     )
-    max_gap_ms: float = Field(200.0, gt=0, description="longest interval without a reply in the window")
+    max_gap_ms: float = Field(325.0, gt=0, description="longest interval without a reply in the window")
     max_switch_to_standby_ms: float = Field(
         7860.0, gt=0, description="UNPLUG_PRIMARY to the first reply carried by the standby "
         "(native PCIe hotplug alone waits ~5 s: pciehp's attention-button delay)"

