@@ -7,7 +7,7 @@ PYTEST  := $(VENV)/bin/pytest
 REPORTS := reports
 ARGS    ?=
 
-.PHONY: all setup setup-host venv conformance check check-full lint bench soak sweep clean
+.PHONY: all setup setup-host venv conformance merge durations check check-full lint bench soak sweep clean
 
 all: check
 
@@ -25,8 +25,19 @@ $(VENV)/.installed: pyproject.toml
 
 # The conformance suite on the default (flat) topology; exit status = verdict.
 # (failover-harness run: pytest testcases with --progress and the reports below.)
+# SHARD=K/N: the K-th of N CI shards (balanced by testcases/durations.json); `make merge` joins them.
 conformance: setup
-	$(VENV)/bin/failover-harness run --reports $(REPORTS) -- $(ARGS)
+	$(VENV)/bin/failover-harness run --reports $(REPORTS) $(if $(SHARD),--shard $(SHARD)) -- $(ARGS)
+
+# One report (JUnit, results.json, HTML) in $(REPORTS) from CI shards' report directories.
+SHARD_REPORTS ?=
+merge: venv
+	$(VENV)/bin/failover-harness report --merge $(SHARD_REPORTS) --reports $(REPORTS)
+
+# Refresh testcases/durations.json, which `failover-harness run --shard K/N` balances CI shards by:
+# the whole suite, each case's duration stored (docs/user-guide.md, "Sharding across CI runners"). Commit the file when it changed.
+durations: setup
+	$(VENV)/bin/failover-harness run --store-durations --reports $(REPORTS)/durations -- $(ARGS)
 
 # The harness's own tests: pure units, plugin tests and end-to-end runs with real QEMU, in two
 # passes (scripts/check.sh): what can share the host on two workers, then what needs it whole.

@@ -5,6 +5,7 @@
     failover-harness certify --results JSON --inventory TOML the certification record of a run on the lab hosts
     failover-harness list [CASE...]                          the cases, what they need, which topologies have it
     failover-harness report [--open]                         summarise (or open) the last report
+    failover-harness report --merge DIR... [--reports OUT]   one report from CI shards' (run --shard K/N)
     failover-harness soak [--migrations N]                   back and forth N times; metric distributions
     failover-harness compare --candidate-qemu PATH ...       did a QEMU or guest kernel change failover? (A/B)
     failover-harness trend DIR...                            headline metrics over many runs; outliers flagged
@@ -42,6 +43,8 @@ from harness.topologies import TOPOLOGIES, bed_class
 # The cases live in the repository next to the package (an editable install, as `make setup` does).
 DEFAULT_CASES = Path(__file__).resolve().parent.parent / "testcases"
 DEFAULT_REPORTS = Path("reports")
+# The cases' measured durations (pytest-split's format), which --shard balances the shards by.
+DURATIONS_FILE = "durations.json"
 
 
 def _cases_dir(args: argparse.Namespace) -> Path:
@@ -59,9 +62,28 @@ def _pytest_argv(args: argparse.Namespace, cases: Path, reports: Path) -> list[s
             f"--results-json={reports / 'results.json'}", f"--artifacts-dir={reports / 'artifacts'}"]
 
 
+def shard_arguments(shard: str | None, store_durations: bool, durations: Path) -> list[str]:
+    """pytest-split's arguments for ``--shard K/N`` (this runner's share of the suite, balanced by the
+    durations file) and ``--store-durations`` (refresh that file from this run)."""
+    argv = []
+    if shard is not None:
+        k, sep, n = shard.partition("/")
+        if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise ConfigError(f"--shard {shard!r}: give K/N with 1 <= K <= N, e.g. --shard 2/4 for the second of "
+                              "four runners")
+        argv += [f"--splits={n}", f"--group={k}", "--splitting-algorithm=least_duration"]
+    if store_durations:
+        argv.append("--store-durations")
+    if argv:
+        argv.append(f"--durations-path={durations}")
+    return argv
+
+
 def _run(args: argparse.Namespace) -> int:
     """Exec pytest on the suite exactly as `make conformance` does; its exit status is the verdict."""
-    argv = _pytest_argv(args, _cases_dir(args), args.reports)
+    cases = _cases_dir(args)
+    argv = _pytest_argv(args, cases, args.reports)
+    argv += shard_arguments(args.shard, args.store_durations, cases / DURATIONS_FILE)
     if args.profile is not None:
         if not args.profile.is_file():
             raise ConfigError(f"--profile: {args.profile} does not exist (a TOML profile, see docs/user-guide.md)")
@@ -267,7 +289,8 @@ def summarise(results: dict[str, Any]) -> list[str]:
              f"qemu {run.get('qemu_binary', '?')}, accel {run.get('accel', '?')}, topology {run.get('topology', '?')}"]
     for test in results.get("tests", []):
         flaky = f" (flaky: {test['reruns']} rerun)" if test.get("reruns") else ""
-        lines.append(f"{test['outcome']:>8} {test['duration_s']:7.1f} s  {test['nodeid']}{flaky}")
+        shard = f"  ({test['shard']})" if test.get("shard") else ""  # a merged run's
+        lines.append(f"{test['outcome']:>8} {test['duration_s']:7.1f} s  {test['nodeid']}{flaky}{shard}")
         lines += [f"{'':19}{value}" for value in test.get("checks", {}).values()
                   if str(value).startswith("FAIL")]
     return lines
@@ -275,6 +298,14 @@ def summarise(results: dict[str, Any]) -> list[str]:
 
 def _report(args: argparse.Namespace) -> int:
     reports: Path = args.reports
+    if args.merge:
+        from harness.report.merge import merge_reports
+
+        merged = merge_reports(args.merge, reports)
+        print("\n".join(summarise(merged)))
+        print(f"\nmerged {len(merged['shards'])} shard(s) into {reports.resolve()}: report.html, junit.xml, "
+              "results.json")
+        return 0
     html, results = reports / "report.html", reports / "results.json"
     if args.open:
         if not html.exists():
@@ -315,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the conformance suite; reports in --reports")
     run.add_argument("--profile", type=Path, help="TOML profile (thresholds, options; see docs/user-guide.md)")
+    run.add_argument("--shard", metavar="K/N", help="run the K-th of N shards, balanced by the cases' measured "
+                     f"durations (<cases>/{DURATIONS_FILE}); merge them with 'report --merge'")
+    run.add_argument("--store-durations", action="store_true",
+                     help=f"write this run's case durations to <cases>/{DURATIONS_FILE} (what --shard balances by)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k, -n 2, ...)")
     run.set_defaults(func=_run)
     soak = sub.add_parser("soak", help="migrate one guest back and forth under probes; metric distributions")
@@ -372,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_list)
     report = sub.add_parser("report", help="summarise the last report")
     report.add_argument("--open", action="store_true", help="open the HTML report in a browser")
+    report.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                        help="merge these shards' report directories into --reports (JUnit, results.json, HTML)")
     report.set_defaults(func=_report)
     sweep = sub.add_parser("sweep", help="remove leftovers of killed runs")
     sweep.add_argument("--inventory", type=Path, default=None,

@@ -1,5 +1,5 @@
-"""The CI examples validate against their CI system's schema (vendored in check-jsonschema, offline) and run the
-README's two commands, keeping reports/ and its JUnit file."""
+"""The CI examples validate against their CI system's schema (vendored in check-jsonschema, offline), run
+make check once and the suite in shards, and merge the shards' reports into reports/ and its JUnit file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from tests.conftest import REPO
 GITHUB = REPO / ".github" / "workflows" / "nightly.yml"
 GITLAB = REPO / ".gitlab-ci.yml"
 EXAMPLES = [(GITHUB, "vendor.github-workflows"), (GITLAB, "vendor.gitlab-ci")]
-MAKE_COMMANDS = ["make check", 'make conformance ARGS="--require-resources"']
+CHECK = "make check"
+SHARD_RUN = {GITHUB: 'make conformance ARGS="--require-resources" SHARD=${{ matrix.shard }}/${{ strategy.job-total }}',
+             GITLAB: 'make conformance ARGS="--require-resources" SHARD=$CI_NODE_INDEX/$CI_NODE_TOTAL '
+                     'REPORTS=shards/$CI_NODE_INDEX'}
+MERGE = 'make merge SHARD_REPORTS="shards/*"'
 
 
 def validate(path: Path, schema: str) -> subprocess.CompletedProcess[str]:
@@ -30,19 +34,13 @@ def load(path: Path) -> Any:
     return YAML(typ="safe", pure=True).load(path)
 
 
-def ci_view(path: Path) -> tuple[list[str], list[str], str]:
-    """(shell commands run, artifact paths, JUnit file) of the example's single job."""
-    doc = load(path)
-    if path == GITHUB:
-        steps = doc["jobs"]["conformance"]["steps"]
-        scripts = [s.get("run", "").replace("\\\n", " ") for s in steps]  # join continued lines
-        commands = [line.strip() for script in scripts for line in script.splitlines()]
-        uploads = [s["with"]["path"] for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
-        junit = [s["with"]["report_paths"] for s in steps if s.get("uses", "").startswith("mikepenz/action-junit")]
-        return commands, uploads, junit[0] if junit else ""
-    job = doc["conformance-nightly"]
-    artifacts = job["artifacts"]
-    return [c.strip() for c in job["script"]], artifacts["paths"], artifacts["reports"]["junit"]
+def _github_commands(job: dict[str, Any]) -> list[str]:
+    scripts = [s.get("run", "").replace("\\\n", " ") for s in job["steps"]]  # join continued lines
+    return [line.strip() for script in scripts for line in script.splitlines() if line.strip().startswith("make ")]
+
+
+def _uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if s.get("uses", "").startswith(action)]
 
 
 @pytest.mark.parametrize(("path", "schema"), EXAMPLES, ids=["github", "gitlab"])
@@ -51,12 +49,36 @@ def test_example_matches_its_ci_schema(path: Path, schema: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("path", [GITHUB, GITLAB], ids=["github", "gitlab"])
-def test_example_runs_the_readme_commands_and_keeps_reports(path: Path) -> None:
-    commands, artifact_paths, junit = ci_view(path)
-    assert [c for c in commands if c.startswith("make ")] == MAKE_COMMANDS  # make check first
-    assert "reports/" in artifact_paths
-    assert junit == "reports/junit.xml"
+def test_github_runs_check_once_the_suite_in_shards_and_merges_them_even_after_a_failure() -> None:
+    jobs = load(GITHUB)["jobs"]
+    assert _github_commands(jobs["check"]) == [CHECK]
+    shards = jobs["conformance"]
+    assert shards["strategy"]["matrix"]["shard"] == [1, 2] and shards["strategy"]["fail-fast"] is False
+    assert _github_commands(shards) == [SHARD_RUN[GITHUB]]
+    (upload,) = _uses(shards, "actions/upload-artifact@")
+    assert upload["with"] == {"name": "failover-reports-shard-${{ matrix.shard }}", "path": "reports/",
+                              "retention-days": 14}
+    report = jobs["report"]
+    assert report["needs"] == "conformance" and report["if"] == "always()"
+    (download,) = _uses(report, "actions/download-artifact@")
+    assert download["with"] == {"pattern": "failover-reports-shard-*", "path": "shards/"}
+    assert _github_commands(report) == [MERGE]
+    assert "reports/" in [u["with"]["path"] for u in _uses(report, "actions/upload-artifact@")]
+    (junit,) = _uses(report, "mikepenz/action-junit")
+    assert junit["with"]["report_paths"] == "reports/junit.xml"
+
+
+def test_gitlab_runs_check_once_the_suite_in_shards_and_merges_them_even_after_a_failure() -> None:
+    doc = load(GITLAB)
+    assert doc["check"]["script"] == [CHECK]
+    shards = doc["conformance-nightly"]
+    assert shards["parallel"] == 2 and shards["script"] == [SHARD_RUN[GITLAB]]
+    assert shards["artifacts"]["paths"] == ["shards/"] and shards["artifacts"]["when"] == "always"
+    report = doc["conformance-report"]
+    assert report["needs"] == [{"job": "conformance-nightly", "artifacts": True}]
+    assert report["rules"][0]["when"] == "always" and report["script"] == [MERGE]
+    assert report["artifacts"]["paths"] == ["reports/"]
+    assert report["artifacts"]["reports"]["junit"] == "reports/junit.xml"
 
 
 def test_validation_rejects_a_job_without_runs_on(tmp_path: Path) -> None:
