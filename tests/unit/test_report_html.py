@@ -25,3 +25,7 @@ def test_the_migration_summary_escapes_case_names_and_verdicts() -> None:
     assert "<script>" not in table
     assert f"<td>test_x[{ESCAPED}]</td>" in table
     assert f'<span class="failed">failed {ESCAPED}</span>' in table
+    # An expected failure is coloured as pytest-html colours it, not as a failure.
+    expected = {"nodeid": "t.py::test_y", "outcome": "xfailed", "metrics": {},
+                "migration_phases": {"stop_copy.max_gap_ms": 1}}
+    assert '<span class="xfailed">xfailed</span>' in migration_summary_html([expected])
