@@ -61,9 +61,10 @@ def load_shard(directory: Path, name: str) -> Shard:
     except json.JSONDecodeError as e:
         raise ConfigError(f"--merge {directory}: results.json is not JSON ({e}): the shard's run did not finish "
                           "writing it; run the shard again") from None
-    if not isinstance(results, dict) or results.get("schema") != RESULTS_SCHEMA:
-        raise ConfigError(f"--merge {directory}: results.json has schema {results.get('schema')!r}, this harness "
-                          f"merges schema {RESULTS_SCHEMA}: merge with the harness version that ran the shards")
+    schema = results.get("schema") if isinstance(results, dict) else None
+    if schema != RESULTS_SCHEMA:
+        raise ConfigError(f"--merge {directory}: results.json has schema {schema!r}, this harness merges schema "
+                          f"{RESULTS_SCHEMA}: merge with the harness version that ran the shards")
     try:
         junit = ET.parse(junit_path).getroot()
     except ET.ParseError as e:

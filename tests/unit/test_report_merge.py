@@ -121,6 +121,9 @@ def test_what_is_not_a_shard_is_named_with_the_fix(shards: list[Path], tmp_path:
     (shards[1] / "results.json").write_text('{"schema": 1')
     with pytest.raises(ConfigError, match="results.json is not JSON"):
         merge_reports(shards, tmp_path / "merged")
+    (shards[1] / "results.json").write_text("[]")
+    with pytest.raises(ConfigError, match="schema None, this harness merges schema 2"):
+        merge_reports(shards, tmp_path / "merged")
     old = json.loads((shards[0] / "results.json").read_text()) | {"schema": 1}
     (shards[0] / "results.json").write_text(json.dumps(old))
     with pytest.raises(ConfigError, match="schema 1, this harness merges schema 2"):
