@@ -224,7 +224,8 @@ def _certify(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out: {args.out} is not a directory: give the directory for certification.json/.html")
     record = CertificationRecord.build(results, collect_inventory_facts(inventory),
                                        inventory.thresholds.model_dump(),
-                                       sources={"results": str(args.results), "inventory": str(args.inventory)})
+                                       sources={"results": str(args.results), "inventory": str(args.inventory)},
+                                       pairs=inventory.failover_pairs)
     paths = write_record(record, args.out)
     print(record.verdict.upper())
     print("\n".join(f"  {reason}" for reason in record.reasons) or f"  {record.counts['passed']} case(s) passed")

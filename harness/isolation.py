@@ -13,23 +13,28 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 
 @contextmanager
-def timing_isolation(lock_path: Path, timing_case: bool, mode: Literal["host", "shared"] = "host") -> Iterator[str]:
-    """Hold the host-wide lock: exclusively for a timing case under *mode* ``host``, else shared (a
-    run whose times are not judged, ``--timing-isolation shared``, lets its timing cases overlap the
-    non-timing ones). Yields how the case runs, for the report."""
+def timing_isolation(lock_paths: Sequence[Path], timing_case: bool,
+                     mode: Literal["host", "shared"] = "host") -> Iterator[str]:
+    """Hold the host-wide lock of each host the case's QEMUs run on (*lock_paths*: this machine's, or the
+    lab hosts of a pair), exclusively for a timing case under *mode* ``host``, else shared (a run whose
+    times are not judged, ``--timing-isolation shared``, lets its timing cases overlap the non-timing
+    ones). Taken in one order, so that two cases never hold one each while waiting for the other's.
+    Yields how the case runs, for the report."""
     exclusive = timing_case and mode == "host"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fds = []
     try:
         started = time.monotonic()
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        for path in sorted(lock_paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fds.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+            fcntl.flock(fds[-1], fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         waited = time.monotonic() - started
         if exclusive:
             yield f"alone (timing case; waited {waited:.1f} s for other cases to finish)"
@@ -38,4 +43,5 @@ def timing_isolation(lock_path: Path, timing_case: bool, mode: Literal["host", "
                    + (", a timing case (--timing-isolation shared: its times include the neighbours')"
                       if timing_case else ""))
     finally:
-        os.close(fd)  # closing releases the flock
+        for fd in fds:
+            os.close(fd)  # closing releases the flock

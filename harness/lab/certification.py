@@ -22,7 +22,12 @@ each reason:
 - at least one case passed, and no case failed or errored (each such case is named, with its failed
   checks); pytest itself ended normally;
 - the run judged against the inventory's thresholds (the limits the lab declared);
-- every host's facts are complete (a record must identify what it certifies).
+- every host's facts are complete (a record must identify what it certifies);
+- every case ran on a failover pair of the inventory (``run.pair``: the run used this inventory).
+
+The record lists the inventory's failover pairs (its ``[pairs]``, or the one implicit pair), each
+with the hosts and VFs it spans; which cases each pair ran is under ``run`` (in a run with xdist
+workers, which worker, so which pair, takes a case changes from run to run).
 
 Skipped and xfailed cases do not prevent it: they are counted, and listed with their reason. The
 record does not know which cases the suite has, so a run restricted with ``-k`` lists fewer cases;
@@ -41,7 +46,7 @@ import json
 import logging
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -54,7 +59,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.guest import CommandResult
 from harness.hosts import Host
 from harness.lab.doctor import on_each_host
-from harness.lab.inventory import HostSpec, Inventory, field_path
+from harness.lab.inventory import HostSpec, Inventory, Pair, field_path
 from harness.report import RESULTS_SCHEMA
 from harness.sriov.sysfs import attribute, link_name
 from harness.templating import render
@@ -370,6 +375,23 @@ class CaseRecord:
                 if name.rsplit(".", 1)[-1] in KEY_METRICS and value is not None}
 
 
+@dataclass(frozen=True)
+class PairRecord:
+    """A failover pair of the inventory: the VFs its guest starts on and migrates to, and its MAC."""
+
+    name: str
+    source_host: str
+    source_vf: str
+    destination_host: str
+    destination_vf: str
+    failover_mac: str
+
+    @classmethod
+    def of(cls, pair: Pair) -> PairRecord:
+        return cls(pair.name, pair.source.host, pair.source.vf, pair.destination.host, pair.destination.vf,
+                   pair.failover_mac)
+
+
 def _exit_meaning(status: int) -> str:
     try:
         return pytest.ExitCode(status).name.lower().replace("_", " ")
@@ -392,6 +414,7 @@ class CertificationRecord:
     topology: str
     guest_kernel: str
     hosts: tuple[HostFacts, ...]
+    pairs: tuple[PairRecord, ...]
     thresholds: dict[str, Scalar]
     cases: tuple[CaseRecord, ...]
     run: dict[str, Any]
@@ -402,8 +425,9 @@ class CertificationRecord:
 
     @classmethod
     def build(cls, results: RunResults, hosts: Iterable[HostFacts], thresholds: Mapping[str, Scalar],
-              sources: Mapping[str, str] | None = None) -> CertificationRecord:
-        """The record of *results* on *hosts*, judged against *thresholds* (the inventory's).
+              sources: Mapping[str, str] | None = None, pairs: Sequence[Pair] = ()) -> CertificationRecord:
+        """The record of *results* on *hosts* and the inventory's *pairs*, judged against *thresholds* (the
+        inventory's).
 
         *sources* (what was read: the results and inventory paths) goes to the volatile ``run`` section.
         """
@@ -416,7 +440,12 @@ class CertificationRecord:
             counts[case.verdict] += 1
         by_name = tuple(sorted(hosts, key=lambda h: h.name))
         used = results.run.config.thresholds
+        ran_on = {name: sorted(t.nodeid for t in tests if t.run.get("pair") == name)
+                  for name in dict.fromkeys(str(t.run["pair"]) for t in tests if t.run.get("pair") is not None)}
+        known = {pair.name for pair in pairs}
         reasons = cls._reasons(results, cases, counts, by_name, _threshold_differences(used, thresholds))
+        reasons += [f"{', '.join(nodeids)}: ran on pair {name!r}, which the inventory does not define: certify with "
+                    "the inventory the run used" for name, nodeids in ran_on.items() if name not in known]
         releases = sorted({str(t.run["guest_kernel"]) for t in tests if t.run.get("guest_kernel")})
         return cls(
             verdict=NOT_CERTIFIED if reasons else CERTIFIED,
@@ -427,6 +456,7 @@ class CertificationRecord:
                                                 "a --guest-kernel given without its modules, or results of a "
                                                 "harness from before it did)",
             hosts=by_name,
+            pairs=tuple(PairRecord.of(pair) for pair in pairs),
             thresholds=dict(used),
             cases=cases,
             run={
@@ -435,6 +465,7 @@ class CertificationRecord:
                 "exit_status": results.exit_status,
                 "harness_machine": dict(results.host),
                 "sources": dict(sources or {}),
+                "pairs": ran_on,
                 "cases": {t.nodeid: {"duration_s": t.duration_s, "phases_s": dict(t.phases_s), "reruns": t.reruns,
                                      "message": None if t.outcome in ("skipped", "xfailed") else t.message,
                                      "facts": {k: v for k, v in t.run.items() if k not in CASE_FACTS}}
@@ -477,6 +508,7 @@ class CertificationRecord:
             "topology": self.topology,
             "guest_kernel": self.guest_kernel,
             "hosts": [dataclasses.asdict(h) for h in self.hosts],
+            "pairs": [dataclasses.asdict(p) for p in self.pairs],
             "thresholds": self.thresholds,
             "cases": [dataclasses.asdict(c) for c in self.cases],
             "run": self.run,
@@ -487,8 +519,8 @@ class CertificationRecord:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
     def render_html(self) -> str:
-        """A self-contained page: the verdict first, then hosts and NICs, topology and guest kernel, thresholds,
-        cases, the run."""
+        """A self-contained page: the verdict first, then hosts and NICs, failover pairs, topology and guest
+        kernel, thresholds, cases, the run."""
         return render("certification.html.j2", record=self, schema=CERTIFICATION_SCHEMA)
 
 

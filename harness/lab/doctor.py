@@ -13,7 +13,7 @@ Parsers are pure and tested on recorded output.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
 
@@ -115,11 +115,14 @@ def pf_findings(host: Host, spec: HostSpec) -> tuple[list[Finding], dict[str, in
     return findings, vfs, shown
 
 
-def vf_findings(host: Host, spec: HostSpec, index_of: dict[str, int], ip_link_show: str) -> list[Finding]:
-    """Each VF the inventory lets the harness take."""
+def vf_findings(host: Host, spec: HostSpec, index_of: dict[str, int], ip_link_show: str,
+                vfs: Collection[str] | None = None) -> list[Finding]:
+    """Each VF the inventory lets the harness take (of those, *vfs* only if given)."""
     states = parse_vf_states(ip_link_show)
     findings = []
     for position, vf in enumerate(spec.vfs):
+        if vfs is not None and vf not in vfs:
+            continue
         area = f"vf {vf}"
         field = f"hosts.{host.name}.vfs[{position}]"
         if vf not in index_of:
@@ -237,16 +240,18 @@ def peer_findings(host: Host, peer: PeerSpec) -> list[Finding]:
     return findings
 
 
-def diagnose_host(host: Host, spec: HostSpec, peer: PeerSpec | None = None) -> list[Finding]:
-    """Every finding for one inventory host (and the traffic *peer*'s, if it lives there); a connection
-    failure is the only one then."""
+def diagnose_host(host: Host, spec: HostSpec, peer: PeerSpec | None = None,
+                  vfs: Collection[str] | None = None) -> list[Finding]:
+    """Every finding for one inventory host (and the traffic *peer*'s, if it lives there), of its VFs only
+    *vfs* if given (a bed's pair: another pair's VF may be in use by another worker); a connection failure
+    is the only one then."""
     try:
         findings = [Finding("connection", True, f"{host.name} is {_text(host, ['uname', '-n'])[1]}")]
         findings += [cpu_finding(cpu_model(host)), *kernel_findings(host)]
         pf, index_of, shown = pf_findings(host, spec)
         findings += pf
         if index_of:
-            findings += vf_findings(host, spec, index_of, shown)
+            findings += vf_findings(host, spec, index_of, shown, vfs)
         findings += qemu_findings(host, spec)
         findings += standby_findings(host, spec)
         if peer is not None:

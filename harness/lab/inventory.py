@@ -58,8 +58,20 @@ how the rest of the file and the reports call it.
 ``[thresholds]``
     The same limits as a run profile's (:class:`harness.config.Thresholds`).
 
-Migration needs two VFs: either two hosts (each has at least one) or one host
-with at least two (a local migration).
+``[pairs.<name>]`` (optional): the failover pairs a run may use at once, one
+per xdist worker (``failover-harness run -- -n N``, :mod:`harness.lab.pairs`).
+    ``source``, ``destination``
+        ``{ host = "<host>", vf = "<PCI address>" }``: where the guest starts
+        and where it migrates to, each a VF listed in that host's ``vfs``. A
+        VF belongs to one pair; source and destination may be one host (a
+        local migration).
+    The n-th pair's guest takes the n-th failover MAC and the n-th address
+    after the peer's (two guests on the peer's network at once need their
+    own), so there are at most as many pairs as ``failover_macs``.
+
+Migration needs two VFs. Without ``pairs`` there is one pair, ``default``:
+the first VF of the first two hosts, or one host's first two VFs (a local
+migration).
 """
 
 from __future__ import annotations
@@ -68,6 +80,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +103,7 @@ from harness.errors import ConfigError
 
 TEST_NETWORK = IPv4Network("198.18.0.0/15")
 LOCAL = "local"
+IMPLICIT_PAIR = "default"  # the one pair of an inventory without [pairs]
 _SSH_FIELDS = ("port", "user", "key", "known_hosts", "host_key_check")
 _PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -158,6 +172,8 @@ IfName = Annotated[str, _matching(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$",
                                   "an interface name (at most 15 letters, digits, '_', '.', '-')")]
 HostName = Annotated[str, _matching(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$",
                                     "a host name (a letter, then up to 31 letters, digits, '-', '_')")]
+PairName = Annotated[str, _matching(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$",
+                                    "a pair name (a letter, then up to 31 letters, digits, '-', '_')")]
 NetnsName = Annotated[str, _matching(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", "a network namespace name")]
 
 
@@ -205,6 +221,61 @@ class HostSpec(BaseModel):
         return self
 
 
+class PairEnd(BaseModel):
+    """One end of a failover pair: a host of the inventory and one of its VFs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: HostName
+    vf: PciAddress
+
+    def __str__(self) -> str:
+        return f"{self.host} VF {self.vf}"
+
+
+class PairSpec(BaseModel):
+    """A failover pair as the inventory names it: where the guest starts, where it migrates to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: PairEnd
+    destination: PairEnd
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A failover pair a bed runs on, with what its guest takes: the *index*-th failover MAC and the
+    *index*-th address after the peer's (:func:`guest_ip`)."""
+
+    name: str
+    index: int
+    source: PairEnd
+    destination: PairEnd
+    failover_mac: str
+
+    @property
+    def ends(self) -> tuple[PairEnd, PairEnd]:
+        return self.source, self.destination
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts of the pair, the source's first (one, for a local migration)."""
+        return tuple(dict.fromkeys(end.host for end in self.ends))
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.source} → {self.destination})"
+
+
+def guest_ip(peer: IPv4Interface, index: int) -> IPv4Address:
+    """The address of the *index*-th pair's guest: the (index+1)-th after the peer's, in its subnet. Pure;
+    ValueError if the subnet has no such address."""
+    guest = peer.ip + 1 + index
+    if guest not in peer.network or guest == peer.network.broadcast_address:
+        raise ValueError(f"{peer} leaves no address for the guest{f' of pair {index + 1}' if index else ''} "
+                         f"after it in {peer.network}")
+    return guest
+
+
 class PeerSpec(BaseModel):
     """Where the traffic peer lives and the address it sends from."""
 
@@ -233,13 +304,16 @@ class Inventory(BaseModel):
     hosts: dict[HostName, HostSpec] = Field(min_length=1)
     peer: PeerSpec
     thresholds: Thresholds = Thresholds()
+    pairs: dict[PairName, PairSpec] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:
         if self.peer.host != LOCAL and self.peer.host not in self.hosts:
             raise _invalid("peer.host", f"{self.peer.host!r} is neither {LOCAL!r} nor a host of this inventory "
                                         f"(hosts: {', '.join(self.hosts)})")
-        if len(self.hosts) == 1:
+        if self.pairs:
+            self._check_pairs()
+        elif len(self.hosts) == 1:
             name, host = next(iter(self.hosts.items()))
             if len(host.vfs) < 2:
                 raise _invalid(f"hosts.{name}.vfs", "a single host needs at least two VFs, one for the "
@@ -248,6 +322,47 @@ class Inventory(BaseModel):
         _check_distinct("failover_macs", self.failover_macs)
         _check_distinct_hosts("mgmt_address", {n: h.mgmt_address for n, h in self.hosts.items()})
         return self
+
+    def _check_pairs(self) -> None:
+        owner: dict[tuple[str, str], str] = {}
+        for name, spec in self.pairs.items():
+            for role, end in (("source", spec.source), ("destination", spec.destination)):
+                where = f"pairs.{name}.{role}"
+                if end.host not in self.hosts:
+                    raise _invalid(f"{where}.host", f"{end.host!r} is not a host of this inventory "
+                                                    f"(hosts: {', '.join(self.hosts)})")
+                if end.vf not in self.hosts[end.host].vfs:
+                    raise _invalid(f"{where}.vf", f"{end.vf} is not in hosts.{end.host}.vfs "
+                                                  f"({', '.join(self.hosts[end.host].vfs)}): add it there, or "
+                                                  "take one of those")
+                if (end.host, end.vf) in owner:
+                    raise _invalid(f"{where}.vf", f"{end} is also {owner[end.host, end.vf]}'s: a VF belongs to "
+                                                  "one pair (two guests cannot share it)")
+                owner[end.host, end.vf] = where
+        if len(self.pairs) > len(self.failover_macs):
+            raise _invalid("pairs", f"{len(self.pairs)} pairs but {len(self.failover_macs)} failover_macs: each "
+                                    "pair's guest takes a MAC of its own (the n-th pair the n-th): add "
+                                    f"{len(self.pairs) - len(self.failover_macs)} to failover_macs")
+        try:
+            guest_ip(self.peer.address, len(self.pairs) - 1)
+        except ValueError as e:
+            raise _invalid("peer.address", f"{e}: the n-th pair's guest takes the n-th address after the peer's; "
+                                           "give the peer a wider subnet or an address lower in it") from None
+
+    @property
+    def failover_pairs(self) -> tuple[Pair, ...]:
+        """The pairs a run may use: ``[pairs]`` in file order, or the one implicit pair (:data:`IMPLICIT_PAIR`)."""
+        macs = self.failover_macs
+        if self.pairs:
+            return tuple(Pair(name, i, spec.source, spec.destination, macs[i])
+                         for i, (name, spec) in enumerate(self.pairs.items()))
+        names = list(self.hosts)
+        first = self.hosts[names[0]]
+        if len(names) > 1:
+            ends = PairEnd(host=names[0], vf=first.vfs[0]), PairEnd(host=names[1], vf=self.hosts[names[1]].vfs[0])
+        else:
+            ends = PairEnd(host=names[0], vf=first.vfs[0]), PairEnd(host=names[0], vf=first.vfs[1])
+        return (Pair(IMPLICIT_PAIR, 0, *ends, macs[0]),)
 
 
 def _check_distinct(field: str, values: Iterable[object]) -> None:

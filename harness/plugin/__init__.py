@@ -16,7 +16,7 @@ from __future__ import annotations
 # The hooks and fixtures pytest finds on this module (the ``pytest11`` entry point), from its parts:
 # options (options), stash keys (keys), session hooks (session), fixtures (fixtures), per-test
 # evidence (evidence), the bed factory (beds); the rerun policy is a plugin of its own (rerun).
-from harness.plugin.beds import failover_bed, pytest_runtest_setup
+from harness.plugin.beds import failover_bed, pytest_runtest_setup, pytest_sessionfinish
 from harness.plugin.evidence import pytest_runtest_makereport
 from harness.plugin.fixtures import accel, guest_image, harness_config, host_ready, test_artifacts
 from harness.plugin.keys import ARTIFACTS_KEY, CONFIG_KEY, EMULATION_FAULT_KEY, FAILURE_KEY
@@ -33,4 +33,5 @@ from harness.plugin.session import (
 __all__ = ["ARTIFACTS_KEY", "CONFIG_KEY", "EMULATION_FAULT_KEY", "FAILURE_KEY", "accel", "config_from_options",
            "failover_bed", "guest_image", "harness_config", "host_ready", "pytest_addoption",
            "pytest_collection_finish", "pytest_configure", "pytest_report_header", "pytest_runtest_makereport",
-           "pytest_runtest_setup", "pytest_sessionstart", "pytest_testnodedown", "pytest_unconfigure", "test_artifacts"]
+           "pytest_runtest_setup", "pytest_sessionfinish", "pytest_sessionstart", "pytest_testnodedown",
+           "pytest_unconfigure", "test_artifacts"]

@@ -19,7 +19,15 @@ from harness.image import GuestImage
 from harness.isolation import timing_isolation
 from harness.plugin.evidence import failed_so_far
 from harness.plugin.fixtures import unavailable
-from harness.plugin.keys import BED_ALLOWS_KEY, CONFIG_KEY, EMULATION_FAULT_KEY, FAILURE_KEY, LAB_KEY, SNAPSHOTS_KEY
+from harness.plugin.keys import (
+    BED_ALLOWS_KEY,
+    CONFIG_KEY,
+    EMULATION_FAULT_KEY,
+    FAILURE_KEY,
+    LAB_KEY,
+    PAIR_CLAIM_KEY,
+    SNAPSHOTS_KEY,
+)
 from harness.sweep import run_dir
 from harness.topologies import FailoverBed, bed_class
 
@@ -32,11 +40,40 @@ def _flat_options(request: pytest.FixtureRequest, run: RunConfig) -> dict[str, A
 
 
 def _host_options(request: pytest.FixtureRequest, run: RunConfig) -> dict[str, Any]:
+    """The inventory, the run's :class:`~harness.topologies.host.LabSession`, and the pair this process
+    claimed on its first bed (held until the session ends: :func:`pytest_sessionfinish`)."""
     from harness.lab.inventory import load_inventory  # the lab package: only when the host topology is chosen
+    from harness.lab.pairs import CLAIMS_DIR, claim_pair, claimant, worker_count
     from harness.topologies.host import LabSession
 
     assert run.inventory is not None  # RunConfig requires it
-    return {"inventory": load_inventory(run.inventory), "lab": request.config.stash.setdefault(LAB_KEY, LabSession())}
+    inventory = load_inventory(run.inventory)
+    if PAIR_CLAIM_KEY not in request.config.stash:
+        try:
+            request.config.stash[PAIR_CLAIM_KEY] = claim_pair(inventory, run.cache_dir / CLAIMS_DIR, worker_count(),
+                                                              claimant())
+        except CapabilityMissing as e:  # another run holds every pair
+            unavailable(run, str(e))
+    return {"inventory": inventory, "lab": request.config.stash.setdefault(LAB_KEY, LabSession()),
+            "pair": request.config.stash[PAIR_CLAIM_KEY].pair}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Free the lab pair this process claimed, if it did (its end would, too), interrupted or not."""
+    if (claim := session.config.stash.get(PAIR_CLAIM_KEY, None)) is not None:
+        claim.release()
+        del session.config.stash[PAIR_CLAIM_KEY]
+
+
+def timing_locks(config: pytest.Config, run: RunConfig) -> list[Path]:
+    """What a timing case must have to itself: this machine, where the QEMUs run; on the host topology
+    the lab hosts of the claimed pair instead (another pair's guests on other hosts do not slow it)."""
+    claim = config.stash.get(PAIR_CLAIM_KEY, None)
+    if run.topology != "host" or claim is None:
+        return [run.cache_dir / "timing.lock"]
+    from harness.lab.pairs import CLAIMS_DIR
+
+    return [run.cache_dir / CLAIMS_DIR / f"timing-{key}.lock" for key in claim.host_keys]
 
 
 # What a topology's bed takes beyond what every bed does (harness.topologies.BedClass), from the session.
@@ -100,7 +137,8 @@ def failover_bed(request: pytest.FixtureRequest, harness_config: RunConfig, gues
     request.node.stash[BED_ALLOWS_KEY] = bed.expected_log_lines()
     timing = request.node.get_closest_marker("timing") is not None
     # Torn down inside the lock: the next timing case must find no QEMU of ours running.
-    with timing_isolation(harness_config.cache_dir / "timing.lock", timing, harness_config.timing_isolation) as how:
+    with timing_isolation(timing_locks(request.config, harness_config), timing,
+                          harness_config.timing_isolation) as how:
         try:
             record_property("run.isolation", how)
             if build:

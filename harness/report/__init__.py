@@ -137,6 +137,9 @@ class ResultsJson:
         entry = self.tests.setdefault(report.nodeid, {"nodeid": report.nodeid, "outcome": "passed",
                                                       "duration_s": 0.0, "metrics": {}, "checks": {}})
         entry["duration_s"] = round(entry["duration_s"] + report.duration, 3)
+        # Wall-clock times (epoch s): which cases overlapped, in a run with xdist workers.
+        entry.setdefault("started", round(report.start, 3))
+        entry["finished"] = round(report.stop, 3)
         entry.setdefault("phases_s", {})[report.when] = round(report.duration, 3)  # setup + call: start → verdict
         outcome: str = report.outcome  # pytest's type does not know harness.plugin.rerun's "rerun"
         if outcome == "rerun":  # harness.plugin.rerun: an environmental failure, retried once

@@ -16,6 +16,10 @@ host that does not already have them; everything the bed puts on a host (its
 scratch directory, taps, filter entries, VF claims) it takes away again, and
 notes on the host how to (:mod:`harness.lab.sweep`, for a run killed outright).
 
+With several failover pairs in the inventory (``[pairs.<name>]``), each bed
+runs on the pair its process claimed (:mod:`harness.lab.pairs`), its guest with
+that pair's failover MAC and address, so that the pairs run at once.
+
 A peer on a lab host runs its programs there through
 :mod:`harness.lab.remote_command`, their records put on the harness's clock.
 What a run learns of the hosts once (the doctor's verdict, KVM, file digests)
@@ -53,7 +57,8 @@ from harness.hosts import LocalHost
 from harness.hypervisor import L2Paths
 from harness.image import GuestImage
 from harness.lab.doctor import connect, diagnose_host, emulated_by_tcg
-from harness.lab.inventory import LOCAL, HostSpec, Inventory
+from harness.lab.inventory import LOCAL, HostSpec, Inventory, Pair, guest_ip
+from harness.lab.pairs import CLAIMS_DIR, SharedPeerAddress
 from harness.lab.ssh import SocketFactory, SSHHost
 from harness.lab.sweep import KILL_LISTED, OWNER_FILE, SCRATCH_ROOT, UNDO_FILE, owner_record, undo_lines
 from harness.lab.tunnel import LOOPBACK, LocalForward, RemoteForward
@@ -81,11 +86,13 @@ AGENT_PORT_BASE = 20000
 CAPTURE_START_S = 30.0
 
 
-def guest_addressing(peer: IPv4Interface, failover_mac: str, peer_mac: str) -> Addressing:
-    """The guest takes the address after the peer's, in the peer's subnet. Pure."""
-    guest = peer.ip + 1
-    if guest not in peer.network or guest == peer.network.broadcast_address:
-        raise ConfigError(f"peer.address: {peer} leaves no address for the guest after it in {peer.network}")
+def guest_addressing(peer: IPv4Interface, failover_mac: str, peer_mac: str, pair_index: int = 0) -> Addressing:
+    """The guest of the *pair_index*-th pair takes the (pair_index+1)-th address after the peer's, in the
+    peer's subnet (:func:`~harness.lab.inventory.guest_ip`). Pure."""
+    try:
+        guest = guest_ip(peer, pair_index)
+    except ValueError as e:
+        raise ConfigError(f"peer.address: {e}") from None
     return Addressing(str(peer.ip), str(guest), peer.network.prefixlen, failover_mac, peer_mac)
 
 
@@ -165,8 +172,8 @@ class HostStandbyCapture:
 
 @dataclass(eq=False)  # identity semantics: beds are tracked in a set for atexit cleanup
 class HostBed(RemoteBedCommon):
-    """A failover bed on the lab hosts of *inventory*: the guest on the first host, migrating to the
-    second (or, with one host, to its second VF). :meth:`teardown` undoes all of it (idempotent)."""
+    """A failover bed on the lab hosts of *inventory*: the guest on *pair*'s source VF, migrating to its
+    destination VF. :meth:`teardown` undoes all of it (idempotent)."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({HOTPLUG_STYLE, DEGRADED_DESTINATION})
     boot_timeout_s: ClassVar[float] = BOOT_TIMEOUT_S
@@ -178,6 +185,7 @@ class HostBed(RemoteBedCommon):
     run_dir: Path
     artifacts_dir: Path
     inventory: Inventory
+    pair: Pair  # one of inventory.failover_pairs, claimed by this process
     hotplug: Literal["acpi", "native"] = "acpi"
     paused: bool = False
     # How the harness reaches the hosts (tests: from inside a namespace); None: directly.
@@ -198,14 +206,15 @@ class HostBed(RemoteBedCommon):
     _claims: list[VfClaims] = field(default_factory=list, init=False)
     _undo: list[tuple[LocalHost | SSHHost, list[str]]] = field(default_factory=list, init=False)
     _clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
-    _peer_address_added: bool = field(default=False, init=False)
+    _peer_address: SharedPeerAddress | None = field(default=None, init=False)  # set while the bed uses it
     _dest_count: int = field(default=0, init=False)
     _staged: dict[str, tuple[str, str]] = field(default_factory=dict, init=False)  # host → kernel, initrd paths
 
     def __post_init__(self) -> None:
         peer = self.inventory.peer
         try:
-            self.addressing = guest_addressing(peer.address, self.inventory.failover_macs[0], self._read_peer_mac())
+            self.addressing = guest_addressing(peer.address, self.pair.failover_mac, self._read_peer_mac(),
+                                               self.pair.index)
         except BaseException:
             self._close_connections()
             raise
@@ -260,7 +269,8 @@ class HostBed(RemoteBedCommon):
         return str(json.loads(shown.output)[0]["address"])
 
     def _address_peer(self) -> None:
-        """Give the peer its address unless it has it (and take it away again in teardown only then); on a
+        """Give the peer its address unless it has it (taken away again when the last bed of this machine
+        that uses it is torn down, if a bed added it: :class:`~harness.lab.pairs.SharedPeerAddress`); on a
         lab host, a scratch directory for the programs the peer runs there."""
         peer = self.inventory.peer
         remote = self._peer_is_remote()
@@ -269,16 +279,22 @@ class HostBed(RemoteBedCommon):
             self._make_scratch(host, files)
             # A program whose local relay was killed outright (the harness killed) runs on: its pid file says.
             self._undo.append((host, ["sh", "-c", KILL_LISTED, "kill-listed", files]))
-        shown = self._peer_ip("-j", "addr", "show", "dev", peer.interface).output
-        have = {f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown or "[]") for a in link["addr_info"]}
-        if str(peer.address) not in have:
+
+        def present() -> bool:
+            shown = self._peer_ip("-j", "addr", "show", "dev", peer.interface).output
+            return str(peer.address) in {f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown or "[]")
+                                         for a in link["addr_info"]}
+
+        def add() -> None:
             if remote:
                 self._note_undo(host, files, [{"argv": [*self._peer_netns_prefix(), "ip", "addr", "del",
                                                         str(peer.address), "dev", peer.interface]}])
             added = self._peer_ip("addr", "add", str(peer.address), "dev", peer.interface)
             if added.rc != 0:
                 raise ConfigError(f"peer.address: cannot add {peer.address} to {peer.interface}: {added.output}")
-            self._peer_address_added = True
+
+        self._peer_address = SharedPeerAddress(self.config.cache_dir / CLAIMS_DIR, peer)
+        self._peer_address.join(present, add)
         self._peer_ip("link", "set", peer.interface, "up")
 
     # -- building -------------------------------------------------------------------------
@@ -328,28 +344,25 @@ class HostBed(RemoteBedCommon):
         return self._connected[name]
 
     def _plan_slots(self) -> None:
-        """Source and destination: the first two hosts, or one host's first two VFs; each host checked
-        (the doctor's findings) before anything on it changes."""
-        names = list(self.inventory.hosts)
-        places = [(names[0], 0), (names[1], 0)] if len(names) > 1 else [(names[0], 0), (names[0], 1)]
+        """Source and destination: the pair's VFs; each host checked (the doctor's findings, on the pair's
+        VFs only: another worker's pair may hold the others) before anything on it changes."""
         peer = self.inventory.peer
-        for name in dict.fromkeys([*(n for n, _ in places), *([peer.host] if peer.host != LOCAL else [])]):
+        for name in dict.fromkeys([*self.pair.hosts, *([peer.host] if peer.host != LOCAL else [])]):
             spec = self.inventory.hosts[name]
-            if spec.standby_bridge is None and name in dict(places):
+            if spec.standby_bridge is None and name in self.pair.hosts:
                 raise ConfigError(f"hosts.{name}.standby_bridge: the host topology needs the bridge on {name} "
                                   "that reaches the VFs' network, for the virtio-net standby's tap")
             if name not in self.lab.problems:
-                findings = diagnose_host(self._host(name), spec, peer if name == peer.host else None)
+                vfs = [end.vf for end in self.pair.ends if end.host == name]
+                findings = diagnose_host(self._host(name), spec, peer if name == peer.host else None, vfs=vfs)
                 self.lab.problems[name] = [f.render() for f in findings if f.ok is False]
                 if any(f.area == "cpu" and emulated_by_tcg(f.detail) for f in findings):
                     self.lab.under_tcg.add(name)
             if self.lab.problems[name]:
                 raise CapabilityMissing(f"lab host {name} is not ready: " + "; ".join(self.lab.problems[name]))
-        for i, (name, vf_index) in enumerate(places):
-            role = "src" if i == 0 else "dst"
-            self._slots.append(Slot(name, self._host(name), self.inventory.hosts[name],
-                                    self.inventory.hosts[name].vfs[vf_index], short_name(self.tag, role),
-                                    f"{SCRATCH_ROOT}/{short_name(self.tag, role)}"))
+        for role, end in zip(("src", "dst"), self.pair.ends, strict=True):
+            self._slots.append(Slot(end.host, self._host(end.host), self.inventory.hosts[end.host], end.vf,
+                                    short_name(self.tag, role), f"{SCRATCH_ROOT}/{short_name(self.tag, role)}"))
 
     def _prepare(self, slot: Slot) -> None:
         """The slot's VF with the failover MAC on vfio-pci, the standby's tap on the bridge, and (vf_mac_policy
@@ -446,7 +459,7 @@ class HostBed(RemoteBedCommon):
     def facts(self) -> dict[str, object]:
         facts: dict[str, object] = {"run.boot_s": self.boot_s, "run.guest_accel": self.guest_accel_choice,
                                     "run.guest_accel_reason": self.guest_accel_reason,
-                                    "run.guest_kernel": self.guest_kernel,
+                                    "run.guest_kernel": self.guest_kernel, "run.pair": self.pair.name,
                                     "run.hosts": ", ".join(f"{s.name} VF {s.vf_address}" for s in self._slots)}
         return facts | self._clock_facts()
 
@@ -464,10 +477,11 @@ class HostBed(RemoteBedCommon):
         return destination
 
     def migrate(self, destination: VM, plan: MigrationPlan = PLAIN_MIGRATION) -> MigrationResult:
-        """Migrate over the management network; on success the destination becomes the source."""
+        """Migrate over the management network; on success the destination becomes the source. Each pair
+        its own ports: two pairs' guests may migrate to one host at once."""
         slot = self._slot_of[destination.name]
-        return self._migrate_across(destination, f"tcp:{slot.spec.mgmt_address}:{MIGRATION_PORT + self._dest_count}",
-                                    plan)
+        port = MIGRATION_PORT + self.pair.index + len(self.inventory.failover_pairs) * self._dest_count
+        return self._migrate_across(destination, f"tcp:{slot.spec.mgmt_address}:{port}", plan)
 
     def _set_vf_macs(self, vm: VM, *, cleared: bool) -> None:
         slot = self._slot_of[vm.name]
@@ -518,9 +532,10 @@ class HostBed(RemoteBedCommon):
                     log.warning("bed %s: %s on %s: %s", self.tag, " ".join(argv), host.name, result.output.strip())
             except HarnessError as e:
                 log.warning("bed %s: %s on %s: %s", self.tag, " ".join(argv), host.name, e)
-        if self._peer_address_added:
-            self._peer_ip("addr", "del", str(self.inventory.peer.address), "dev", self.inventory.peer.interface)
-            self._peer_address_added = False
+        if self._peer_address is not None:
+            peer = self.inventory.peer
+            self._peer_address.leave(lambda: self._peer_ip("addr", "del", str(peer.address), "dev", peer.interface))
+            self._peer_address = None
         self._close_connections()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 

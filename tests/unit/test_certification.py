@@ -40,8 +40,9 @@ from harness.lab.certification import (
     parse_results,
     write_record,
 )
-from harness.lab.inventory import HostSpec
+from harness.lab.inventory import HostSpec, Pair, parse_inventory
 from tests.conftest import DATA
+from tests.unit.test_inventory import with_pairs
 
 ETHTOOL_IGB = """\
 driver: igb
@@ -255,11 +256,39 @@ def good_host() -> HostFacts:
 
 
 def build(doc: dict[str, Any], hosts: list[HostFacts] | None = None,
-          thresholds: dict[str, Any] | None = None) -> CertificationRecord:
+          thresholds: dict[str, Any] | None = None, pairs: tuple[Pair, ...] = ()) -> CertificationRecord:
     results = parse_results(doc, "results.json")
     declared = results.run.config.thresholds if thresholds is None else thresholds
     return CertificationRecord.build(results, [good_host()] if hosts is None else hosts, declared,
-                                     sources={"results": "reports/results.json", "inventory": "lab.toml"})
+                                     sources={"results": "reports/results.json", "inventory": "lab.toml"}, pairs=pairs)
+
+
+def test_the_record_names_each_pair_and_which_cases_it_ran() -> None:
+    """A two-pair run: each pair with its hosts, VFs and MAC (stable: from the inventory), the cases each ran
+    under run (which worker took a case is the scheduler's)."""
+    doc = host_run(skipped("test_a"))
+    doc["tests"][0]["run"]["pair"] = "ba"
+    doc["tests"][1]["run"] = {"pair": "ab"}
+    record = build(doc, pairs=parse_inventory(with_pairs(), "lab.toml").failover_pairs)
+    assert record.verdict == CERTIFIED, record.reasons
+    assert record.to_dict()["pairs"] == [
+        {"name": "ab", "source_host": "src", "source_vf": "0000:3b:02.0", "destination_host": "dst",
+         "destination_vf": "0000:3b:02.0", "failover_mac": "52:54:00:fa:10:01"},
+        {"name": "ba", "source_host": "dst", "source_vf": "0000:3b:02.1", "destination_host": "src",
+         "destination_vf": "0000:3b:02.1", "failover_mac": "52:54:00:fa:10:02"}]
+    assert record.run["pairs"] == {"ba": [doc["tests"][0]["nodeid"]], "ab": ["testcases/test_pairing.py::test_a"]}
+    page = record.render_html()
+    assert "<h2>Failover pairs</h2>" in page
+    assert "<tr><td>ba</td><td>dst VF <code>0000:3b:02.1</code></td><td>src VF <code>0000:3b:02.1</code></td>" in page
+
+
+def test_a_case_on_a_pair_the_inventory_does_not_define_is_not_certified() -> None:
+    doc = host_run()
+    doc["tests"][0]["run"]["pair"] = "zz"
+    record = build(doc, pairs=parse_inventory(with_pairs(), "lab.toml").failover_pairs)
+    assert record.verdict == NOT_CERTIFIED
+    assert record.reasons == (f"{doc['tests'][0]['nodeid']}: ran on pair 'zz', which the inventory does not define: "
+                              "certify with the inventory the run used",)
 
 
 def test_a_passing_host_run_on_complete_facts_is_certified() -> None:

@@ -6,8 +6,17 @@ from pathlib import Path
 
 from harness.doctor import Finding
 from harness.hosts import LocalHost
-from harness.lab.doctor import cpu_finding, emulated_by_tcg, parse_cpu_model, parse_vfio_holders, peer_findings, render
+from harness.lab.doctor import (
+    cpu_finding,
+    emulated_by_tcg,
+    parse_cpu_model,
+    parse_vfio_holders,
+    peer_findings,
+    render,
+    vf_findings,
+)
 from harness.lab.inventory import PeerSpec
+from tests.unit.test_certification import SPEC, VF1, RecordedHost
 
 
 def test_vfio_holders_are_the_pids_whose_fds_point_at_the_group() -> None:
@@ -52,3 +61,11 @@ def test_a_host_under_tcg_is_told_from_one_on_hardware_by_its_cpu() -> None:
     assert not emulated_by_tcg(parse_cpu_model(real)) and parse_cpu_model("processor\t: 0\n") == "unknown"
     assert cpu_finding(parse_cpu_model(real)).render() == "[info] cpu: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
     assert "an emulated hypervisor (a VM under TCG)" in cpu_finding(parse_cpu_model(tcg)).render()
+
+
+def test_a_beds_doctor_checks_only_its_pairs_vfs() -> None:
+    """Another worker's pair may hold the host's other VFs: they are not the bed's problem."""
+    host = RecordedHost("src", {})
+    (only,) = vf_findings(host, SPEC, {}, "", vfs=[VF1])
+    assert only.area == f"vf {VF1}" and "hosts.src.vfs[1]: take an address" in only.render()
+    assert len(vf_findings(host, SPEC, {}, "")) == 2  # the doctor command: every VF of the inventory

@@ -16,6 +16,14 @@ def test_the_guest_takes_the_address_after_the_peers() -> None:
     assert (addressing.failover_mac, addressing.peer_mac) == ("52:54:00:fa:10:01", "aa:bb:cc:dd:ee:ff")
 
 
+def test_the_second_pairs_guest_takes_the_second_address_after_the_peers() -> None:
+    addressing = guest_addressing(IPv4Interface("198.18.4.1/24"), "52:54:00:fa:10:02", "aa:bb:cc:dd:ee:ff", 1)
+    assert (addressing.guest_ip, addressing.failover_mac) == ("198.18.4.3", "52:54:00:fa:10:02")
+    with pytest.raises(ConfigError, match=r"^peer\.address: 198.18.4.253/24 leaves no address for the guest of "
+                                          r"pair 2 after it in 198.18.4.0/24$"):
+        guest_addressing(IPv4Interface("198.18.4.253/24"), "52:54:00:fa:10:02", "aa:bb:cc:dd:ee:ff", 1)
+
+
 @pytest.mark.parametrize("peer", ["198.18.0.254/24", "198.18.0.255/24", "198.18.0.1/32"])
 def test_a_peer_address_that_leaves_none_for_the_guest_is_refused(peer: str) -> None:
     with pytest.raises(ConfigError, match=r"^peer\.address: .* leaves no address for the guest"):

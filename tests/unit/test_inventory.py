@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness.errors import ConfigError
-from harness.lab.inventory import load_inventory, parse_inventory
+from harness.lab.inventory import IMPLICIT_PAIR, PairEnd, load_inventory, parse_inventory
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "profiles" / "lab-example.toml"
 SAMPLE: dict[str, Any] = tomllib.loads(SAMPLE_PATH.read_text())
@@ -56,6 +56,82 @@ def test_one_local_host_with_two_vfs_is_a_local_migration_lab() -> None:
     inv = parse_inventory(data, "lab.toml")
     assert inv.hosts["src"].is_local and inv.hosts["src"].key is None
     assert inv.hosts["src"].standby_bridge == "br0"
+
+
+# Two pairs at once, each host migrating to the other (each VF in one pair).
+TWO_PAIRS = {
+    "ab": {"source": {"host": "src", "vf": "0000:3b:02.0"}, "destination": {"host": "dst", "vf": "0000:3b:02.0"}},
+    "ba": {"source": {"host": "dst", "vf": "0000:3b:02.1"}, "destination": {"host": "src", "vf": "0000:3b:02.1"}},
+}
+
+
+def with_pairs(edits: dict[str, Any] | None = None) -> dict[str, Any]:
+    return edited({"hosts.dst.vfs": ["0000:3b:02.0", "0000:3b:02.1"], "pairs": copy.deepcopy(TWO_PAIRS),
+                   **(edits or {})})
+
+
+def test_without_pairs_the_one_pair_is_the_first_vf_of_the_first_two_hosts() -> None:
+    (pair,) = load_inventory(SAMPLE_PATH).failover_pairs
+    assert pair.name == IMPLICIT_PAIR and pair.index == 0 and pair.failover_mac == "52:54:00:fa:10:01"
+    assert pair.ends == (PairEnd(host="src", vf="0000:3b:02.0"), PairEnd(host="dst", vf="0000:3b:02.0"))
+    assert pair.hosts == ("src", "dst")
+
+
+def test_without_pairs_one_host_migrates_between_its_first_two_vfs() -> None:
+    data = edited({"hosts.dst": DELETE})
+    (pair,) = parse_inventory(data, "lab.toml").failover_pairs
+    assert [str(end) for end in pair.ends] == ["src VF 0000:3b:02.0", "src VF 0000:3b:02.1"]
+    assert pair.hosts == ("src",)
+
+
+def test_each_pair_takes_its_own_failover_mac_in_file_order() -> None:
+    pairs = parse_inventory(with_pairs(), "lab.toml").failover_pairs
+    assert [(p.name, p.index, p.failover_mac) for p in pairs] == [("ab", 0, "52:54:00:fa:10:01"),
+                                                                   ("ba", 1, "52:54:00:fa:10:02")]
+    assert str(pairs[1]) == "ba (dst VF 0000:3b:02.1 → src VF 0000:3b:02.1)"
+    assert pairs[1].hosts == ("dst", "src")
+
+
+def test_a_pair_may_be_a_local_migration_and_a_host_then_needs_no_second_vf_elsewhere() -> None:
+    data = edited({"pairs": {"local": {"source": {"host": "src", "vf": "0000:3b:02.0"},
+                                       "destination": {"host": "src", "vf": "0000:3b:02.1"}}}})
+    (pair,) = parse_inventory(data, "lab.toml").failover_pairs
+    assert pair.hosts == ("src",)
+
+
+# (case, edits to the two-pair inventory, what the error must say).
+PAIR_MISTAKES: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown-host", {"pairs.ba.source.host": "hv3"},
+     "lab.toml: pairs.ba.source.host: 'hv3' is not a host of this inventory (hosts: src, dst)"),
+    ("vf-not-in-the-hosts-list", {"pairs.ab.destination.vf": "0000:3b:02.7"},
+     "lab.toml: pairs.ab.destination.vf: 0000:3b:02.7 is not in hosts.dst.vfs (0000:3b:02.0, 0000:3b:02.1): "
+     "add it there, or take one of those"),
+    ("vf-in-two-pairs", {"pairs.ba.destination.vf": "0000:3b:02.0"},
+     "lab.toml: pairs.ba.destination.vf: src VF 0000:3b:02.0 is also pairs.ab.source's: a VF belongs to one pair"),
+    ("source-and-destination-one-vf", {"pairs.ab.destination": {"host": "src", "vf": "0000:3b:02.0"}},
+     "lab.toml: pairs.ab.destination.vf: src VF 0000:3b:02.0 is also pairs.ab.source's"),
+    ("more-pairs-than-macs", {"failover_macs": ["52:54:00:fa:10:01"]},
+     "lab.toml: pairs: 2 pairs but 1 failover_macs: each pair's guest takes a MAC of its own (the n-th pair the "
+     "n-th): add 1 to failover_macs"),
+    ("no-address-for-the-second-guest", {"peer.address": "198.18.0.253/24"},
+     "lab.toml: peer.address: 198.18.0.253/24 leaves no address for the guest of pair 2 after it in "
+     "198.18.0.0/24: the n-th pair's guest takes the n-th address after the peer's"),
+    ("bad-vf-address", {"pairs.ab.source.vf": "3b:02.0"},
+     "lab.toml: pairs.ab.source.vf: '3b:02.0' is not a PCI address like 0000:3b:02.0"),
+    ("missing-destination", {"pairs.ab.destination": DELETE},
+     "lab.toml: pairs.ab.destination: required: add it"),
+    ("unknown-field", {"pairs.ab.mac": "52:54:00:fa:10:03"},
+     "lab.toml: pairs.ab.mac: unknown field (a typo?)"),
+    ("bad-pair-name", {"pairs.a b": TWO_PAIRS["ab"], "pairs.ab": DELETE},
+     "lab.toml: pairs.a b: 'a b' is not a pair name"),
+]
+
+
+@pytest.mark.parametrize(("edits", "message"), [pytest.param(e, m, id=case) for case, e, m in PAIR_MISTAKES])
+def test_each_pair_mistake_names_its_field_and_the_fix(edits: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_inventory(with_pairs(edits), "lab.toml")
+    assert message in str(info.value)
 
 
 def test_relative_key_paths_are_taken_from_the_inventory_file(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def _other_process_gets(lock: Path, mode: str) -> bool:
 
 def test_shared_holders_coexist_and_exclude_a_timing_case(tmp_path: Path) -> None:
     lock = tmp_path / "timing.lock"
-    with timing_isolation(lock, timing_case=False) as how:
+    with timing_isolation([lock], timing_case=False) as how:
         assert how.startswith("beside other non-timing cases")
         assert _other_process_gets(lock, "sh")
         assert not _other_process_gets(lock, "ex")
@@ -37,7 +37,7 @@ def test_shared_holders_coexist_and_exclude_a_timing_case(tmp_path: Path) -> Non
 
 def test_a_timing_case_runs_alone(tmp_path: Path) -> None:
     lock = tmp_path / "timing.lock"
-    with timing_isolation(lock, timing_case=True) as how:
+    with timing_isolation([lock], timing_case=True) as how:
         assert how.startswith("alone (timing case; waited 0.0 s")
         assert not _other_process_gets(lock, "sh")
     fd = os.open(lock, os.O_RDWR)
@@ -47,7 +47,17 @@ def test_a_timing_case_runs_alone(tmp_path: Path) -> None:
 
 def test_a_timing_case_of_a_run_that_judges_no_time_shares_the_lock(tmp_path: Path) -> None:
     lock = tmp_path / "timing.lock"
-    with timing_isolation(lock, timing_case=True, mode="shared") as how:
+    with timing_isolation([lock], timing_case=True, mode="shared") as how:
         assert how.endswith("a timing case (--timing-isolation shared: its times include the neighbours')"), how
         assert _other_process_gets(lock, "sh")
         assert not _other_process_gets(lock, "ex")
+
+
+def test_a_timing_case_has_its_pairs_lab_hosts_to_itself_and_no_others(tmp_path: Path) -> None:
+    """The host topology: one lock per lab host of the case's pair; another pair's hosts stay free."""
+    l1a, l1b, l1c = (tmp_path / f"timing-{name}.lock" for name in ("l1a", "l1b", "l1c"))
+    with timing_isolation([l1b, l1a], timing_case=True) as how:
+        assert how.startswith("alone")
+        assert not _other_process_gets(l1a, "sh") and not _other_process_gets(l1b, "sh")
+        l1c.touch()
+        assert _other_process_gets(l1c, "ex")

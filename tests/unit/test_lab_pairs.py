@@ -1,0 +1,140 @@
+"""Claiming a lab's failover pairs and sharing its peer's address, with real flocks in tmp_path (in this
+process, as two xdist workers' claims are, and in another process that is then killed)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import CapabilityMissing, ConfigError
+from harness.lab.inventory import Inventory, load_inventory, parse_inventory
+from harness.lab.pairs import SharedPeerAddress, claim_pair
+from tests.unit.test_inventory import SAMPLE_PATH, with_pairs
+
+TWO_PAIRS = parse_inventory(with_pairs(), "lab.toml")
+
+# Another process: claims a pair of the two-pair inventory, says which, and holds it until killed.
+HOLDER = """
+import sys, time
+from harness.lab.pairs import claim_pair
+from tests.unit.test_lab_pairs import TWO_PAIRS
+claim = claim_pair(TWO_PAIRS, __import__("pathlib").Path(sys.argv[1]), 1, "pid of the holder")
+print(claim.pair.name, flush=True)
+time.sleep(600)
+"""
+
+# Another process: a bed that finds the peer's address missing, adds it, and uses it until killed.
+PEER_USER = """
+import sys, time
+from pathlib import Path
+from harness.lab.pairs import SharedPeerAddress
+from tests.unit.test_lab_pairs import TWO_PAIRS
+SharedPeerAddress(Path(sys.argv[1]), TWO_PAIRS.peer).join(lambda: False, lambda: print("added", flush=True))
+time.sleep(600)
+"""
+
+
+def test_two_workers_get_different_pairs_and_a_third_finds_every_pair_taken(tmp_path: Path) -> None:
+    first = claim_pair(TWO_PAIRS, tmp_path, 2, "pid 1 (xdist worker gw0)")
+    second = claim_pair(TWO_PAIRS, tmp_path, 2, "pid 2 (xdist worker gw1)")
+    assert (first.pair.name, second.pair.name) == ("ab", "ba")
+    assert first.host_keys == ("hv1.lab.example_22", "hv2.lab.example_22")
+    with pytest.raises(CapabilityMissing, match=r"^every failover pair of the inventory is in use \(ab: pid 1 "
+                                                r"\(xdist worker gw0\); ba: pid 2 \(xdist worker gw1\)\): let that "
+                                                r"run finish"):
+        claim_pair(TWO_PAIRS, tmp_path, 1, "pid 3")
+    first.release()
+    first.release()  # safe twice
+    assert claim_pair(TWO_PAIRS, tmp_path, 2, "pid 3").pair.name == "ab"
+
+
+def test_more_workers_than_pairs_is_a_usage_error_naming_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^-n 3: 3 xdist workers, but the inventory has 2 failover pair\(s\) "
+                                          r"\(ab, ba\), one per worker: run with -n 2, or add \[pairs.<name>\]"):
+        claim_pair(TWO_PAIRS, tmp_path, 3, "pid 1")
+
+
+def test_a_vf_another_inventory_claimed_is_not_taken_again(tmp_path: Path) -> None:
+    """The sample's one pair (src's first VF to dst's) shares its VFs with the two-pair inventory's ab."""
+    sample = load_inventory(SAMPLE_PATH)
+    held = claim_pair(sample, tmp_path, 1, "pid 1")
+    assert claim_pair(TWO_PAIRS, tmp_path, 1, "pid 2").pair.name == "ba"
+    held.release()
+
+
+def test_a_killed_holders_pair_is_free_again(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ab"
+        assert claim_pair(TWO_PAIRS, tmp_path, 1, "pid 2").pair.name == "ba"
+        with pytest.raises(CapabilityMissing, match=r"ab: pid of the holder;"):
+            claim_pair(TWO_PAIRS, tmp_path, 1, "pid 3")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert claim_pair(TWO_PAIRS, tmp_path, 1, "pid 3").pair.name == "ab"
+
+
+class Address:
+    """The peer's address as the beds see it: present or not; what they did to it."""
+
+    def __init__(self, present: bool) -> None:
+        self.present = present
+        self.actions: list[str] = []
+
+    def add(self) -> None:
+        self.present = True
+        self.actions.append("add")
+
+    def remove(self) -> None:
+        self.present = False
+        self.actions.append("remove")
+
+
+def _users(inventory: Inventory, lock_dir: Path, n: int) -> list[SharedPeerAddress]:
+    return [SharedPeerAddress(lock_dir, inventory.peer) for _ in range(n)]
+
+
+def test_the_first_bed_adds_the_peers_address_and_the_last_to_leave_removes_it(tmp_path: Path) -> None:
+    address = Address(present=False)
+    a, b = _users(TWO_PAIRS, tmp_path, 2)
+    a.join(lambda: address.present, address.add)
+    b.join(lambda: address.present, address.add)
+    a.leave(address.remove)
+    assert address.actions == ["add"] and address.present  # b still uses it
+    b.leave(address.remove)
+    b.leave(address.remove)  # safe twice
+    assert address.actions == ["add", "remove"]
+
+
+def test_an_address_the_lab_gave_the_peer_stays(tmp_path: Path) -> None:
+    address = Address(present=True)
+    (a,) = _users(TWO_PAIRS, tmp_path, 1)
+    a.join(lambda: address.present, address.add)
+    a.leave(address.remove)
+    assert address.actions == [] and address.present
+
+
+def test_an_address_a_killed_run_added_is_removed_when_the_last_live_bed_leaves(tmp_path: Path) -> None:
+    """Another process's bed adds the address and is killed (no teardown); a bed here that used it too
+    removes it when it leaves, as the last user."""
+    address = Address(present=False)
+    killed = subprocess.Popen([sys.executable, "-c", PEER_USER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert killed.stdout is not None
+        assert killed.stdout.readline().strip() == "added"
+        address.present = True
+        (here,) = _users(TWO_PAIRS, tmp_path, 1)
+        here.join(lambda: address.present, address.add)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    here.leave(address.remove)
+    assert address.actions == ["remove"]
