@@ -8,7 +8,7 @@ never drive one VF at once, whichever inventories name it; the kernel drops
 the locks of a process that dies however it dies. A worker that finds no free
 pair does not wait (it would wait out another run's whole session): the case
 is skipped, or fails under ``--require-resources``, naming who holds each pair.
-More workers than pairs is a usage error before any claim.
+More workers than pairs is a usage error before any worker starts (:func:`check_workers`).
 
 The pairs share the traffic peer: its address is added by the first bed that
 finds it missing and taken away by the last bed to leave (:class:`SharedPeerAddress`).
@@ -43,9 +43,13 @@ def vf_lock_path(lock_dir: Path, spec: HostSpec, vf: str) -> Path:
     return lock_dir / f"vf-{host_key(spec)}-{vf}.lock"
 
 
-def worker_count() -> int:
-    """How many xdist workers this run has (1 without xdist)."""
-    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+def check_workers(inventory: Inventory, workers: int) -> None:
+    """ConfigError if a run's *workers* (``-n``) outnumber the inventory's pairs: one pair per worker."""
+    pairs = inventory.failover_pairs
+    if workers > len(pairs):
+        raise ConfigError(f"-n {workers}: {workers} xdist workers, but the inventory has {len(pairs)} failover "
+                          f"pair(s) ({', '.join(p.name for p in pairs)}), one per worker: run with -n {len(pairs)}, "
+                          "or add [pairs.<name>] to the inventory (docs/lab.md)")
 
 
 def claimant() -> str:
@@ -89,17 +93,12 @@ def _try_lock(paths: list[Path], who: str) -> tuple[list[int], str]:
     return fds, ""
 
 
-def claim_pair(inventory: Inventory, lock_dir: Path, workers: int, who: str) -> PairClaim:
-    """The first pair of *inventory* none of whose VFs another claim holds. ConfigError if *workers* (this
-    run's) outnumber the pairs; CapabilityMissing, naming each holder, if every pair is taken."""
-    pairs = inventory.failover_pairs
-    if workers > len(pairs):
-        raise ConfigError(f"-n {workers}: {workers} xdist workers, but the inventory has {len(pairs)} failover "
-                          f"pair(s) ({', '.join(p.name for p in pairs)}), one per worker: run with -n {len(pairs)}, "
-                          "or add [pairs.<name>] to the inventory (docs/lab.md)")
+def claim_pair(inventory: Inventory, lock_dir: Path, who: str) -> PairClaim:
+    """The first pair of *inventory* none of whose VFs another claim holds; CapabilityMissing, naming each
+    holder, if every pair is taken."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     busy = []
-    for pair in pairs:
+    for pair in inventory.failover_pairs:
         paths = [vf_lock_path(lock_dir, inventory.hosts[end.host], end.vf) for end in pair.ends]
         fds, holder = _try_lock(paths, who)
         if fds:

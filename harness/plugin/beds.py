@@ -43,15 +43,14 @@ def _host_options(request: pytest.FixtureRequest, run: RunConfig) -> dict[str, A
     """The inventory, the run's :class:`~harness.topologies.host.LabSession`, and the pair this process
     claimed on its first bed (held until the session ends: :func:`pytest_sessionfinish`)."""
     from harness.lab.inventory import load_inventory  # the lab package: only when the host topology is chosen
-    from harness.lab.pairs import CLAIMS_DIR, claim_pair, claimant, worker_count
+    from harness.lab.pairs import CLAIMS_DIR, claim_pair, claimant
     from harness.topologies.host import LabSession
 
     assert run.inventory is not None  # RunConfig requires it
     inventory = load_inventory(run.inventory)
     if PAIR_CLAIM_KEY not in request.config.stash:
         try:
-            request.config.stash[PAIR_CLAIM_KEY] = claim_pair(inventory, run.cache_dir / CLAIMS_DIR, worker_count(),
-                                                              claimant())
+            request.config.stash[PAIR_CLAIM_KEY] = claim_pair(inventory, run.cache_dir / CLAIMS_DIR, claimant())
         except CapabilityMissing as e:  # another run holds every pair
             unavailable(run, str(e))
     return {"inventory": inventory, "lab": request.config.stash.setdefault(LAB_KEY, LabSession()),

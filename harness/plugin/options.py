@@ -82,11 +82,13 @@ def _threshold_overrides(values: list[str]) -> dict[str, Any]:
 def config_from_options(config: pytest.Config) -> RunConfig:
     opt = config.option
     profile = load_profile(Path(opt.harness_config)) if opt.harness_config else None
+    inventory = None
     if opt.inventory:
         from harness.lab.inventory import load_inventory  # the lab package: only for the host topology
 
+        inventory = load_inventory(Path(opt.inventory))
         # The lab's thresholds over the profile's (a certification record checks they are the inventory's).
-        lab = load_inventory(Path(opt.inventory)).thresholds.model_dump(exclude_unset=True)
+        lab = inventory.thresholds.model_dump(exclude_unset=True)
         profile = {**(profile or {}), "thresholds": {**(profile or {}).get("thresholds", {}), **lab}}
     overrides: dict[str, Any] = {
         "qemu_binary": opt.qemu_binary,
@@ -108,4 +110,9 @@ def config_from_options(config: pytest.Config) -> RunConfig:
         **_threshold_overrides(opt.threshold),
     }
     source = "options" + (f" and {opt.harness_config}" if opt.harness_config else "")
-    return build_config(profile, overrides, source)
+    run = build_config(profile, overrides, source)
+    if run.topology == "host" and inventory is not None:
+        from harness.lab.pairs import check_workers
+
+        check_workers(inventory, getattr(opt, "numprocesses", None) or 1)  # xdist's -n: a pair per worker
+    return run

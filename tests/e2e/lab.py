@@ -8,12 +8,13 @@ harness in a lab reaches its hosts over the management network.
 
 Run as a program, it stands the lab up and runs the conformance suite on it::
 
-    python -m tests.e2e.lab --reports reports/lab [-- PYTEST-ARGS]
+    python -m tests.e2e.lab --reports reports/lab [--pairs] [-- PYTEST-ARGS]
 
 (``failover-harness run --profile lab-profile.toml -- --topology host
 --inventory lab.toml``, both written into the reports directory: the profile is
 ``profiles/nested-tcg.toml``'s rates and limits without what names the nested
-topology), then shuts the lab down.
+topology), then shuts the lab down. With ``--pairs`` the inventory has two
+failover pairs (:data:`LOCAL_PAIRS`), for a run with ``-- -n 2``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ SSH_PORT = 22
 # The lab host that has a port for a traffic peer on it (tests of a peer on a lab host), and its MAC.
 PEER_HOST = "l1a"
 PEER_PORT_MAC = "52:54:00:ac:00:01"
+# Two failover pairs on disjoint hosts, each a local migration from an L1's first VF to its second (a
+# timing case has its pair's hosts to itself: on disjoint hosts two run at once): name → host.
+LOCAL_PAIRS = {"a": "l1a", "b": "l1b"}
 
 
 @dataclass
@@ -95,6 +99,19 @@ class Lab:
             self.vfs[name] = set_up_host(host, self.keys, NAMES.index(name))
             if name == "l1b":
                 self.holder_pid = hold_vf(host, self.vfs[name][1])
+
+    @contextlib.contextmanager
+    def every_vf_free(self) -> Iterator[None]:
+        """While in the block, no process holds l1b's second VF (a second pair needs it); held again after
+        (unless a panic's :meth:`recover` did that already)."""
+        held = self.holder_pid
+        self.hosts["l1b"].check(f"kill {held}; while kill -0 {held} 2>/dev/null; do sleep 0.1; done",
+                                "freeing l1b's second VF")
+        try:
+            yield
+        finally:
+            if self.holder_pid == held:
+                self.holder_pid = hold_vf(self.hosts["l1b"], self.vfs["l1b"][1])
 
     def inventory(self, **host_changes: dict[str, Any]) -> Inventory:
         """An inventory of this lab (each host's first VF), with *host_changes* per host name."""
@@ -225,12 +242,19 @@ def peer_namespace(lab: Lab) -> Iterator[LabPeer]:
 
 
 def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[str, list[str]] | None = None,
-                   peer: LabPeer | None = None, qemu_binary: str | None = None) -> Path:
+                   peer: LabPeer | None = None, qemu_binary: str | None = None, local_pairs: bool = False) -> Path:
     """The lab's inventory as a user writes it: the hosts *vfs* names with those VFs (default: both, each
     with its first VF), running *qemu_binary* if given; *for_runs*:
     with what the host topology needs too (the standby bridge, the peer on this machine unless *peer*
-    places it on a lab host) and the nested profile's limits."""
+    places it on a lab host) and the nested profile's limits; *local_pairs*: both VFs of each host, in
+    the failover pairs :data:`LOCAL_PAIRS` (l1b's second VF: :meth:`Lab.every_vf_free`)."""
+    if local_pairs:
+        vfs = {name: [vf.address for vf in lab.vfs[name]] for name in NAMES}
     vf_of = vfs or {name: [lab.vfs[name][0].address] for name in NAMES}
+    macs = [f"52:54:00:fa:00:{i + 1:02x}" for i in range(len(LOCAL_PAIRS) if local_pairs else 1)]
+    pairs = [line for pair, host in LOCAL_PAIRS.items() for line in (
+        f"[pairs.{pair}]", f'source = {{ host = "{host}", vf = "{lab.vfs[host][0].address}" }}',
+        f'destination = {{ host = "{host}", vf = "{lab.vfs[host][1].address}" }}')] if local_pairs else []
     if peer is not None:
         peer_lines = [f'host = "{peer.host}"', f'namespace = "{peer.namespace}"', f'interface = "{peer.interface}"']
     elif for_runs:
@@ -240,7 +264,7 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
         peer_lines = ['host = "l1a"', 'interface = "mgmt0"']
     limits = tomllib.loads(NESTED_PROFILE.read_text())["thresholds"] if for_runs else {}
     path.write_text("\n".join([
-        'failover_macs = ["52:54:00:fa:00:01"]',
+        f"failover_macs = {json.dumps(macs)}",
         *(line for i, name in enumerate(NAMES) if name in vf_of for line in (
             f"[hosts.{name}]", f'address = "{MGMT_PREFIX}.{i + 1}"', f'key = "{lab.keys / "client_key"}"',
             f'known_hosts = "{lab.keys / "known_hosts"}"', f'pf = "{lab.hosts[name].pf_ifname}"',
@@ -248,7 +272,8 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
             *([f'standby_bridge = "{L1_BRIDGE}"'] if for_runs else []),
             *([f'qemu_binary = "{qemu_binary}"'] if qemu_binary else []))),
         "[peer]", *peer_lines, f'address = "{peer.address if peer else "198.18.0.1/24"}"',
-        *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []), ""]))
+        *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []),
+        *pairs, ""]))
     return path
 
 
@@ -270,6 +295,7 @@ def lab_profile(path: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=Path, default=REPO / "reports" / "lab")
+    parser.add_argument("--pairs", action="store_true", help="two failover pairs (LOCAL_PAIRS), for -- -n 2")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     args = parser.parse_args()
     config = build_config(None, {})
@@ -277,8 +303,9 @@ def main() -> int:
     accel = choose_accel(config.accel, config.qemu_binary, kernel)
     print(f"L1 accelerator: {accel.accel} ({accel.reason})", flush=True)
     args.reports.mkdir(parents=True, exist_ok=True)
-    with standing_lab(config, accel.accel, args.reports / "lab") as lab:
-        inventory = inventory_file(lab, args.reports / "lab.toml", for_runs=True)
+    with standing_lab(config, accel.accel, args.reports / "lab") as lab, \
+            lab.every_vf_free() if args.pairs else contextlib.nullcontext():
+        inventory = inventory_file(lab, args.reports / "lab.toml", for_runs=True, local_pairs=args.pairs)
         cli = Path(sys.executable).parent / "failover-harness"
         # The nested profile's limits and rates: the lab's hosts are L1s under TCG.
         profile = lab_profile(args.reports / "lab-profile.toml")

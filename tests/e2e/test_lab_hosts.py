@@ -4,7 +4,8 @@ the doctor, the host topology's run of a case, and the certification record.
 The doctor: a fit lab
 passes; a wrong host key, a wrong VF address, a VF already in use and an
 unreachable host each fail with the fix, and nothing changes on any host. The
-host topology: a migration case passes over SSH, the record of that run says
+host topology: migration cases pass over SSH, two failover pairs at once
+(local migrations) and across the hosts, the record of the two-pair run says
 certified, and both hosts are left as they were.
 """
 
@@ -33,7 +34,7 @@ from harness.errors import HarnessError
 from harness.plugin import EMULATION_FAULT_KEY, FAILURE_KEY
 from harness.topologies.nested import MGMT_PREFIX
 from tests.conftest import SuiteRun, run_suite
-from tests.e2e.lab import NAMES, REPO, Lab, inventory_file, peer_namespace, standing_lab
+from tests.e2e.lab import LOCAL_PAIRS, NAMES, REPO, Lab, inventory_file, peer_namespace, standing_lab
 from tests.e2e.test_flat_suite import WRAPPERS
 from tests.e2e.test_ssh_hosts import SSHD, keygen
 
@@ -175,6 +176,7 @@ def _leftovers(lab: Lab) -> dict[str, str]:
 
 
 PROBES_CASE = "test_migration_with_failover_under_probes and acpi"
+PROBES_CASES = "test_migration_with_failover_under_probes"  # ACPI and native hotplug
 
 
 def _under_tcg(lab: Lab) -> bool:
@@ -234,30 +236,40 @@ def test_a_host_the_doctor_refuses_is_not_touched(lab: Lab, tmp_path: Path) -> N
     assert lab.state() == before
 
 
-def test_a_case_runs_on_the_lab_hosts_over_ssh_and_its_record_certifies(lab: Lab, tmp_path: Path) -> None:
-    """``pytest testcases --topology host --inventory lab.toml``, run from the management network: the
-    guest boots on l1a with its VF, migrates to l1b over the management link, fails back to l1b's VF;
-    the probes show both paths. ``certify`` on that run says certified. Both hosts end as they began."""
-    before = lab.state()
-    inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True)
-    reports = tmp_path / "reports"
-    done = _run_case(lab, inventory, reports)
-    assert done.returncode == 0, done.output[-7000:]
-    results = json.loads((reports / "results.json").read_text())
-    (case,) = results["tests"]
-    assert case["outcome"] == "passed", case
-    metrics, run = case["metrics"], case["run"]
-    assert metrics["replies_on_standby"] > 0 and metrics["replies_on_primary"] > 0, metrics
-    assert metrics["final_path"] == "primary", metrics
-    assert run["guest_accel"] == "kvm" and run["hosts"].startswith("l1a VF "), run
-    assert _leftovers(lab) == {"l1a": "", "l1b": ""}
-    assert lab.state() == before
+def test_two_pairs_run_cases_at_once_and_the_record_certifies_naming_both(lab: Lab, tmp_path: Path) -> None:
+    """``pytest testcases --topology host --inventory lab.toml -n 2``, run from the management network, on
+    an inventory of two failover pairs (:data:`~tests.e2e.lab.LOCAL_PAIRS`: each L1's first VF migrating to
+    its second). Each xdist worker claims a pair; the two probe cases (ACPI, native hotplug) each run on
+    one, both at once (a timing case has its pair's hosts to itself); each guest fails back to its
+    destination VF, the probes show both paths. ``certify`` on that run says certified and names both
+    pairs with the case each ran. Both hosts end as they began."""
+    with lab.every_vf_free():
+        before = lab.state()
+        inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True, local_pairs=True)
+        reports = tmp_path / "reports"
+        done = _run_case(lab, inventory, reports, "-n", str(len(LOCAL_PAIRS)), selection=PROBES_CASES)
+        assert done.returncode == 0, done.output[-7000:]
+        cases = json.loads((reports / "results.json").read_text())["tests"]
+        assert sorted(case["run"]["pair"] for case in cases) == sorted(LOCAL_PAIRS), cases
+        for case in cases:
+            metrics, run, host = case["metrics"], case["run"], LOCAL_PAIRS[case["run"]["pair"]]
+            assert case["outcome"] == "passed", case
+            assert metrics["replies_on_standby"] > 0 and metrics["replies_on_primary"] > 0, metrics
+            assert metrics["final_path"] == "primary", metrics
+            assert run["guest_accel"] == "kvm" and run["isolation"].startswith("alone"), run
+            assert run["hosts"] == ", ".join(f"{host} VF {vf.address}" for vf in lab.vfs[host]), run
+        assert max(c["started"] for c in cases) < min(c["finished"] for c in cases), "the pairs ran one by one"
+        assert _leftovers(lab) == {"l1a": "", "l1b": ""}
+        assert lab.state() == before
     out = tmp_path / "record"
     certified = _run_cli(lab, "certify", "--results", str(reports / "results.json"), "--inventory", str(inventory),
                          "--out", str(out))
     assert certified.returncode == 0, certified.stdout + certified.stderr
     record = json.loads((out / "certification.json").read_text())
     assert record["verdict"] == "certified" and record["topology"] == "host", record["reasons"]
+    assert [(p["name"], p["source_host"], p["destination_host"]) for p in record["pairs"]] == [
+        (pair, host, host) for pair, host in LOCAL_PAIRS.items()]
+    assert record["run"]["pairs"] == {case["run"]["pair"]: [case["nodeid"]] for case in cases}
 
 
 def test_a_case_runs_with_the_peer_in_a_namespace_on_a_lab_host(lab: Lab, tmp_path: Path) -> None:
@@ -280,23 +292,6 @@ def test_a_case_runs_with_the_peer_in_a_namespace_on_a_lab_host(lab: Lab, tmp_pa
         addresses = lab.hosts["l1a"].userspace().check(["ip", "-n", peer.namespace, "-4", "addr", "show",
                                                         peer.interface], "the peer's addresses")
         assert peer.address.split("/")[0] not in addresses
-
-
-def test_a_case_migrates_between_two_vfs_of_one_host(lab: Lab, tmp_path: Path) -> None:
-    """An inventory of one host with two VFs: the guest migrates from the first VF's QEMU to the second's
-    on the same host (a local migration), and fails back to the second VF."""
-    before = lab.state()
-    inventory = inventory_file(lab, tmp_path / "lab.toml", for_runs=True,
-                               vfs={"l1a": [vf.address for vf in lab.vfs["l1a"]]})
-    reports = tmp_path / "reports"
-    done = _run_case(lab, inventory, reports)
-    assert done.returncode == 0, done.output[-7000:]
-    (case,) = json.loads((reports / "results.json").read_text())["tests"]
-    assert case["outcome"] == "passed", case
-    assert case["metrics"]["replies_on_standby"] > 0 and case["metrics"]["final_path"] == "primary", case["metrics"]
-    assert case["run"]["hosts"] == ", ".join(f"l1a VF {vf.address}" for vf in lab.vfs["l1a"]), case["run"]
-    assert _leftovers(lab) == {"l1a": "", "l1b": ""}
-    assert lab.state() == before
 
 
 def test_what_a_killed_run_left_on_the_hosts_the_sweep_undoes(lab: Lab, tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ USAGE_ERROR = 4
          "/nonexistent.toml: no such inventory file (start from profiles/lab-example.toml)"),
         (("--inventory", str(REPO / "profiles" / "lab-example.toml")),
          "inventory: only the host topology uses one (this run's is flat): add --topology host"),
+        (("--topology", "host", "--inventory", str(REPO / "profiles" / "lab-example.toml"), "-n", "2"),
+         "-n 2: 2 xdist workers, but the inventory has 1 failover pair(s) (default), one per worker: run with -n 1, "
+         "or add [pairs.<name>] to the inventory"),
     ],
 )
 def test_bad_option_is_a_usage_error(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

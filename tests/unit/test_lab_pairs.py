@@ -12,7 +12,7 @@ import pytest
 
 from harness.errors import CapabilityMissing, ConfigError
 from harness.lab.inventory import Inventory, load_inventory, parse_inventory
-from harness.lab.pairs import SharedPeerAddress, claim_pair
+from harness.lab.pairs import SharedPeerAddress, check_workers, claim_pair
 from tests.unit.test_inventory import SAMPLE_PATH, with_pairs
 
 TWO_PAIRS = parse_inventory(with_pairs(), "lab.toml")
@@ -20,9 +20,10 @@ TWO_PAIRS = parse_inventory(with_pairs(), "lab.toml")
 # Another process: claims a pair of the two-pair inventory, says which, and holds it until killed.
 HOLDER = """
 import sys, time
+from pathlib import Path
 from harness.lab.pairs import claim_pair
 from tests.unit.test_lab_pairs import TWO_PAIRS
-claim = claim_pair(TWO_PAIRS, __import__("pathlib").Path(sys.argv[1]), 1, "pid of the holder")
+claim = claim_pair(TWO_PAIRS, Path(sys.argv[1]), "pid of the holder")
 print(claim.pair.name, flush=True)
 time.sleep(600)
 """
@@ -39,30 +40,31 @@ time.sleep(600)
 
 
 def test_two_workers_get_different_pairs_and_a_third_finds_every_pair_taken(tmp_path: Path) -> None:
-    first = claim_pair(TWO_PAIRS, tmp_path, 2, "pid 1 (xdist worker gw0)")
-    second = claim_pair(TWO_PAIRS, tmp_path, 2, "pid 2 (xdist worker gw1)")
+    first = claim_pair(TWO_PAIRS, tmp_path, "pid 1 (xdist worker gw0)")
+    second = claim_pair(TWO_PAIRS, tmp_path, "pid 2 (xdist worker gw1)")
     assert (first.pair.name, second.pair.name) == ("ab", "ba")
     assert first.host_keys == ("hv1.lab.example_22", "hv2.lab.example_22")
     with pytest.raises(CapabilityMissing, match=r"^every failover pair of the inventory is in use \(ab: pid 1 "
                                                 r"\(xdist worker gw0\); ba: pid 2 \(xdist worker gw1\)\): let that "
                                                 r"run finish"):
-        claim_pair(TWO_PAIRS, tmp_path, 1, "pid 3")
+        claim_pair(TWO_PAIRS, tmp_path, "pid 3")
     first.release()
     first.release()  # safe twice
-    assert claim_pair(TWO_PAIRS, tmp_path, 2, "pid 3").pair.name == "ab"
+    assert claim_pair(TWO_PAIRS, tmp_path, "pid 3").pair.name == "ab"
 
 
-def test_more_workers_than_pairs_is_a_usage_error_naming_the_fix(tmp_path: Path) -> None:
+def test_more_workers_than_pairs_is_a_usage_error_naming_the_fix() -> None:
     with pytest.raises(ConfigError, match=r"^-n 3: 3 xdist workers, but the inventory has 2 failover pair\(s\) "
                                           r"\(ab, ba\), one per worker: run with -n 2, or add \[pairs.<name>\]"):
-        claim_pair(TWO_PAIRS, tmp_path, 3, "pid 1")
+        check_workers(TWO_PAIRS, 3)
+    check_workers(TWO_PAIRS, 2)
 
 
 def test_a_vf_another_inventory_claimed_is_not_taken_again(tmp_path: Path) -> None:
     """The sample's one pair (src's first VF to dst's) shares its VFs with the two-pair inventory's ab."""
     sample = load_inventory(SAMPLE_PATH)
-    held = claim_pair(sample, tmp_path, 1, "pid 1")
-    assert claim_pair(TWO_PAIRS, tmp_path, 1, "pid 2").pair.name == "ba"
+    held = claim_pair(sample, tmp_path, "pid 1")
+    assert claim_pair(TWO_PAIRS, tmp_path, "pid 2").pair.name == "ba"
     held.release()
 
 
@@ -72,13 +74,13 @@ def test_a_killed_holders_pair_is_free_again(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ab"
-        assert claim_pair(TWO_PAIRS, tmp_path, 1, "pid 2").pair.name == "ba"
+        assert claim_pair(TWO_PAIRS, tmp_path, "pid 2").pair.name == "ba"
         with pytest.raises(CapabilityMissing, match=r"ab: pid of the holder;"):
-            claim_pair(TWO_PAIRS, tmp_path, 1, "pid 3")
+            claim_pair(TWO_PAIRS, tmp_path, "pid 3")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    assert claim_pair(TWO_PAIRS, tmp_path, 1, "pid 3").pair.name == "ab"
+    assert claim_pair(TWO_PAIRS, tmp_path, "pid 3").pair.name == "ab"
 
 
 class Address:
