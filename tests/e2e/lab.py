@@ -105,7 +105,9 @@ class Lab:
         """While in the block, no process holds l1b's second VF (a second pair needs it); held again after
         (unless a panic's :meth:`recover` did that already)."""
         held = self.holder_pid
-        self.hosts["l1b"].check(f"kill {held}; while kill -0 {held} 2>/dev/null; do sleep 0.1; done",
+        # Until it is gone or a zombie (L1's init does not reap it): a zombie holds no file.
+        self.hosts["l1b"].check(f"kill {held}; while [ -e /proc/{held} ] && "
+                                f"! grep -q '^State:[[:space:]]*Z' /proc/{held}/status; do sleep 0.1; done",
                                 "freeing l1b's second VF")
         try:
             yield
