@@ -176,9 +176,9 @@ def _leftovers(lab: Lab) -> dict[str, str]:
 
 
 PROBES_CASE = "test_migration_with_failover_under_probes and acpi"
-# Two cases that judge no time (the first migrates there and back): both run at once on two pairs whose hosts (two L1s) share this
-# machine's two cores, which slows each (a timing case there failed on it: a destination standby gap of
-# 2118 ms against 1890 ms).
+# Two cases that judge no time (the first migrates there and back): they run at once on two pairs whose
+# hosts, two L1s, share this machine's two cores, which slows each (the native probe case failed there on
+# its destination standby gap: 2118 ms against 1890 ms; docs/lab.md).
 CONCURRENT_CASES = "test_interface_names_kept_across_migrations or test_negotiation_reveals_the_primary"
 
 
