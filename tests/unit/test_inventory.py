@@ -127,13 +127,6 @@ PAIR_MISTAKES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("edits", "message"), [pytest.param(e, m, id=case) for case, e, m in PAIR_MISTAKES])
-def test_each_pair_mistake_names_its_field_and_the_fix(edits: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_inventory(with_pairs(edits), "lab.toml")
-    assert message in str(info.value)
-
-
 def test_relative_key_paths_are_taken_from_the_inventory_file(tmp_path: Path) -> None:
     text = SAMPLE_PATH.read_text().replace('key = "~/.ssh/lab_ed25519"             #',
                                            'key = "keys/lab"             #')
@@ -197,10 +190,12 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("edits", "message"), [pytest.param(e, m, id=case) for case, e, m in MISTAKES])
-def test_each_mistake_names_its_field(edits: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(("inventory", "message"), [
+    *(pytest.param(edited(e), m, id=case) for case, e, m in MISTAKES),
+    *(pytest.param(with_pairs(e), m, id=f"pairs-{case}") for case, e, m in PAIR_MISTAKES)])
+def test_each_mistake_names_its_field(inventory: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_inventory(edited(edits), "lab.toml")
+        parse_inventory(inventory, "lab.toml")
     assert message in str(info.value)
 
 
