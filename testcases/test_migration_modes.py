@@ -34,6 +34,7 @@ import pytest
 
 from harness.checks import CheckList
 from harness.config import RunConfig
+from harness.errors import HarnessError
 from harness.migration import MigrationPlan
 from harness.topologies import SAVE_RESTORE, STANDBY_ID, FailoverBed
 from harness.verdicts import check_back_on_primary, check_probes, measure_and_record
@@ -66,7 +67,10 @@ def test_postcopy_migration_under_probes(
     # The guest runs on the destination before its memory is all there: each page it touches that is
     # still at the source stalls its vCPU for a round trip (CI: a 219 ms stall after RESUME, no probe
     # lost). QEMU measures that outage on the destination, the guest now runs there.
-    blocked_ms = float(failover_bed.source.qmp.execute("query-migrate").get("postcopy-blocktime", 0))
+    try:
+        blocked_ms = float(failover_bed.source.qmp.execute("query-migrate").get("postcopy-blocktime", 0))
+    except HarnessError:  # the QEMU the guest was left on is gone: nothing to allow, the checks say why
+        blocked_ms = 0.0
     record_property("metric.postcopy_blocktime_ms", blocked_ms)
     limits = harness_config.thresholds
     allowed = limits.model_copy(update={
