@@ -14,7 +14,7 @@ import platform
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,16 @@ def load_test_data(results_path: Path, entry: dict[str, Any], name: str) -> Any:
         return entry["data"][name]
     with gzip.open(results_path.parent / entry["data_files"][name], "rt") as f:
         return json.load(f)
+
+
+def summary_counts(tests: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """results.json's ``summary``: cases per outcome, and ``flaky`` for those retried once. Pure."""
+    counts: dict[str, int] = {}
+    for t in tests:
+        counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
+        if t.get("reruns"):
+            counts["flaky"] = counts.get("flaky", 0) + 1
+    return counts
 
 
 def record_metrics(record: Callable[[str, object], None], metrics: MigrationMetrics, prefix: str = "") -> None:
@@ -206,11 +216,7 @@ class ResultsJson:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.path is None:
             return
-        counts: dict[str, int] = {}
-        for t in self.tests.values():
-            counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
-            if t.get("reruns"):
-                counts["flaky"] = counts.get("flaky", 0) + 1
+        counts = summary_counts(self.tests.values())
         doc = {
             "schema": RESULTS_SCHEMA,
             "started": self.started,

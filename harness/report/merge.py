@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
-from harness.report import RESULTS_SCHEMA, failure_lines, migration_summary_html, safe_name
+from harness.report import RESULTS_SCHEMA, failure_lines, migration_summary_html, safe_name, summary_counts
 from harness.templating import render
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,12 @@ def merge_results(shards: Sequence[Shard]) -> dict[str, Any]:
     """One results.json document from the shards' (entries keep their order, shard by shard). Pure."""
     _check_one_run(shards)
     tests: list[dict[str, Any]] = []
-    counts: dict[str, int] = {}
     for shard in shards:
         for entry in shard.results.get("tests", []):
             merged = {**entry, "shard": shard.name}
             if files := entry.get("data_files"):  # relative to the shard's results.json, now under shards/
                 merged["data_files"] = {n: f"{SHARDS_DIR}/{shard.name}/{path}" for n, path in files.items()}
             tests.append(merged)
-            counts[entry["outcome"]] = counts.get(entry["outcome"], 0) + 1
-            if entry.get("reruns"):
-                counts["flaky"] = counts.get("flaky", 0) + 1
     docs = [s.results for s in shards]
     return {
         "schema": RESULTS_SCHEMA,
@@ -127,7 +123,7 @@ def merge_results(shards: Sequence[Shard]) -> dict[str, Any]:
         "shards": [{"name": s.name, "source": str(s.source), "exit_status": s.results["exit_status"],
                     "started": s.results["started"], "finished": s.results["finished"],
                     "host": s.results.get("host", {}), "summary": s.results.get("summary", {})} for s in shards],
-        "summary": counts,
+        "summary": summary_counts(tests),
         "tests": tests,
     }
 
