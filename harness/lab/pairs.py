@@ -34,9 +34,14 @@ log = logging.getLogger(__name__)
 CLAIMS_DIR = "lab-claims"  # under the cache directory
 
 
+def _file_safe(text: str) -> str:
+    """*text* as part of a lock file's name."""
+    return re.sub(r"[^A-Za-z0-9.:_-]", "_", text)
+
+
 def host_key(spec: HostSpec) -> str:
     """A file-name-safe key of a lab host as this machine reaches it (several inventories may name it)."""
-    return re.sub(r"[^A-Za-z0-9.:_-]", "_", spec.address if spec.is_local else f"{spec.address}_{spec.port}")
+    return _file_safe(spec.address if spec.is_local else f"{spec.address}_{spec.port}")
 
 
 def vf_lock_path(lock_dir: Path, spec: HostSpec, vf: str) -> Path:
@@ -123,8 +128,7 @@ class SharedPeerAddress:
     _share: int | None = field(default=None, init=False)
 
     def _path(self, what: str) -> Path:
-        where = re.sub(r"[^A-Za-z0-9.:_-]", "_", f"{self.peer.host}-{self.peer.namespace or ''}-"
-                                                    f"{self.peer.interface}-{self.peer.address}")
+        where = _file_safe(f"{self.peer.host}-{self.peer.namespace or ''}-{self.peer.interface}-{self.peer.address}")
         return self.lock_dir / f"peer-{where}.{what}"
 
     @contextlib.contextmanager
