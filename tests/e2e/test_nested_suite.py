@@ -44,8 +44,7 @@ def test_nested_migration_case_passes(tmp_path: Path, record_property: Any) -> N
 
 
 @pytest.mark.check_full("the flat suite's test_fails_when_destination_lacks_its_primary fails primary_restored "
-                        "with the same wrapper (the check reads the guest, whatever the topology), and the nested "
-                        "silent-guest test below runs a wrapper in L1")
+                        "with the same wrapper (the check reads the guest, whatever the topology)")
 def test_nested_destination_without_its_vf_fails_the_case(tmp_path: Path) -> None:
     """The destination L2 started without its VF: the guest stays on the standby, and the case says so."""
     run = run_suite(tmp_path, *NESTED_PROBES_CASE, "--qemu-binary", str(WRAPPERS / "destination-without-primary"),
@@ -56,6 +55,9 @@ def test_nested_destination_without_its_vf_fails_the_case(tmp_path: Path) -> Non
     assert leftovers(run.pid) == []
 
 
+@pytest.mark.check_full("the flat suite's test_promise_checks_fail_where_the_network_is_lost fails "
+                        "standby_carried_on_source (the check reads the probes, whatever the topology); this is a "
+                        "second broken setup for it, the nested bed's igb steering")
 def test_nested_vf_only_mac_policy_fails_the_source_standby(tmp_path: Path) -> None:
     """--vf-mac-policy vf-only: no failover MAC in the PF's filter, so igb steers the frames for it to
     the source's VF after the guest let go of it, and the standby carries nothing until STOP."""
@@ -69,6 +71,9 @@ def test_nested_vf_only_mac_policy_fails_the_source_standby(tmp_path: Path) -> N
     assert leftovers(run.pid) == []
 
 
+@pytest.mark.check_full("the nested migration case above unplugs the same VF and plugs one back through the "
+                        "same bed, and its standby_carried_on_source check shows the PF's filter lets the standby "
+                        "carry; the whole nested suite in make check-full runs this case too")
 def test_nested_hand_driven_unplug_passes(tmp_path: Path) -> None:
     """The primary unplugged and re-plugged by hand on the nested bed: the PF's filter has the failover
     MAC too (vf_mac_policy shared), else igb steers the frames to the idle VF and the standby gets none."""
@@ -80,6 +85,9 @@ def test_nested_hand_driven_unplug_passes(tmp_path: Path) -> None:
     assert leftovers(run.pid) == []
 
 
+@pytest.mark.check_full("the lab's test_a_guest_that_falls_silent_on_lab_hosts_under_tcg_is_retried_once runs "
+                        "the same policy end to end (emulated_nesting_fault, shared by the nested and host beds; "
+                        "tests/unit/test_emulated_nesting.py covers what each bed gives it)")
 def test_nested_guest_that_falls_silent_under_tcg_is_retried_once(tmp_path: Path) -> None:
     """An L2 guest that stops answering (here: stopped once it ejected its primary) is what TCG's
     emulation of a hypervisor has done in CI: under TCG the case runs once more, reported flaky;
