@@ -64,6 +64,9 @@ class PhaseStats:
     lost_inbound: int
     lost_outbound: int
     max_gap_ms: float | None  # the longest time inside the phase with no reply reaching the peer
+    # Probes sent during that longest gap that were never answered: 0 when the gap held replies back
+    # (a stall: every probe answered, late) rather than lost them.
+    lost_in_longest_gap: int
     replies_on_standby: int
     replies_on_primary: int
 
@@ -120,10 +123,10 @@ def _reply_gaps(reply_times: list[float], start: float, end: float) -> list[Span
     return [Span(a, b) for a, b in zip(points, points[1:], strict=False)]
 
 
-def _longest_gap_ms(reply_times: list[float], start: float, end: float) -> float | None:
+def _longest_gap(reply_times: list[float], start: float, end: float) -> Span | None:
     if end <= start:
         return None
-    return max(gap.ms for gap in _reply_gaps(reply_times, start, end))
+    return max(_reply_gaps(reply_times, start, end), key=lambda gap: gap.ms)
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,14 @@ def phase_report(timeline: Timeline) -> PhaseReport:
         sent = [p.seq for p in timeline.sent if inside(p.t)]
         lost = [seq for seq in sent if seq not in answered]
         on_path = [path for t, path in left_guest.values() if inside(t)]
+        gap = _longest_gap(reply_times, phase.start, phase.end) if probed else None
         stats.append(PhaseStats(
             phase=phase, probes_sent=len(sent), probes_lost=len(lost),
             lost_inbound=sum(1 for seq in lost if seq not in left_guest) if timeline.paths else 0,
             lost_outbound=sum(1 for seq in lost if seq in left_guest),
-            max_gap_ms=_longest_gap_ms(reply_times, phase.start, phase.end) if probed else None,
+            max_gap_ms=None if gap is None else gap.ms,
+            lost_in_longest_gap=0 if gap is None else sum(
+                1 for probe in timeline.sent if gap.start <= probe.t < gap.end and probe.seq not in answered),
             replies_on_standby=on_path.count(STANDBY), replies_on_primary=on_path.count(PRIMARY)))
     coming_up, after = stats[-2:]  # PHASE_NAMES ends with primary_coming_up, after_restore
     if probed and coming_up.phase.ms == 0 and after.phase.ms > 0:

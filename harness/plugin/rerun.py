@@ -2,8 +2,9 @@
 
 Environmental means :class:`~harness.errors.EnvironmentalError` (a guest that
 did not boot, a control channel lost while QEMU kept running), or a failure the
-bed judged the emulated hardware's (``Bed.emulation_fault``: nested under TCG,
-an L2 that fell silent or an L1 that panicked). Anything else,
+bed judged the emulated hardware's (``Bed.emulation_fault``: nested or lab hosts
+under TCG, an L2 that fell silent or stalled without losing a probe, an L1 that
+panicked). Anything else,
 above all a failed conformance check, is never retried: retrying a real
 failure until it passes is how a harness loses its users' trust.
 

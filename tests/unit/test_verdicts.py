@@ -84,6 +84,17 @@ def test_a_standby_that_carried_nothing_on_the_source_fails(recorded: Timeline) 
     assert _judge(deaf, "standby_carried_on_destination", promise=True).passed
 
 
+def test_a_stall_that_lost_nothing_is_told_from_loss(recorded: Timeline) -> None:
+    # The after_restore phase's replies of its first second held back to its end: late, none lost.
+    start = next(p for p in migration_phases(recorded) if p.name == "after_restore").start
+    late = [dataclasses.replace(r, t=start + 1.0) if start <= r.t < start + 1.0 else r for r in recorded.replies]
+    stalled = _judge(dataclasses.replace(recorded, replies=late), "no_outage_after_restore", promise=True)
+    assert stalled.line().startswith("FAIL no_outage_after_restore: longest time without a reply 100"), stalled.line()
+    assert stalled.detail.endswith("; a stall: every probe sent in it was answered, late") and stalled.held_back
+    # Where probes were lost it is no stall: the deaf standby and the slow e1000e above.
+    assert not _judge(recorded, "primary_took_over", promise=True).held_back
+
+
 def test_a_primary_that_carried_as_it_registered_took_over(recorded: Timeline) -> None:
     # As with a VF (or the vmxnet3): the guest's registration placed at the first reply on the primary.
     first_on_primary = min(p.t for p in recorded.paths if p.path == PRIMARY and p.t > recorded.window_start + 2)
