@@ -14,7 +14,14 @@ from harness.migration import MigrationResult
 from harness.phases import migration_phases, phase_report
 from harness.scenarios import MeasuredMigration
 from harness.timeline import Timeline
-from harness.verdicts import KnownBugSymptom, check_migration, check_probes, check_promise, verify_unless_known_bug
+from harness.verdicts import (
+    Allowance,
+    KnownBugSymptom,
+    check_migration,
+    check_probes,
+    check_promise,
+    verify_unless_known_bug,
+)
 from tests.conftest import load_json_gz
 
 
@@ -93,6 +100,21 @@ def test_a_stall_that_lost_nothing_is_told_from_loss(recorded: Timeline) -> None
     assert stalled.detail.endswith("; a stall: every probe sent in it was answered, late") and stalled.held_back
     # Where probes were lost it is no stall: the deaf standby and the slow e1000e above.
     assert not _judge(recorded, "primary_took_over", promise=True).held_back
+
+
+def test_an_allowance_widens_its_limits_only_and_each_widened_check_says_why(recorded: Timeline) -> None:
+    # The recorded e1000e's 415 ms take-over, against 50 ms: a case allowing 400 ms for it passes, and says so.
+    recorded_properties: dict[str, object] = {}
+    checks = CheckList(recorded_properties.__setitem__)
+    slow_nic = Allowance("an e1000e's autonegotiation", {"max_primary_coming_up_ms": 400.0})
+    check_probes(_run(recorded), Thresholds(), checks, allowance=slow_nic)
+    took_over = next(r for r in checks.results if r.name == "primary_took_over")
+    assert took_over.line().startswith("PASS primary_took_over: longest time without a reply 415.3 ms, limit 450 ms "
+                                       "(400 ms of it allowed: an e1000e's autonegotiation); "), took_over.line()
+    assert recorded_properties["run.allowance"] == "max_primary_coming_up_ms +400 ms (an e1000e's autonegotiation)"
+    assert [r.name for r in checks.results if "allowed" in r.detail] == ["primary_took_over"]
+    with pytest.raises(ValueError, match=r"allowance for \['max_coming_up_ms'\]: not limits"):
+        Allowance("a typo", {"max_coming_up_ms": 1.0})
 
 
 def test_a_primary_that_carried_as_it_registered_took_over(recorded: Timeline) -> None:
