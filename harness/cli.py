@@ -29,7 +29,7 @@ import pytest
 from harness import progress
 from harness.compare.judgement import PracticalRule
 from harness.compare.runner import DEFAULT_CASES as DEFAULT_COMPARED_CASES
-from harness.config import DEFAULT_CACHE_DIR, build_config, load_profile
+from harness.config import CASES_DIR, DEFAULT_CACHE_DIR, build_config, load_profile
 from harness.doctor import diagnose
 from harness.errors import ConfigError, HarnessError
 from harness.image import ImageBuilder
@@ -40,8 +40,6 @@ from harness.stats import STATS
 from harness.sweep import sweep_leftovers
 from harness.topologies import TOPOLOGIES, bed_class
 
-# The cases live in the repository next to the package (an editable install, as `make setup` does).
-DEFAULT_CASES = Path(__file__).resolve().parent.parent / "testcases"
 DEFAULT_REPORTS = Path("reports")
 # The cases' measured durations (pytest-split's format), which --shard balances the shards by.
 DURATIONS_FILE = "durations.json"
@@ -355,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     soak = sub.add_parser("soak", help="migrate one guest back and forth under probes; metric distributions")
     soak.add_argument("--migrations", type=int, default=100)
-    soak.add_argument("--soak-dir", type=Path, default=DEFAULT_CASES.parent / "soak", help=argparse.SUPPRESS)
+    soak.add_argument("--soak-dir", type=Path, default=CASES_DIR.parent / "soak", help=argparse.SUPPRESS)
     soak.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     soak.set_defaults(func=_soak)
     comparing = sub.add_parser("compare", help="A/B: the same cases on two QEMUs or guest kernels, interleaved; "
@@ -417,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(func=_sweep)
     sub.add_parser("image", help="build the guest image").set_defaults(func=_image)
     for command in (run, listing, comparing):
-        command.add_argument("--cases", type=Path, default=DEFAULT_CASES, help=f"default: {DEFAULT_CASES}")
+        command.add_argument("--cases", type=Path, default=CASES_DIR, help=f"default: {CASES_DIR}")
     for command in (run, report, soak):
         command.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="default: reports/")
     comparing.add_argument("--reports", type=Path, default=DEFAULT_REPORTS / "compare",

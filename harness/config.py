@@ -19,6 +19,8 @@ from harness.errors import ConfigError
 from harness.logscan import compile_allow_list
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "failover-harness"
+# The cases live in the repository next to the package (an editable install, as `make setup` does).
+CASES_DIR = Path(__file__).resolve().parent.parent / "testcases"
 
 
 class Thresholds(BaseModel):

@@ -234,7 +234,6 @@ def test_migration_under_memory_dirtying_workload(
     syncs, dirty_rate = ram.get("dirty-sync-count"), ram.get("dirty-pages-rate")
     record_property("metric.dirty_sync_count", syncs)
     record_property("metric.dirty_pages_rate", dirty_rate)
-    record_property("metric.cpu_throttle_percentage", run.result.query.get("cpu-throttle-percentage"))
     record_property("metric.transferred_mib", round(ram.get("transferred", 0) / 2**20, 1))
     throttled = Allowance(f"auto-converge stalls the vCPU {THROTTLE_STALL_MS:g} ms at a time at its "
                           f"{MAX_CPU_THROTTLE_PERCENT} % cap", {"max_source_standby_gap_ms": THROTTLE_STALL_MS,

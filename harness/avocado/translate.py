@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 
-from harness.cli import DEFAULT_CASES
+from harness.config import CASES_DIR
 from harness.errors import ConfigError
 from harness.plugin.options import pytest_addoption
 from harness.report import failure_lines
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: The avocado test kind of a harness case: ``avocado run failover:``.
 KIND = "failover"
 #: The checkout the cases live in; node ids are relative to it, as pytest prints them.
-ROOT = DEFAULT_CASES.parent
+ROOT = CASES_DIR.parent
 #: Options the runner sets itself: each case's results.json and evidence go into its avocado data directory.
 RUNNER_OWNED = ("results_json", "artifacts_dir")
 #: What a case's whiteboard (JSON) keeps of its results.json entry: the figures, not the traceback.
