@@ -57,7 +57,7 @@ class MeasuredMigration:
     chart_png: Path
 
 
-def _still_restored(guest: Guest, restored: FailoverView | None) -> FailoverView | None:
+def still_restored(guest: Guest, restored: FailoverView | None) -> FailoverView | None:
     """The guest's view at the end of the observation, if its primary had come back: a primary that came
     back and went again is not restored (seen with a QEMU that took it away again after a failed
     migration: the first look caught it enslaved while the guest was already ejecting it)."""
@@ -210,7 +210,7 @@ def measure_migration(bed: FailoverBed, config: RunConfig, artifacts: Path, *,
             restore_error = f"{type(e).__name__}: {e}"
         rec.wait_reply(restore_deadline_s)
         time.sleep(POST_RESTORE_OBSERVATION_S)
-        restored = _still_restored(bed.guest, restored)
+        restored = still_restored(bed.guest, restored)
         window_end = time.time()
     sync_before, sync_after = rec.sync_before, rec.sync_after
     try:
