@@ -117,6 +117,19 @@ def test_an_allowance_widens_its_limits_only_and_each_widened_check_says_why(rec
         Allowance("a typo", {"max_coming_up_ms": 1.0})
 
 
+def test_a_view_of_the_migration_is_judged_on_its_own_timeline(recorded: Timeline) -> None:
+    # As the two-pair case views each pair: its phases and metrics come from the view's timeline (they
+    # were once kept from the whole one, so pair 2 was judged on pair 1's probes).
+    phase = next(p for p in migration_phases(recorded) if p.name == "source_standby")
+    run = _run(recorded)
+    view = run.seen_in(dataclasses.replace(recorded, replies=[r for r in recorded.replies
+                                                              if not phase.start <= r.t < phase.end]))
+    assert run.phases["source_standby"].probes_lost < 10
+    assert view.phases["source_standby"].probes_lost > 800  # of 818: the last was answered after the phase
+    assert view.metrics.probes_lost > run.metrics.probes_lost
+    assert view.phases == phase_report(view.timeline)
+
+
 def test_a_primary_that_carried_as_it_registered_took_over(recorded: Timeline) -> None:
     # As with a VF (or the vmxnet3): the guest's registration placed at the first reply on the primary.
     first_on_primary = min(p.t for p in recorded.paths if p.path == PRIMARY and p.t > recorded.window_start + 2)
