@@ -8,13 +8,15 @@ harness in a lab reaches its hosts over the management network.
 
 Run as a program, it stands the lab up and runs the conformance suite on it::
 
-    python -m tests.e2e.lab --reports reports/lab [--pairs] [-- PYTEST-ARGS]
+    python -m tests.e2e.lab --reports reports/lab [--pairs] [--soak MIGRATIONS] [-- PYTEST-ARGS]
 
 (``failover-harness run --profile lab-profile.toml -- --topology host
 --inventory lab.toml``, both written into the reports directory: the profile is
 ``profiles/nested-tcg.toml``'s rates and limits without what names the nested
 topology), then shuts the lab down. With ``--pairs`` the inventory has two
-failover pairs (:data:`LOCAL_PAIRS`), for a run with ``-- -n 2``.
+failover pairs (:data:`LOCAL_PAIRS`), for a run with ``-- -n 2``; with ``--soak``
+it runs ``failover-harness soak`` there instead (the host topology's metric
+distributions, which its limits come from).
 """
 
 from __future__ import annotations
@@ -298,6 +300,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=Path, default=REPO / "reports" / "lab")
     parser.add_argument("--pairs", action="store_true", help="two failover pairs (LOCAL_PAIRS), for -- -n 2")
+    parser.add_argument("--soak", type=int, metavar="MIGRATIONS",
+                        help="instead of the suite, the soak: one guest migrated MIGRATIONS times between the hosts")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     args = parser.parse_args()
     config = build_config(None, {})
@@ -311,8 +315,10 @@ def main() -> int:
         cli = Path(sys.executable).parent / "failover-harness"
         # The nested profile's limits and rates: the lab's hosts are L1s under TCG.
         profile = lab_profile(args.reports / "lab-profile.toml")
-        argv = [*lab.network.bridge_ns.exec_prefix(), str(cli), "run", "--reports", str(args.reports),
-                "--profile", str(profile), "--",
+        command = (["soak", "--migrations", str(args.soak), "--reports", str(args.reports), "--",
+                    "--harness-config", str(profile)] if args.soak else
+                   ["run", "--reports", str(args.reports), "--profile", str(profile), "--"])
+        argv = [*lab.network.bridge_ns.exec_prefix(), str(cli), *command,
                 "--topology", "host", "--inventory", str(inventory),
                 *(arg for arg in args.pytest_args if arg != "--")]
         return subprocess.call(argv, cwd=REPO)
