@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -218,11 +218,11 @@ class RemoteBedCommon(BedCommon):
         """What each guest QEMU of the bed printed, by name (evidence for :meth:`emulation_fault`)."""
         return {f"{vm.name}'s QEMU": "\n".join(vm.messages()) for vm in self.vms}
 
-    def _quiet_resets(self) -> dict[str, str]:
-        """Each guest QEMU of the bed whose guest reset itself with nothing on its console (evidence for
-        :meth:`emulation_fault`; see :func:`~harness.logscan.quiet_guest_reset`)."""
+    def _quiet_resets(self, vms: Iterable[VM] | None = None) -> dict[str, str]:
+        """Each of *vms* (default: the bed's guest QEMUs) whose guest reset itself with nothing on its
+        console (evidence for :meth:`emulation_fault`; see :func:`~harness.logscan.quiet_guest_reset`)."""
         found = {}
-        for vm in self.vms:
+        for vm in self.vms if vms is None else vms:
             transcript, console = vm.paths.qmp_transcript, vm.paths.console_log
             if transcript.is_file() and (reset := quiet_guest_reset(
                     transcript.read_text(errors="replace"),

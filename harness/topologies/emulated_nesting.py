@@ -55,6 +55,14 @@ def kernel_oops_summary(console: str, panic_at: int) -> str:
     return "; ".join(parts)
 
 
+def _cause(failure: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """*failure* or the first exception of *kind* it was raised from (``raise ... from``)."""
+    seen: BaseException | None = failure
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__cause__
+    return seen
+
+
 def _line_at(text: str, at: int) -> str:
     return text[text.rfind("\n", 0, at) + 1:].split("\n", 1)[0].strip()
 
@@ -82,8 +90,8 @@ def emulated_nesting_fault(failure: BaseException, logs: dict[str, str], hypervi
     if quiet_resets:
         guest, reset = next(iter(quiet_resets.items()))
         return f"{where}: {guest} reset itself with nothing on its console ({reset}: a triple fault)"
-    if isinstance(failure, GuestSilent):
-        return f"{where}: the guest fell silent ({failure})"
+    if (silent := _cause(failure, GuestSilent)) is not None:  # the L2 or, starting a program in it, an L1
+        return f"{where}: the guest fell silent ({silent})"
     if isinstance(failure, ChecksFailed) and all(check.held_back for check in failure.failed):
         late = ", ".join(check.name for check in failure.failed)
         return f"{where}: the guest stalled, nothing lost ({late}: every probe answered, some late)"

@@ -214,8 +214,9 @@ class L1StandbyCapture:
             self.request_stop()
             self.host.run(f"for i in $(seq 100); do kill -0 {self.pid} 2>/dev/null || break; sleep 0.1; done")
             # Only the numbers come back over the agent: a thousand replies a second add up.
-            seqs = self.host.check(f"sed -n 's/^{{\"p\": \\([0-9]*\\),.*/\\1/p' {self._file} | sort -un",
-                                   "reading the path capture", timeout=60.0)
+            # sed's status, not sort's: a file gone (its L1 rebooted) is an error, not its message as numbers.
+            seqs = self.host.check(f"sed -n 's/^{{\"p\": \\([0-9]*\\),.*/\\1/p' {self._file} > {self._file}.seqs "
+                                   f"&& sort -un {self._file}.seqs", "reading the path capture", timeout=60.0)
             self._seqs = {int(seq) for seq in seqs.split()}
         return self._seqs
 
@@ -386,7 +387,10 @@ class NestedBed(RemoteBedCommon):
         for host in self.hosts:
             console = host.vm.paths.console_log
             logs[f"{host.name}'s console"] = console.read_text(errors="replace") if console.is_file() else ""
-        return emulated_nesting_fault(failure, logs, "the L1s", self._quiet_resets())
+        # An L1 that reset itself quietly takes its L2 with it (seen in a repeated run: the capture's
+        # file gone with l1a's /run, no panic on its console).
+        return emulated_nesting_fault(failure, logs, "the L1s",
+                                      self._quiet_resets([*self.vms, *(host.vm for host in self.hosts)]))
 
     def path_capture(self, log_path: Path, pair: int = 1) -> HypervisorPathCapture:
         guest_ip = self.pair_addressing(pair).guest_ip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.checks import CheckList
-from harness.errors import DeadlineExceeded, GuestSilent
+from harness.errors import DeadlineExceeded, GuestSilent, VMError
 from harness.topologies.emulated_nesting import emulated_nesting_fault, kernel_oops_summary
 
 # As printed in runs on this machine (L1s under TCG, the L2 under KVM in them).
@@ -21,6 +21,20 @@ def test_a_silent_guest_is_the_emulations_fault() -> None:
     cause = emulated_nesting_fault(GuestSilent("guest did not answer 'fo-state' within 240 s"), QUIET, "the L1s")
     assert cause == ("emulated hypervisor (the L1s under TCG): the guest fell silent "
                      "(guest did not answer 'fo-state' within 240 s)")
+
+
+def test_an_l1_that_fell_silent_while_starting_the_guest_is_the_emulations_fault() -> None:
+    """Seen in a repeated run: l1a's agent did not answer the L2 QEMU's launch for 60 s, which reached the
+    bed as the VMError it was raised into."""
+    try:
+        try:
+            raise GuestSilent("guest did not answer 'TMPDIR=/var/tmp chroot /host ...' within 60 s")
+        except GuestSilent as silent:
+            raise VMError("starting src: guest did not answer") from silent
+    except VMError as failure:
+        cause = emulated_nesting_fault(failure, QUIET, "the L1s")
+    assert cause == ("emulated hypervisor (the L1s under TCG): the guest fell silent "
+                     "(guest did not answer 'TMPDIR=/var/tmp chroot /host ...' within 60 s)")
 
 
 def test_a_known_emulation_failure_in_a_log_is_quoted_whatever_failed() -> None:
