@@ -122,9 +122,9 @@ class Allowance:
     """Milliseconds a case's own conditions add to some of :func:`check_probes`' limits, and why.
 
     Where a case provokes an outage that failover's promise does not forbid (auto-converge stalling
-    the vCPU, postcopy's faults of pages still at the source, two primaries coming up on one vCPU),
-    it states how much and why, here, rather than loosening the limits: each widened check names the
-    allowance in its detail, and the run records it (``run.allowance``)."""
+    the vCPU, postcopy's faults of pages still at the source), it states how much and why, here,
+    rather than loosening the limits for every case: each widened check names the allowance in its
+    detail, and the run records it (``run.allowance``)."""
 
     why: str = ""
     extra_ms: Mapping[str, float] = field(default_factory=dict)  # a Thresholds field: milliseconds added
