@@ -23,9 +23,10 @@
     ├── SnapshotError          (harness.snapshot) a booted-guest snapshot could not be saved or restored
     └── CompareError           (harness.compare.runner) a comparison's run did not run to its verdict
 
-Verdicts are not errors: a failed check raises :class:`AssertionError` (``CheckList.verify``),
-and a failure with a known QEMU bug's symptom its subclass ``KnownBugSymptom``
-(:mod:`harness.verdicts`), the one a known bug's expected failure absorbs.
+Verdicts are not errors: failed checks raise ``ChecksFailed``, an :class:`AssertionError`
+that keeps them (``CheckList.verify``, :mod:`harness.checks`: the flake policy reads them), and a
+failure with a known QEMU bug's symptom ``KnownBugSymptom``, another (:mod:`harness.verdicts`), the
+one a known bug's expected failure absorbs.
 
 Pure parsers (pcap, ``ethtool -i``, inventory fields) raise :class:`ValueError`
 on malformed input; their callers turn it into one of the above (pydantic's
