@@ -153,8 +153,13 @@ def _why(*reasons: str) -> str:
     return "; ".join(reason for reason in reasons if reason)
 
 
+def _with_allowed(figure: str, allowed: str) -> str:
+    """*figure* (a limit, a tolerance) followed by what of it an allowance added, if anything."""
+    return figure + (f" ({allowed})" if allowed else "")
+
+
 def _limit_ms(limit_ms: float, allowed: str) -> str:
-    return f"limit {limit_ms:g} ms" + (f" ({allowed})" if allowed else "")
+    return _with_allowed(f"limit {limit_ms:g} ms", allowed)
 
 
 def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, primary_id: str = PRIMARY_ID,
@@ -250,7 +255,7 @@ def check_stop_copy_outage(run: MeasuredMigration, limits: Thresholds, checks: C
                                          else "QEMU reported no downtime"))
         return
     stop_copy = run.phases["stop_copy"].phase
-    tolerance = f"tolerance {limits.stop_copy_tolerance_ms:g} ms" + (f" ({allowed})" if allowed else "")
+    tolerance = _with_allowed(f"tolerance {limits.stop_copy_tolerance_ms:g} ms", allowed)
     before = max(0.0, stop_copy.start - outage.start) * 1000.0
     after = max(0.0, outage.end - stop_copy.end) * 1000.0
     checks.check("stop_copy_outage_within_downtime", outage.ms <= limit,
