@@ -43,6 +43,12 @@ L1_BOOT_TIMEOUT_S = 120.0
 # as they see it inside the chroot; L1's own shell sees it under /host.
 L1_SCRATCH = "/run/fohx"
 L1_TMPDIR = "/var/tmp"
+# The L1s' kernels have overflowed their stacks under TCG with no call trace on the console (the
+# stack was full of something the unwinder could not walk; a healthy L1's deepest task stack while
+# an L2 migrates is about 4 KiB of 16). They record their kernel-mode page faults in a small ring
+# (about 550 per CPU) and print it on an oops, so the next overflow's console shows which faults
+# nested, at which instruction and address.
+L1_FAULT_TRACE = "trace_event=exceptions:page_fault_kernel trace_buf_size=16K ftrace_dump_on_oops=orig_cpu"
 # Creating VFs makes the PF driver reset and probe each one: seconds under TCG.
 SRIOV_TIMEOUT_S = 60.0
 
@@ -60,7 +66,7 @@ def l1_spec(name: str, qemu_binary: str, accel: Accel, image: GuestImage, *, pf_
         Device.of("virtio-net-pci", MGMT_ID, netdev=mgmt_tap.id, mac=mgmt_mac, bus="l1rp1"),
         Device("virtio-9p-pci", None, (("fsdev", HOST_ROOT_TAG), ("mount_tag", HOST_ROOT_TAG))),
     )
-    append = (f"console=ttyS0 panic=-1 ipv6.disable=1 intel_iommu=on "
+    append = (f"console=ttyS0 panic=-1 ipv6.disable=1 intel_iommu=on {L1_FAULT_TRACE} "
               f"harness.mgmt_mac={mgmt_mac} harness.mgmt_addr={mgmt_addr}")
     return VMSpec(
         name=name, qemu_binary=qemu_binary, accel=accel, kernel=image.kernel, initrd=image.initrd,

@@ -4,7 +4,9 @@ under test: known faults in their logs, kernel oops summaries. Pure.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterable
 
 from harness.checks import ChecksFailed
 from harness.errors import GuestSilent
@@ -21,6 +23,9 @@ _OOPS_CAUSE = re.compile(r"^\[[\s\d.]+\] ((?:BUG|kernel BUG|Oops)\b.*)$", re.MUL
 _OOPS_RIP = re.compile(r"RIP: [0-9a-f]+:([A-Za-z_][\w.]*)\+0x")
 _TRACE_FRAME = re.compile(r"^\[[\s\d.]+\]\s+([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
 OOPS_FRAMES = 12  # enough to show a recursion's repeating frames, short enough for a report line
+# The L1s' kernel-mode page faults, as their ftrace ring prints them on an oops (hypervisor.L1_FAULT_TRACE).
+_FAULT = re.compile(r"page_fault_kernel: address=(\S+) ip=(\S+) error_code=(\S+)")
+OOPS_FAULTS = 4  # the newest faults (runs folded) a summary shows: where nested faults would repeat
 
 
 def kernel_oops_summary(console: str, panic_at: int) -> str:
@@ -37,22 +42,26 @@ def kernel_oops_summary(console: str, panic_at: int) -> str:
     if (rip := _OOPS_RIP.search(episode)) is not None:
         parts.append(f"RIP {rip.group(1)}")
     if (trace_at := episode.find("Call Trace:")) >= 0:
-        names: list[str] = []
-        counts: list[int] = []
+        names = []
         for line in episode[trace_at:].splitlines()[1:]:
             if "Modules linked in" in line or "end trace" in line or L1_PANIC in line:
                 break
-            if (frame := _TRACE_FRAME.match(line)) is None:
-                continue
-            if names and names[-1] == frame.group(1):
-                counts[-1] += 1
-            else:
+            if (frame := _TRACE_FRAME.match(line)) is not None:
                 names.append(frame.group(1))
-                counts.append(1)
-        shown = [f"{name} x {n}" if n > 1 else name for name, n in zip(names[:OOPS_FRAMES], counts, strict=False)]
-        if shown:
-            parts.append("trace " + " < ".join(shown) + (" < ..." if len(names) > OOPS_FRAMES else ""))
+        frames = _folded(names)
+        if frames:
+            parts.append("trace " + " < ".join(frames[:OOPS_FRAMES]) + (" < ..." if len(frames) > OOPS_FRAMES else ""))
+    faults = _folded(f"ip={ip} address={address} error_code={code}"
+                     for address, ip, code in (m.groups() for m in _FAULT.finditer(episode)))
+    if faults:  # oldest first, as the ring printed them
+        parts.append("last kernel page faults " + ", ".join(faults[-OOPS_FAULTS:]))
     return "; ".join(parts)
+
+
+def _folded(items: Iterable[str]) -> list[str]:
+    """*items* with each run of one item folded as ``item x N``."""
+    return [item if n == 1 else f"{item} x {n}"
+            for item, n in ((item, len(list(run))) for item, run in itertools.groupby(items))]
 
 
 def _cause(failure: BaseException, kind: type[BaseException]) -> BaseException | None:

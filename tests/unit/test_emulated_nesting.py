@@ -108,3 +108,25 @@ def test_a_stack_overflow_panic_in_ci_is_summarised(data_dir: Path) -> None:
     assert kernel_oops_summary(console, console.index("Kernel panic")) == (
         "BUG: TASK stack guard page was hit at 00000000bbccc01e (stack is 00000000141f0132..00000000e9888cd8); "
         "RIP exc_page_fault")
+
+
+def test_an_oops_summary_ends_with_the_l1s_last_kernel_page_faults(data_dir: Path) -> None:
+    """An L1 crashed with sysrq (2026-12-06) prints its kernel page-fault ring (hypervisor.L1_FAULT_TRACE)
+    after the panic's trace: the summary ends with the newest faults, where a stack overflow's nested
+    faults would show as one folded run."""
+    console = (data_dir / "l1-console-sysrq-fault-trace.txt").read_text()
+    summary = kernel_oops_summary(console, console.index("Kernel panic"))
+    assert summary.startswith("trace dump_stack_lvl < panic < sysrq_handle_crash < "), summary
+    assert summary.endswith(
+        "; last kernel page faults ip=__put_user_nocheck_4 address=0x1c8ca690 error_code=0x3, "
+        "ip=clear_user_original address=0x5e4710 error_code=0x2, ip=strncpy_from_user address=0x5c2c98 error_code=0x0, "
+        "ip=copy_user_enhanced_fast_string address=0x7ffc7ebbfb30 error_code=0x2"), summary
+
+
+def test_nested_page_faults_fold_into_one_run() -> None:
+    fault = ("[ 9.1] qemu-1610 0d.... 9us : page_fault_kernel: "
+             "address=0xff5a8d4e027a3ff8 ip=exc_page_fault error_code=0x2\n")
+    console = "[ 9.0] BUG: TASK stack guard page was hit\n[ 9.0] Kernel panic - not syncing: x\n" + fault * 3
+    assert kernel_oops_summary(console, console.index("Kernel panic")) == (
+        "BUG: TASK stack guard page was hit; "
+        "last kernel page faults ip=exc_page_fault address=0xff5a8d4e027a3ff8 error_code=0x2 x 3")
