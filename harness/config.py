@@ -55,6 +55,14 @@ class Thresholds(BaseModel):
         "from its RESUME to the guest's registration of its primary (keep it below that phase's healthy "
         "length, else a standby that carries nothing passes)"
     )
+    max_source_standby_loss_pct: float = Field(
+        10.0, ge=0, le=100, description="of the probes sent while the source's standby alone carries, the "
+        "percentage never answered (a standby that drops most frames without one long silence)"
+    )
+    max_destination_standby_loss_pct: float = Field(
+        10.0, ge=0, le=100, description="of the probes sent while the destination's standby alone carries, the "
+        "percentage never answered"
+    )
     stop_copy_tolerance_ms: float = Field(
         190.0, ge=0, description="the outage across stop-and-copy may exceed QEMU's own downtime by this much "
         "(plus one probe interval)"

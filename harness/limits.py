@@ -39,6 +39,7 @@ class LimitSource:
     recorded_under: Literal["metrics", "migration_phases"] = "metrics"
     over_downtime: bool = False  # the limit is on the metric minus QEMU's downtime_ms
     floor: float = 0.0  # never below this (what the measurement itself cannot resolve)
+    ceiling: float = math.inf  # never above this (a percentage's 100)
 
 
 SOURCES = (
@@ -52,6 +53,12 @@ SOURCES = (
                 over_downtime=True),
     LimitSource("max_destination_standby_gap_ms", "destination_standby.max_gap_ms", "standby_carried_on_destination",
                 "migration_phases"),
+    # A phase's first and last probes fall on either side of its edges as the guest's clock sync
+    # places them (within about 26 ms): a few percent of a short phase, whatever the standby does.
+    LimitSource("max_source_standby_loss_pct", "source_standby.loss_pct", "standby_carried_on_source",
+                "migration_phases", floor=10.0, ceiling=100.0),
+    LimitSource("max_destination_standby_loss_pct", "destination_standby.loss_pct", "standby_carried_on_destination",
+                "migration_phases", floor=10.0, ceiling=100.0),
     # The guest's registration is placed on the host clock within about 26 ms (its clock sync).
     LimitSource("max_primary_coming_up_ms", "primary_coming_up.max_gap_ms", "primary_took_over", "migration_phases",
                 floor=50.0),
@@ -74,7 +81,8 @@ class DerivedLimit:
                       *([SUITE_MARGIN * self.largest] if self.largest is not None else [])]
         if not candidates:
             return None
-        return max(self.source.floor, math.ceil(max(candidates) / ROUND_TO) * ROUND_TO)
+        rounded = math.ceil(max(candidates) / ROUND_TO) * ROUND_TO
+        return min(self.source.ceiling, max(self.source.floor, rounded))
 
 
 def _number(value: object) -> float | None:

@@ -70,8 +70,14 @@ class PhaseStats:
     replies_on_standby: int
     replies_on_primary: int
 
+    @property
+    def loss_pct(self) -> float | None:
+        """Of the probes sent in the phase, the percentage never answered; None when none was sent."""
+        return 100.0 * self.probes_lost / self.probes_sent if self.probes_sent else None
+
     def scalars(self) -> dict[str, int | float | None]:
         return {"ms": self.phase.ms, "probes_sent": self.probes_sent, "probes_lost": self.probes_lost,
+                "loss_pct": self.loss_pct,
                 "lost_inbound": self.lost_inbound, "lost_outbound": self.lost_outbound,
                 "max_gap_ms": self.max_gap_ms, "replies_on_standby": self.replies_on_standby,
                 "replies_on_primary": self.replies_on_primary}
@@ -143,9 +149,11 @@ class PhaseReport:
         return next(s for s in self.stats if s.phase.name == name)
 
     def figures(self) -> dict[str, float | None]:
-        """What the promise checks measure: each phase's longest gap (``<phase>.max_gap_ms``) and the
-        outage across stop-and-copy (``stop_copy_outage_ms``)."""
-        figures: dict[str, float | None] = {f"{s.phase.name}.max_gap_ms": s.max_gap_ms for s in self.stats}
+        """What the promise checks measure: each phase's longest gap (``<phase>.max_gap_ms``) and loss
+        (``<phase>.loss_pct``), and the outage across stop-and-copy (``stop_copy_outage_ms``)."""
+        figures: dict[str, float | None] = {}
+        for s in self.stats:
+            figures |= {f"{s.phase.name}.max_gap_ms": s.max_gap_ms, f"{s.phase.name}.loss_pct": s.loss_pct}
         figures["stop_copy_outage_ms"] = self.stop_copy_outage.ms if self.stop_copy_outage else None
         return figures
 

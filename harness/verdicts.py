@@ -187,19 +187,26 @@ def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, 
     check_promise(run, limits, checks, allowance)
 
 
-def _phase_gap(checks: CheckList, name: str, stats: PhaseStats, limit_ms: float, allowed: str = "") -> None:
+def _phase_check(checks: CheckList, name: str, stats: PhaseStats, limit_ms: float, allowed: str = "",
+               loss_limit_pct: float | None = None) -> None:
     """*stats*'s longest time without a reply against *limit_ms* (*allowed*: what of it a case's
-    allowance added), with what the phase saw."""
+    allowance added) and, given *loss_limit_pct*, its share of probes lost against that, with what
+    the phase saw."""
     limit = _limit_ms(limit_ms, allowed)
+    loss = stats.loss_pct
+    loss_judged = "" if loss is None or loss_limit_pct is None else f" ({loss:.1f} %, limit {loss_limit_pct:g} %)"
+    loss_passed = loss is None or loss_limit_pct is None or loss <= loss_limit_pct
     seen = (f"; {stats.phase.name} lasted {stats.phase.ms:.0f} ms: {stats.probes_lost} of {stats.probes_sent} "
-            f"probes lost, replies on the standby {stats.replies_on_standby}, on the primary "
+            f"probes lost{loss_judged}, replies on the standby {stats.replies_on_standby}, on the primary "
             f"{stats.replies_on_primary}")
     if stats.max_gap_ms is None:
         checks.check(name, False, f"not measured: no {stats.phase.name} phase in the timeline ({limit})")
         return
-    passed = stats.max_gap_ms <= limit_ms
-    held_back = not passed and stats.lost_in_longest_gap == 0
-    checks.check(name, passed, f"longest time without a reply {stats.max_gap_ms:.1f} ms, {limit}{seen}"
+    gap_passed = stats.max_gap_ms <= limit_ms
+    held_back = not gap_passed and loss_passed and stats.lost_in_longest_gap == 0
+    checks.check(name, gap_passed and loss_passed,
+                 f"longest time without a reply {stats.max_gap_ms:.1f} ms, {limit}{seen}"
+                 + ("" if loss_passed else "; more of the phase's probes lost than its limit allows")
                  + ("; a stall: every probe sent in it was answered, late" if held_back else ""), held_back=held_back)
 
 
@@ -209,15 +216,16 @@ def check_promise(run: MeasuredMigration, limits: Thresholds, checks: CheckList,
     only outage is stop-and-copy, as long as QEMU's own downtime (harness.phases). *limits* are
     already widened by *allowance*, which each widened check names."""
     phases, said = run.phases, allowance.said
-    _phase_gap(checks, "standby_carried_on_source", phases["source_standby"],
-               limits.max_source_standby_gap_ms, said("max_source_standby_gap_ms"))
+    _phase_check(checks, "standby_carried_on_source", phases["source_standby"],
+               limits.max_source_standby_gap_ms, said("max_source_standby_gap_ms"), limits.max_source_standby_loss_pct)
     check_stop_copy_outage(run, limits, checks, said("stop_copy_tolerance_ms"))
-    _phase_gap(checks, "standby_carried_on_destination", phases["destination_standby"],
-               limits.max_destination_standby_gap_ms, said("max_destination_standby_gap_ms"))
+    _phase_check(checks, "standby_carried_on_destination", phases["destination_standby"],
+               limits.max_destination_standby_gap_ms, said("max_destination_standby_gap_ms"),
+               limits.max_destination_standby_loss_pct)
     _check_primary_took_over(checks, phases["primary_coming_up"], phases["after_restore"],
                              bool(run.timeline.paths), limits.max_primary_coming_up_ms,
                              said("max_primary_coming_up_ms"))
-    _phase_gap(checks, "no_outage_after_restore", phases["after_restore"], limits.max_gap_after_restore_ms,
+    _phase_check(checks, "no_outage_after_restore", phases["after_restore"], limits.max_gap_after_restore_ms,
                said("max_gap_after_restore_ms"))
 
 
@@ -230,7 +238,7 @@ def _check_primary_took_over(checks: CheckList, coming_up: PhaseStats, after: Ph
                      f"(replies on the standby {coming_up.replies_on_standby} in {coming_up.phase.ms:.0f} ms "
                      f"of {coming_up.phase.name}), {_limit_ms(limit_ms, allowed)}")
     else:
-        _phase_gap(checks, "primary_took_over", coming_up, limit_ms, allowed)
+        _phase_check(checks, "primary_took_over", coming_up, limit_ms, allowed)
 
 
 def _stop_copy_limit_ms(run: MeasuredMigration, limits: Thresholds) -> tuple[float | None, float]:

@@ -252,6 +252,19 @@ def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: 
         assert after_resume >= 0.9 * _phase(results, "destination_standby", "ms"), outage
 
 
+def test_a_destination_standby_that_drops_most_probes_fails_on_its_loss(tmp_path: Path) -> None:
+    """The destination's standby passes about one probe in ten, as a NIC steering most of the
+    failover MAC's frames to a VF no guest drives would: its replies keep coming, so no gap need
+    reach the phase's limit, and the phase's loss is what fails it."""
+    run = run_broken(tmp_path, "lossy-standby-destination", *PROBES_CASE)
+    results = run.results()
+    verdict = _check(results, "standby_carried_on_destination")
+    assert verdict.startswith("FAIL standby_carried_on_destination: longest time without a reply"), verdict
+    assert "; more of the phase's probes lost than its limit allows" in verdict, verdict
+    assert float(re.search(r"probes lost \(([\d.]+) %", verdict).group(1)) >= 50, verdict
+    assert _check(results, "standby_carried_on_source").startswith("PASS standby_carried_on_source"), results
+
+
 def test_a_qemu_that_dies_after_the_standby_is_removed_fails_its_survival(tmp_path: Path) -> None:
     # As QEMUs before 5.1 (then device_del of the primary) and 6.1 (then migrate) crashed.
     run = run_broken(tmp_path, "qemu-dies-after-standby-removal", "-k", "standby_removed_first")

@@ -198,3 +198,19 @@ def test_a_release_placed_just_before_the_request_counts_at_the_request(recorded
     beyond = [dataclasses.replace(g, t=unplug - 0.1) if g.kind == "primary-unregistered" else g
               for g in recorded.guest_events]  # 100 ms before: beyond the bound, not this release
     assert not _judge(dataclasses.replace(recorded, guest_events=beyond), "wait_unplug_held_until_release").passed
+
+
+def test_a_standby_that_drops_most_frames_without_a_long_silence_fails_on_its_loss(recorded: Timeline) -> None:
+    # The source_standby phase with nine replies in ten taken out, as a NIC steering the failover MAC to
+    # a detached VF would leave it: no gap near the limit, most probes lost.
+    phase = next(p for p in migration_phases(recorded) if p.name == "source_standby")
+    lossy = dataclasses.replace(recorded, replies=[r for r in recorded.replies
+                                                   if not phase.start <= r.t < phase.end or r.seq % 10 == 0])
+    source = _judge(lossy, "standby_carried_on_source", promise=True)
+    assert not source.passed and not source.held_back, source.line()
+    assert source.line().startswith(
+        "FAIL standby_carried_on_source: longest time without a reply 15.4 ms, limit 140 ms"), source.line()
+    assert "probes lost (90.0 %, limit 10 %)" in source.detail
+    assert source.detail.endswith("; more of the phase's probes lost than its limit allows")
+    healthy = _judge(recorded, "standby_carried_on_source", promise=True)
+    assert healthy.passed and " %, limit 10 %)" in healthy.detail, healthy.line()
