@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
@@ -58,11 +57,11 @@ class MeasuredMigration:
     iperf: IperfResult | None
     chart_png: Path
 
-    def seen_in(self, timeline: Timeline, **changes: Any) -> MeasuredMigration:
+    def seen_in(self, timeline: Timeline) -> MeasuredMigration:
         """This migration as *timeline* shows it (one pair's guest events, or its own traffic): the
         metrics and the phase report computed from that timeline, never kept from the whole one's."""
         return dataclasses.replace(self, timeline=timeline, metrics=migration_metrics(timeline),
-                                   phases=phase_report(timeline), **changes)
+                                   phases=phase_report(timeline))
 
 
 def still_restored(guest: Guest, restored: FailoverView | None) -> FailoverView | None:

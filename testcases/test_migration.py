@@ -260,8 +260,8 @@ def _pair_view(run: MeasuredMigration, primary_iface: str | None, other_traffic:
     rec = other_traffic
     timeline = dataclasses.replace(timeline, sent=rec.probe_log.sent, replies=rec.probe_log.replies,
                                    paths=rec.paths, window_end=window_end)
-    return run.seen_in(timeline, restored=restored, baseline_reply=rec.baseline_reply,
-                       probe_stats=rec.probe_log.stats)
+    return dataclasses.replace(run.seen_in(timeline), restored=restored, baseline_reply=rec.baseline_reply,
+                               probe_stats=rec.probe_log.stats)
 
 
 @pytest.mark.timing
