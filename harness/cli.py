@@ -325,7 +325,7 @@ def _sweep(args: argparse.Namespace) -> int:
         from harness.lab.inventory import load_inventory
         from harness.lab.sweep import sweep_inventory
 
-        removed += [f"and undid {item}" for item in sweep_inventory(load_inventory(args.inventory))]
+        removed += [f"and undid {item}" for item in sweep_inventory(load_inventory(args.inventory), args.cache_dir)]
     print("\n".join(f"removed {item}" for item in removed) or "nothing left behind by earlier runs")
     return 0
 

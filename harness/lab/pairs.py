@@ -158,13 +158,25 @@ class SharedPeerAddress:
         with self._mutex():
             os.close(self._share)
             self._share = None
-            fd = os.open(self._path("users"), os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another bed still uses it
-            finally:
-                os.close(fd)
-            if self._path("added").exists():
-                remove()
-                self._path("added").unlink()
+            self._remove_if_unused(remove)
+
+    def sweep(self, remove: Callable[[], object]) -> bool:
+        """For the lab sweep, replaying a killed run's note: *remove* the address unless a live bed uses it
+        (the last of those removes it as it leaves: the mark file says a bed added it); whether it did."""
+        with self._mutex():
+            return self._remove_if_unused(remove)
+
+    def _remove_if_unused(self, remove: Callable[[], object]) -> bool:
+        """Inside the mutex: *remove* the address if no bed holds the users file and a bed added it."""
+        fd = os.open(self._path("users"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a bed still uses it
+        finally:
+            os.close(fd)
+        if not self._path("added").exists():
+            return False
+        remove()
+        self._path("added").unlink()
+        return True

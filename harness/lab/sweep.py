@@ -14,11 +14,13 @@ Directories of live runs, and of other machines' runs, are left alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
@@ -26,6 +28,7 @@ from harness.hosts import Host
 from harness.jsonlines import json_records
 from harness.lab.doctor import connect
 from harness.lab.inventory import Inventory
+from harness.lab.pairs import CLAIMS_DIR, SharedPeerAddress
 from harness.netns import pid_alive
 from harness.sriov.claims import VfClaims
 
@@ -35,6 +38,9 @@ SCRATCH_ROOT = "/run/fohx"
 SCRATCH_PREFIX = "fohx"
 OWNER_FILE = "owner.json"
 UNDO_FILE = "undo.jsonl"
+# Marks the note that takes the peer's address away: other runs' beds may share that address
+# (harness.lab.pairs.SharedPeerAddress), so the sweep replays it only when none uses it.
+PEER_ADDRESS_NOTE = "peer_address"
 # $1: a directory whose <pid>.pid files name processes still running.
 KILL_LISTED = 'for f in "$1"/*.pid; do [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null; done; true'
 
@@ -63,8 +69,10 @@ def parse_undo(text: str) -> list[dict[str, Any]]:
     return [note for note in json_records(text) if "argv" in note or "vf" in note][::-1]
 
 
-def sweep_host(host: Host, machine: str | None = None, root: str = SCRATCH_ROOT) -> list[str]:
-    """Undo what dead runs of *machine* (default: this one) left on *host* under *root*; what was undone."""
+def sweep_host(host: Host, machine: str | None = None, root: str = SCRATCH_ROOT,
+               peer_address: SharedPeerAddress | None = None) -> list[str]:
+    """Undo what dead runs of *machine* (default: this one) left on *host* under *root*; what was undone.
+    A note that takes the peer's address away goes through *peer_address* (left while a live bed uses it)."""
     machine = machine or socket.gethostname()
     listed = host.run(["ls", "-1", root])
     done = []
@@ -76,10 +84,13 @@ def sweep_host(host: Host, machine: str | None = None, root: str = SCRATCH_ROOT)
         host.run(["sh", "-c", KILL_LISTED, "kill-listed", scratch])
         for note in parse_undo(host.run(["cat", f"{scratch}/{UNDO_FILE}"]).output):
             try:
+                argv = [str(arg) for arg in note.get("argv", ())]
                 if "vf" in note:
                     VfClaims.restore_noted(host, note["vf"])
+                elif note.get(PEER_ADDRESS_NOTE) and peer_address is not None:
+                    peer_address.sweep(functools.partial(host.run, argv))
                 else:
-                    host.run([str(arg) for arg in note["argv"]])
+                    host.run(argv)
             except HarnessError as e:
                 log.warning("%s: undoing %s: %s", host.name, note, e)
         host.run(["rm", "-rf", "--", scratch])
@@ -87,13 +98,15 @@ def sweep_host(host: Host, machine: str | None = None, root: str = SCRATCH_ROOT)
     return done
 
 
-def sweep_inventory(inventory: Inventory) -> list[str]:
-    """:func:`sweep_host` on every inventory host; a host that cannot be reached is reported, not fatal."""
+def sweep_inventory(inventory: Inventory, cache_dir: Path) -> list[str]:
+    """:func:`sweep_host` on every inventory host (the peer's address shared as this machine's beds, whose
+    claims are under *cache_dir*, share it); a host that cannot be reached is reported, not fatal."""
+    peer_address = SharedPeerAddress(cache_dir / CLAIMS_DIR, inventory.peer)
     done = []
     for name, spec in inventory.hosts.items():
         host = connect(name, spec)
         try:
-            done += sweep_host(host)
+            done += sweep_host(host, peer_address=peer_address)
         except HarnessError as e:
             done.append(f"{name}: not swept: {e}")
         finally:

@@ -60,7 +60,15 @@ from harness.lab.doctor import connect, diagnose_host, emulated_by_tcg
 from harness.lab.inventory import LOCAL, HostSpec, Inventory, Pair, guest_ip
 from harness.lab.pairs import CLAIMS_DIR, SharedPeerAddress
 from harness.lab.ssh import SocketFactory, SSHHost
-from harness.lab.sweep import KILL_LISTED, OWNER_FILE, SCRATCH_ROOT, UNDO_FILE, owner_record, undo_lines
+from harness.lab.sweep import (
+    KILL_LISTED,
+    OWNER_FILE,
+    PEER_ADDRESS_NOTE,
+    SCRATCH_ROOT,
+    UNDO_FILE,
+    owner_record,
+    undo_lines,
+)
 from harness.lab.tunnel import LOOPBACK, LocalForward, RemoteForward
 from harness.metrics import PRIMARY
 from harness.migration import PLAIN_MIGRATION, DestinationPrimary, MigrationPlan, MigrationResult
@@ -288,7 +296,8 @@ class HostBed(RemoteBedCommon):
         def add() -> None:
             if remote:
                 self._note_undo(host, files, [{"argv": [*self._peer_netns_prefix(), "ip", "addr", "del",
-                                                        str(peer.address), "dev", peer.interface]}])
+                                                        str(peer.address), "dev", peer.interface],
+                                               PEER_ADDRESS_NOTE: True}])
             added = self._peer_ip("addr", "add", str(peer.address), "dev", peer.interface)
             if added.rc != 0:
                 raise ConfigError(f"peer.address: cannot add {peer.address} to {peer.interface}: {added.output}")

@@ -3,9 +3,11 @@ process, as two xdist workers' claims are, and in another process that is then k
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,21 @@ class Address:
         self.actions.append("remove")
 
 
+@contextlib.contextmanager
+def _bed_killed_after(lock_dir: Path) -> Iterator[None]:
+    """Another process's bed that added the peer's address (:data:`PEER_USER`), killed (no teardown)
+    when the block ends."""
+    killed = subprocess.Popen([sys.executable, "-c", PEER_USER, str(lock_dir)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert killed.stdout is not None
+        assert killed.stdout.readline().strip() == "added"
+        yield
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+
+
 def _users(inventory: Inventory, lock_dir: Path, n: int) -> list[SharedPeerAddress]:
     return [SharedPeerAddress(lock_dir, inventory.peer) for _ in range(n)]
 
@@ -127,16 +144,28 @@ def test_an_address_a_killed_run_added_is_removed_when_the_last_live_bed_leaves(
     """Another process's bed adds the address and is killed (no teardown); a bed here that used it too
     removes it when it leaves, as the last user."""
     address = Address(present=False)
-    killed = subprocess.Popen([sys.executable, "-c", PEER_USER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).parents[2])
-    try:
-        assert killed.stdout is not None
-        assert killed.stdout.readline().strip() == "added"
+    with _bed_killed_after(tmp_path):
         address.present = True
         (here,) = _users(TWO_PAIRS, tmp_path, 1)
         here.join(lambda: address.present, address.add)
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait()
     here.leave(address.remove)
     assert address.actions == ["remove"]
+
+
+def test_the_sweep_leaves_an_address_a_live_bed_uses_and_removes_it_once_none_does(tmp_path: Path) -> None:
+    """A killed run's note takes the peer's address away (failover-harness sweep --inventory): while a
+    live bed of another run uses it, the sweep leaves it, and that bed removes it as it leaves; with no
+    bed left, the sweep removes it."""
+    address = Address(present=False)
+    with _bed_killed_after(tmp_path):
+        address.present = True
+        live_bed, sweep = _users(TWO_PAIRS, tmp_path, 2)
+        live_bed.join(lambda: address.present, address.add)
+    assert not sweep.sweep(address.remove) and address.present
+    live_bed.leave(address.remove)
+    assert address.actions == ["remove"] and not address.present
+    assert not sweep.sweep(address.remove)  # gone, and no bed's mark says to take it away again
+
+    with _bed_killed_after(tmp_path):
+        address.present = True
+    assert sweep.sweep(address.remove) and address.actions == ["remove", "remove"]

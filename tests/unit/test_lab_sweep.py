@@ -11,8 +11,19 @@ import subprocess
 from pathlib import Path
 
 from harness.hosts import LocalHost
-from harness.lab.sweep import OWNER_FILE, UNDO_FILE, is_stale, owner_record, parse_undo, sweep_host, undo_lines
+from harness.lab.pairs import SharedPeerAddress
+from harness.lab.sweep import (
+    OWNER_FILE,
+    PEER_ADDRESS_NOTE,
+    UNDO_FILE,
+    is_stale,
+    owner_record,
+    parse_undo,
+    sweep_host,
+    undo_lines,
+)
 from harness.netns import pid_alive
+from tests.unit.test_lab_pairs import TWO_PAIRS
 
 
 def _dead_pid() -> int:
@@ -57,3 +68,24 @@ def test_a_sweep_undoes_a_dead_runs_directory_and_leaves_a_live_ones(tmp_path: P
     assert program.returncode == -9 and not pid_alive(program.pid)
     assert not marker.exists() and not dead.exists()
     assert (live / OWNER_FILE).exists()
+
+
+def test_a_dead_runs_note_taking_the_peers_address_waits_for_the_live_beds(tmp_path: Path) -> None:
+    """The note that takes the peer's address away is replayed through the shared address: left while a
+    live bed (here, of another run on this machine) uses it."""
+    address = tmp_path / "the-peers-address"
+    address.touch()
+    added_by_the_dead_run = SharedPeerAddress(tmp_path / "claims", TWO_PAIRS.peer)
+    added_by_the_dead_run.join(lambda: False, lambda: None)
+    live_bed = SharedPeerAddress(tmp_path / "claims", TWO_PAIRS.peer)
+    live_bed.join(lambda: True, lambda: None)
+    added_by_the_dead_run.leave(lambda: None)  # as its death does: it no longer holds the address
+    dead = tmp_path / "scratch" / "fohxdead0src"
+    dead.mkdir(parents=True)
+    (dead / OWNER_FILE).write_text(json.dumps({"machine": socket.gethostname(), "pid": _dead_pid()}))
+    (dead / UNDO_FILE).write_text(undo_lines([{"argv": ["rm", "-f", str(address)], PEER_ADDRESS_NOTE: True}]))
+    sweep = SharedPeerAddress(tmp_path / "claims", TWO_PAIRS.peer)
+    assert sweep_host(LocalHost("local"), root=str(dead.parent), peer_address=sweep) == [f"local: {dead}"]
+    assert address.exists() and not dead.exists()
+    live_bed.leave(lambda: address.unlink())
+    assert not address.exists()
