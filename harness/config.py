@@ -55,13 +55,13 @@ class Thresholds(BaseModel):
         "from its RESUME to the guest's registration of its primary (keep it below that phase's healthy "
         "length, else a standby that carries nothing passes)"
     )
-    max_source_standby_loss_pct: float = Field(
-        10.0, ge=0, le=100, description="of the probes sent while the source's standby alone carries, the "
-        "percentage never answered (a standby that drops most frames without one long silence)"
+    max_source_standby_scattered_loss_pct: float = Field(
+        10.0, ge=0, le=100, description="of the probes sent while the source's standby alone carries, outside "
+        "that phase's longest gap (judged by max_source_standby_gap_ms), the percentage never answered: a "
+        "standby that drops frames while replies keep coming"
     )
-    max_destination_standby_loss_pct: float = Field(
-        10.0, ge=0, le=100, description="of the probes sent while the destination's standby alone carries, the "
-        "percentage never answered"
+    max_destination_standby_scattered_loss_pct: float = Field(
+        10.0, ge=0, le=100, description="the same while the destination's standby alone carries"
     )
     stop_copy_tolerance_ms: float = Field(
         190.0, ge=0, description="the outage across stop-and-copy may exceed QEMU's own downtime by this much "

@@ -55,10 +55,10 @@ SOURCES = (
                 "migration_phases"),
     # A phase's first and last probes fall on either side of its edges as the guest's clock sync
     # places them (within about 26 ms): a few percent of a short phase, whatever the standby does.
-    LimitSource("max_source_standby_loss_pct", "source_standby.loss_pct", "standby_carried_on_source",
-                "migration_phases", floor=10.0, ceiling=100.0),
-    LimitSource("max_destination_standby_loss_pct", "destination_standby.loss_pct", "standby_carried_on_destination",
-                "migration_phases", floor=10.0, ceiling=100.0),
+    LimitSource("max_source_standby_scattered_loss_pct", "source_standby.scattered_loss_pct",
+                "standby_carried_on_source", "migration_phases", floor=10.0, ceiling=100.0),
+    LimitSource("max_destination_standby_scattered_loss_pct", "destination_standby.scattered_loss_pct",
+                "standby_carried_on_destination", "migration_phases", floor=10.0, ceiling=100.0),
     # The guest's registration is placed on the host clock within about 26 ms (its clock sync).
     LimitSource("max_primary_coming_up_ms", "primary_coming_up.max_gap_ms", "primary_took_over", "migration_phases",
                 floor=50.0),
