@@ -31,7 +31,8 @@ OOPS_FAULTS = 4  # the newest faults (runs folded) a summary shows: where nested
 def kernel_oops_summary(console: str, panic_at: int) -> str:
     """What a kernel console says around the panic at offset *panic_at*, from that boot's log: its
     first oops line, where it was (RIP) and the reliable frames of its first call trace, a run of one
-    frame folded as ``name x N`` (a stack overflow shows its recursion there). "" if none. Pure."""
+    frame folded as ``name x N`` (a stack overflow shows its recursion there), then the newest kernel
+    page faults of the ftrace ring an L1 prints on an oops, folded alike. "" if none. Pure."""
     boots = [m.start() for m in _KERNEL_BOOT.finditer(console)]
     start = max((b for b in boots if b <= panic_at), default=0)
     end = min((b for b in boots if b > panic_at), default=len(console))
