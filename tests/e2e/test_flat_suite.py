@@ -230,11 +230,17 @@ def test_promise_checks_fail_where_the_network_is_lost(tmp_path: Path, wrapper: 
     results = run.results()
     verdict = _check(results, failed)
     assert verdict.startswith(f"FAIL {failed}: longest time without a reply"), verdict
-    # The phase's probes went unanswered (a few requests the source took in before STOP are
-    # answered on the destination's standby after RESUME, and lost on their way out). The cut primary
-    # carries first, until the guest sent 100 frames through it: CI saw 129 of 627 answered.
+    # Most of the phase's probes went unanswered. The cut primary carries first, until the guest sent
+    # 100 frames through it: CI saw 129 of 627 answered.
     lost, sent = map(int, re.search(r"(\d+) of (\d+) probes lost", verdict).groups())
-    assert lost >= (0.5 if wrapper.startswith("cut-") else 0.9) * sent, verdict
+    assert lost >= 0.5 * sent, verdict
+    if not wrapper.startswith("cut-"):
+        # A standby that carries nothing: no reply reaches the peer in the whole phase. (Some of its
+        # requests are answered later, as the destination QEMU delivers what its taps queued while it
+        # waited: CI saw 144 of 1152; and a few replies leave the deaf destination's standby, lost on their
+        # way out. So neither the loss count nor the replies seen leaving the guest say it.)
+        gap, phase_ms = map(float, re.search(r"reply ([\d.]+) ms, .*? lasted (\d+) ms", verdict).groups())
+        assert gap >= phase_ms - 1, verdict
     if passed == "switch_to_standby_ms":  # a standby that is down never carries
         assert _check(results, passed).startswith("FAIL switch_to_standby_ms: not measured (limit ")
     else:
