@@ -72,12 +72,20 @@ class PhaseStats:
     replies_on_primary: int
 
     @property
+    def sent_outside_longest_gap(self) -> int:
+        return self.probes_sent - self.sent_in_longest_gap
+
+    @property
+    def lost_outside_longest_gap(self) -> int:
+        return self.probes_lost - self.lost_in_longest_gap
+
+    @property
     def scattered_loss_pct(self) -> float | None:
         """Of the probes sent in the phase outside its longest gap, the percentage never answered: the loss
         that gap's own limit does not judge (a path that drops frames while replies keep coming); None
         when no probe was sent outside it."""
-        sent = self.probes_sent - self.sent_in_longest_gap
-        return 100.0 * (self.probes_lost - self.lost_in_longest_gap) / sent if sent > 0 else None
+        sent = self.sent_outside_longest_gap
+        return 100.0 * self.lost_outside_longest_gap / sent if sent > 0 else None
 
     def scalars(self) -> dict[str, int | float | None]:
         return {"ms": self.phase.ms, "probes_sent": self.probes_sent, "probes_lost": self.probes_lost,

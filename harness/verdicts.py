@@ -196,8 +196,8 @@ def _phase_check(checks: CheckList, name: str, stats: PhaseStats, limit_ms: floa
     scattered, loss_seen, loss_passed = stats.scattered_loss_pct, "", True
     if scattered is not None and scattered_loss_limit_pct is not None:
         loss_passed = scattered <= scattered_loss_limit_pct
-        loss_seen = (f", {stats.probes_lost - stats.lost_in_longest_gap} of the "
-                     f"{stats.probes_sent - stats.sent_in_longest_gap} sent outside its longest gap "
+        loss_seen = (f", {stats.lost_outside_longest_gap} of the {stats.sent_outside_longest_gap} sent outside "
+                     f"its longest gap "
                      f"({scattered:.1f} %, limit {scattered_loss_limit_pct:g} %)")
     seen = (f"; {stats.phase.name} lasted {stats.phase.ms:.0f} ms: {stats.probes_lost} of {stats.probes_sent} "
             f"probes lost{loss_seen}, replies on the standby {stats.replies_on_standby}, on the primary "
