@@ -90,12 +90,18 @@ def _number(value: object) -> float | None:
 
 
 def _measured(figures: dict[str, Any], source: LimitSource, prefix: str = "",
-              downtimes: dict[str, Any] | None = None) -> float | None:
+              downtimes: dict[str, Any] | None = None, allowed_ms: float = 0.0) -> float | None:
+    """*source*'s figure as its limit sees it: less QEMU's downtime (an over-downtime limit) and
+    less what the case's allowance added to that limit (*allowed_ms*)."""
     value = _number(figures.get(prefix + source.metric))
-    if value is None or not source.over_downtime:
-        return value
-    downtime = _number((downtimes if downtimes is not None else figures).get(prefix + "downtime_ms"))
-    return None if downtime is None else value - downtime
+    if value is None:
+        return None
+    if source.over_downtime:
+        downtime = _number((downtimes if downtimes is not None else figures).get(prefix + "downtime_ms"))
+        if downtime is None:
+            return None
+        value -= downtime
+    return max(0.0, value - allowed_ms)
 
 
 def soak_samples(soak: dict[str, Any], path: str = "--soak") -> list[dict[str, Any]]:
@@ -114,8 +120,9 @@ def soak_values(samples: list[dict[str, Any]], source: LimitSource) -> list[floa
 
 
 def suite_values(suite: dict[str, Any], source: LimitSource) -> list[tuple[str, float]]:
-    """``(case, value)`` for every migration of the suite whose case applies *source*'s check; a
-    multi-migration case's are named with their prefix (``test_ping_pong_migration hop2``)."""
+    """``(case, value)`` for every migration of the suite whose case applies *source*'s check, less
+    what the case's allowance added to the limit (``run.allowed_ms``: the check compares the rest
+    with the limit); a multi-migration case's are named with their prefix (``test_ping_pong_migration hop2``)."""
     found = []
     for test in suite["tests"]:
         case = test["nodeid"].split("::")[-1]
@@ -123,7 +130,8 @@ def suite_values(suite: dict[str, Any], source: LimitSource) -> list[tuple[str, 
             if check != source.check and not check.endswith("." + source.check):
                 continue
             prefix = check.removesuffix(source.check)
-            value = _measured(test.get(source.recorded_under, {}), source, prefix, test.get("metrics", {}))
+            allowed = _number(test.get("run", {}).get(prefix + "allowed_ms", {}).get(source.limit)) or 0.0
+            value = _measured(test.get(source.recorded_under, {}), source, prefix, test.get("metrics", {}), allowed)
             if value is not None:
                 found.append((f"{case} {prefix.rstrip('.')}".rstrip(), value))
     return found

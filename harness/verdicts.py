@@ -168,6 +168,8 @@ def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, 
     widened by the case's *allowance*, which each widened check names."""
     if any(allowance.extra_ms.values()):
         checks.record(f"run.{checks.prefix}allowance", allowance.recorded())
+        # What each limit was widened by, for harness.limits: a default is derived from what it is compared with.
+        checks.record(f"run.{checks.prefix}allowed_ms", {name: ms for name, ms in allowance.extra_ms.items() if ms})
     said, limits = allowance.said, allowance.widen(limits)
     m = run.metrics
     check_back_on_primary(run, checks, primary_id)

@@ -112,6 +112,7 @@ def test_an_allowance_widens_its_limits_only_and_each_widened_check_says_why(rec
     assert took_over.line().startswith("PASS primary_took_over: longest time without a reply 415.3 ms, limit 450 ms "
                                        "(400 ms of it allowed: an e1000e's autonegotiation); "), took_over.line()
     assert recorded_properties["run.allowance"] == "max_primary_coming_up_ms +400 ms (an e1000e's autonegotiation)"
+    assert recorded_properties["run.allowed_ms"] == {"max_primary_coming_up_ms": 400.0}  # for harness.limits
     assert [r.name for r in checks.results if "allowed" in r.detail] == ["primary_took_over"]
     with pytest.raises(ValueError, match=r"allowance for \['max_coming_up_ms'\]: not limits"):
         Allowance("a typo", {"max_coming_up_ms": 1.0})
