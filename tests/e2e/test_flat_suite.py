@@ -75,7 +75,7 @@ def _phase(run_results: dict, phase: str, figure: str, case: str = "under_probes
 
 # whole_host: it proves a healthy failover passes every check, timing ones included. The timing lock
 # keeps other harness QEMUs away from a timing case, not the other worker's CPU load: in make check's
-# shared pass, CI saw a destination-standby gap of 144 ms (promise limit 120 ms) under that load.
+# shared pass, CI saw a destination-standby gap of 144 ms (its limit was 120 ms then) under that load.
 @pytest.mark.whole_host
 def test_passing_run_reports_metrics_and_leaves_nothing(tmp_path: Path) -> None:
     run = run_suite(tmp_path, "--html", str(tmp_path / "report.html"), "--self-contained-html")
