@@ -29,7 +29,7 @@ from harness.phases import PhaseReport, phase_report
 from harness.report.chart import render_png
 from harness.timeline import GuestLinkEvent, PathSeen, Timeline
 from harness.topologies import FailoverBed
-from harness.traffic.iperf import IperfClient, IperfResult, start_guest_server
+from harness.traffic.iperf import IperfClient, IperfResult, send_timeout_ms, start_guest_server
 from harness.traffic.probe import ProbeLog, Prober
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def recording(bed: FailoverBed, config: RunConfig, artifacts: Path, *, probes: b
         if iperf_s is not None:
             start_guest_server(bed.guest)
             rec.client = IperfClient(bed.peer_exec_prefix(), bed.pair_addressing(pair).guest_ip, iperf_s,
-                                     artifacts / "iperf3.json", udp_bitrate=config.iperf_udp_bitrate)
+                                     artifacts / "iperf3.json", udp_bitrate=config.iperf_udp_bitrate,
+                                     send_timeout_ms=send_timeout_ms(config.thresholds.max_gap_ms))
             time.sleep(IPERF_LEAD_S)  # baseline throughput before the case acts
         yield rec
         if rec.client is not None:

@@ -10,6 +10,7 @@ a connection setup (a few ms) early.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,10 +24,20 @@ from harness.timeline import ThroughputInterval
 
 IPERF_PORT = 5201
 # A stream with data unacknowledged this long is declared broken (iperf3 --snd-timeout,
-# TCP_USER_TIMEOUT). Outages of ~1 s under TCG plus TCP's retransmission back-off
-# kept data unacknowledged for over 5 s in a healthy run; Linux's own default would
-# wait ~15 minutes before calling the connection dead.
-SEND_TIMEOUT_MS = 15000
+# TCP_USER_TIMEOUT); Linux's own default would wait ~15 minutes. TCP backs its
+# retransmissions off exponentially, so after an outage of G its next try may come about G
+# after the network is back, plus a retransmission timeout: never declare a stream broken
+# before twice the longest outage the limits allow plus that timeout, and never before
+# MIN_SEND_TIMEOUT_MS (a healthy flat run under TCG kept data unacknowledged over 5 s).
+MIN_SEND_TIMEOUT_MS = 15000
+# Nested under TCG, a stream's srtt 0.58 s and rttvar 1.0 s made its RTO 4.6 s (2026-12-07).
+RETRANSMISSION_TIMEOUT_MS = 5000
+
+
+def send_timeout_ms(longest_allowed_outage_ms: float) -> int:
+    """How long a stream's data may stay unacknowledged before it counts as broken, given the
+    longest outage the case's limits allow (see :data:`MIN_SEND_TIMEOUT_MS`)."""
+    return max(MIN_SEND_TIMEOUT_MS, math.ceil(2 * longest_allowed_outage_ms + RETRANSMISSION_TIMEOUT_MS))
 
 
 @dataclass
@@ -75,10 +86,11 @@ class IperfClient:
     """
 
     def __init__(self, exec_prefix: list[str], server_ip: str, duration_s: float, log_path: Path,
-                 udp_bitrate: str | None = None) -> None:
+                 udp_bitrate: str | None = None, send_timeout_ms: int = MIN_SEND_TIMEOUT_MS) -> None:
         self.log_path = log_path
+        self.send_timeout_s = send_timeout_ms / 1000
         argv = [*exec_prefix, "iperf3", "-c", server_ip, "-p", str(IPERF_PORT), "-t", str(duration_s),
-                "-i", "0.1", "-J", "--connect-timeout", "5000", "--snd-timeout", str(SEND_TIMEOUT_MS)]
+                "-i", "0.1", "-J", "--connect-timeout", "5000", "--snd-timeout", str(send_timeout_ms)]
         if udp_bitrate:
             # Reversed: the guest sends, and the peer's intervals then show what arrived
             # (a UDP sender's own intervals would show its constant sending rate).
@@ -89,8 +101,10 @@ class IperfClient:
                                           start_new_session=True, preexec_fn=die_with_parent)
         self.duration_s = duration_s
 
-    def result(self, grace_s: float = 30.0) -> IperfResult:
-        """Wait for the client to end (its duration plus *grace_s*) and parse its JSON."""
+    def result(self) -> IperfResult:
+        """Wait for the client to end and parse its JSON: past its duration, a client that still waits
+        on unacknowledged data ends with an error within its send timeout (a margin for the rest)."""
+        grace_s = self.send_timeout_s + 15.0
         try:
             self._proc.wait(self.duration_s + grace_s)
         except subprocess.TimeoutExpired:

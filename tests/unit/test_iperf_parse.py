@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.traffic.iperf import parse_iperf_json
+from harness.traffic.iperf import MIN_SEND_TIMEOUT_MS, parse_iperf_json, send_timeout_ms
 from tests.conftest import load_json_gz
 
 
@@ -32,3 +32,11 @@ def test_error_or_short_stream_did_not_survive(recorded: dict) -> None:
     short = dict(recorded, intervals=recorded["intervals"][:30])
     assert not parse_iperf_json(short, 0.0).survived
     assert not parse_iperf_json({"error": "unable to connect to server"}, 0.0).survived
+
+
+def test_a_stream_is_declared_broken_only_past_what_tcps_backoff_may_wait_after_an_allowed_outage() -> None:
+    # Flat limits (325 ms): the floor, 15 s, a healthy flat run's 5 s of unacknowledged data and then some.
+    assert send_timeout_ms(325.0) == MIN_SEND_TIMEOUT_MS == 15000
+    # Nested under TCG (13.93 s): a 5.5 s stop-and-copy left a stream's next retransmission past 15 s
+    # (RTO 4.6 s, doubling); twice the allowed outage plus an RTO gives it its try after the restore.
+    assert send_timeout_ms(13930.0) == 2 * 13930 + 5000
