@@ -101,7 +101,7 @@ def _measured(figures: dict[str, Any], source: LimitSource, prefix: str = "",
         if downtime is None:
             return None
         value -= downtime
-    return max(0.0, value - allowed_ms)
+    return value - allowed_ms
 
 
 def soak_samples(soak: dict[str, Any], path: str = "--soak") -> list[dict[str, Any]]:
