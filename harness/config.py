@@ -51,7 +51,7 @@ class Thresholds(BaseModel):
         "the guest's release of the primary to the source's STOP"
     )
     max_destination_standby_gap_ms: float = Field(
-        150.0, gt=0, description="longest time without a reply while the destination's standby alone carries: "
+        120.0, gt=0, description="longest time without a reply while the destination's standby alone carries: "
         "from its RESUME to the guest's registration of its primary (keep it below that phase's healthy "
         "length, else a standby that carries nothing passes)"
     )
