@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from harness.errors import DeadlineExceeded, HarnessError, VMError
 from harness.timeline import QMPEvent
@@ -108,13 +108,21 @@ class QMPSession:
                 raise VMError(f"{self.vm_name}: QMP handshake failed ({e}): QEMU exited?") from None
             except TimeoutError:
                 if exit_status() is not None:
-                    fut.cancel()
+                    self._give_up(fut)
                     raise VMError(f"{self.vm_name}: QEMU exited before connecting to QMP") from None
                 if time.monotonic() > deadline:
-                    fut.cancel()
+                    self._give_up(fut)
                     raise VMError(f"{self.vm_name}: QEMU did not connect to QMP within {timeout:.0f} s") from None
         self._recorder = asyncio.run_coroutine_threadsafe(self._record(), _LoopThread.loop())
         self._write({"greeting": self.qemu_version()})
+
+    def _give_up(self, accepting: concurrent.futures.Future[None], timeout: float = 5.0) -> None:
+        """Cancel a pending accept() and wait until the client has unwound it (back to IDLE), so that
+        close() does not race the accept's own disconnect."""
+        accepting.cancel()  # the loop thread cancels the task; its cleanup runs there, later
+        deadline = time.monotonic() + timeout
+        while self._client.runstate != Runstate.IDLE and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _ended(self, grace_s: float = 1.0) -> str | None:
         """How QEMU ended, if it did (waiting *grace_s*: the socket closes a moment before the process exits)."""
@@ -223,7 +231,10 @@ class QMPSession:
             return
         self._closed = True
         try:
-            _submit(self._client.disconnect(), timeout=5)
+            # An accept() given up on has reset the client already: a second disconnect would race
+            # its cleanup (qemu.qmp asserts DISCONNECTING; CI saw it when QEMU refused its -device).
+            if self._client.runstate != Runstate.IDLE:
+                _submit(self._client.disconnect(), timeout=5)
         except (QMPError, TimeoutError, OSError, EOFError) as e:
             log.debug("%s: QMP disconnect: %r", self.vm_name, e)
         if self._recorder is not None:
