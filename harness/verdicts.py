@@ -142,8 +142,13 @@ class Allowance:
         ms = self.extra_ms.get(limit, 0.0)
         return f"{ms:g} ms of it allowed: {self.why}" if ms else ""
 
+    @property
+    def added_ms(self) -> dict[str, float]:
+        """The limits this allowance widens, with the milliseconds it adds (the zero ones left out)."""
+        return {name: ms for name, ms in self.extra_ms.items() if ms}
+
     def recorded(self) -> str:
-        return "; ".join(f"{name} +{ms:g} ms" for name, ms in self.extra_ms.items() if ms) + f" ({self.why})"
+        return "; ".join(f"{name} +{ms:g} ms" for name, ms in self.added_ms.items()) + f" ({self.why})"
 
 
 NOTHING_ALLOWED = Allowance()
@@ -166,10 +171,10 @@ def check_probes(run: MeasuredMigration, limits: Thresholds, checks: CheckList, 
                  allowance: Allowance = NOTHING_ALLOWED) -> None:
     """What the probes saw: baseline, recovery, loss, gaps, and which path carried the traffic; *limits*
     widened by the case's *allowance*, which each widened check names."""
-    if any(allowance.extra_ms.values()):
+    if allowance.added_ms:
         checks.record(f"run.{checks.prefix}allowance", allowance.recorded())
         # What each limit was widened by, for harness.limits: a default is derived from what it is compared with.
-        checks.record(f"run.{checks.prefix}allowed_ms", {name: ms for name, ms in allowance.extra_ms.items() if ms})
+        checks.record(f"run.{checks.prefix}allowed_ms", allowance.added_ms)
     said, limits = allowance.said, allowance.widen(limits)
     m = run.metrics
     check_back_on_primary(run, checks, primary_id)
