@@ -36,8 +36,15 @@ from harness.checks import CheckList
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.migration import MigrationPlan
-from harness.topologies import SAVE_RESTORE, STANDBY_ID, FailoverBed
-from harness.verdicts import Allowance, check_back_on_primary, check_probes, measure_and_record
+from harness.topologies import EMULATED_PRIMARY, SAVE_RESTORE, STANDBY_ID, FailoverBed
+from harness.verdicts import (
+    Allowance,
+    check_back_on_primary,
+    check_probes,
+    expect_known_qemu_bug,
+    measure_and_record,
+    verify_unless_known_bug,
+)
 from harness.vm import VM
 
 # The precopy pass runs at this rate (bytes/s) until the switch: slow enough that the switch,
@@ -47,17 +54,34 @@ PRECOPY_BANDWIDTH = 32 << 20
 MULTIFD_CHANNELS = 2
 
 
+# QEMU plugs a VF primary back on the destination as soon as failover is negotiated, which under
+# postcopy is before the guest's RAM has all arrived: VFIO cannot pin it for DMA, QEMU warns and
+# the guest stays on its standby (nested, QEMU 10.0.2, 2026-12-06 and 2026-12-07; docs/topologies.md).
+VF_POSTCOPY_VERIFIED_THROUGH = (10, 0)
+VF_POSTCOPY_SYMPTOM = "vfio_container_dma_map"
+# What that bug explains: the primary's return, nothing of the standby's part or of postcopy itself.
+PRIMARY_RETURN_CHECKS = frozenset({"primary_restored", "traffic_back_on_primary", "failback_ms", "primary_took_over",
+                                   "no_outage_after_restore"})
+
+
 def _switch_to_postcopy(source: VM, destination: VM) -> None:
     source.qmp.execute("migrate-start-postcopy")
 
 
 @pytest.mark.timing
 def test_postcopy_migration_under_probes(
-    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any
+    failover_bed: FailoverBed, harness_config: RunConfig, test_artifacts: Path, record_property: Any,
+    request: pytest.FixtureRequest
 ) -> None:
     """Postcopy (``postcopy-ram`` at both ends), switched to once ``active``: the probe case's checks hold,
     with the destination's vCPU time blocked on pages still at the source (QEMU's own ``postcopy-blocktime``)
-    allowed after ``RESUME``, as QEMU's downtime is across stop-and-copy."""
+    allowed after ``RESUME``, as QEMU's downtime is across stop-and-copy. With a VF primary, QEMUs through
+    10.0 cannot plug it back during postcopy: a strict expected failure on that symptom alone."""
+    vf_primary = EMULATED_PRIMARY not in failover_bed.capabilities
+    if vf_primary:
+        expect_known_qemu_bug(request, harness_config.qemu_binary, VF_POSTCOPY_VERIFIED_THROUGH,
+                              "a VF primary plugged back during postcopy cannot be mapped for DMA "
+                              "(vfio_container_dma_map ... Bad address): the guest stays on its standby")
     checks = CheckList(record_property)
     plan = MigrationPlan(capabilities=("postcopy-ram", "postcopy-blocktime"),
                          on_status={"active": _switch_to_postcopy}, max_bandwidth=PRECOPY_BANDWIDTH)
@@ -81,6 +105,9 @@ def test_postcopy_migration_under_probes(
                  "from the source" if "postcopy-active" in states
                  else f"source states {states}: the migration never switched to postcopy-active")
     check_probes(run, harness_config.thresholds, checks, allowance=blocked)
+    if vf_primary:
+        verify_unless_known_bug(checks, VF_POSTCOPY_SYMPTOM, run.destination_messages, never_absorbed=tuple(
+            r.name for r in checks.results if r.name not in PRIMARY_RETURN_CHECKS))
     checks.verify()
 
 
