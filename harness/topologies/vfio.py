@@ -115,6 +115,14 @@ class HasName(Protocol):
     def name(self) -> str: ...
 
 
+# A hypervisor's capture sees each reply leave the standby's tap before the peer's sees it arrive, but
+# on a busy host (an L1 under TCG) it may still hold a backlog when told to stop, and loses what it
+# has not read: those last replies would count as the VF's. Seen on a lab host under TCG: the last
+# 0.54 s of a destination's standby replies, which failed guest_on_standby. So the hypervisors'
+# captures stop this long after the peer's.
+HYPERVISOR_CAPTURE_DRAIN_S = 2.0
+
+
 class HypervisorPathCapture:
     """Path attribution where the hypervisor tells the standby's replies apart: every reply of the
     guest is seen where the peer is (nested: in L0 on an L1's igb tap), whichever path it took;
@@ -122,6 +130,7 @@ class HypervisorPathCapture:
 
     def __init__(self, l0: PathCapture, l1: Sequence[StandbyCapture]) -> None:
         self.l0, self.l1 = l0, l1
+        self._stop_requested = False
 
     @classmethod
     def start(cls, l0: PathCapture, starters: Iterable[Callable[[], StandbyCapture]]) -> HypervisorPathCapture:
@@ -147,7 +156,13 @@ class HypervisorPathCapture:
             time.sleep(0.5)
 
     def request_stop(self) -> None:
+        """Stop the peer's capture, and the hypervisors' :data:`HYPERVISOR_CAPTURE_DRAIN_S` later (once)."""
+        if self._stop_requested:
+            return
+        self._stop_requested = True
         self.l0.request_stop()
+        if self.l1:
+            time.sleep(HYPERVISOR_CAPTURE_DRAIN_S)
         for capture in self.l1:
             capture.request_stop()
 
