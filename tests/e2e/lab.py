@@ -10,10 +10,10 @@ Run as a program, it stands the lab up and runs the conformance suite on it::
 
     python -m tests.e2e.lab --reports reports/lab [--pairs] [--soak MIGRATIONS] [-- PYTEST-ARGS]
 
-(``failover-harness run --profile lab-profile.toml -- --topology host
---inventory lab.toml``, both written into the reports directory: the profile is
-``profiles/nested-tcg.toml``'s rates and limits without what names the nested
-topology), then shuts the lab down. With ``--pairs`` the inventory has two
+(``failover-harness run --profile profiles/lab-tcg.toml -- --topology host
+--inventory lab.toml``, the inventory written into the reports directory: the
+profile's rates and limits are the host topology's on lab hosts that are TCG
+guests with KVM inside, as these L1s are), then shuts the lab down. With ``--pairs`` the inventory has two
 failover pairs (:data:`LOCAL_PAIRS`), for a run with ``-- -n 2``; with ``--soak``
 it runs ``failover-harness soak`` there instead (the host topology's metric
 distributions, which its limits come from).
@@ -57,7 +57,7 @@ from tests.e2e.test_ssh_hosts import PRIVSEP_DIR, SSHD, SSHD_CONFIG, keygen
 
 NAMES = ("l1a", "l1b")
 REPO = Path(__file__).parents[2]
-NESTED_PROFILE = REPO / "profiles" / "nested-tcg.toml"
+LAB_PROFILE = REPO / "profiles" / "lab-tcg.toml"
 SSH_PORT = 22
 # The lab host that has a port for a traffic peer on it (tests of a peer on a lab host), and its MAC.
 PEER_HOST = "l1a"
@@ -250,7 +250,7 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
     """The lab's inventory as a user writes it: the hosts *vfs* names with those VFs (default: both, each
     with its first VF), running *qemu_binary* if given; *for_runs*:
     with what the host topology needs too (the standby bridge, the peer on this machine unless *peer*
-    places it on a lab host) and the nested profile's limits; *local_pairs*: both VFs of each host, in
+    places it on a lab host) and the limits of :data:`LAB_PROFILE`; *local_pairs*: both VFs of each host, in
     the failover pairs :data:`LOCAL_PAIRS` (l1b's second VF: :meth:`Lab.every_vf_free`)."""
     if local_pairs:
         vfs = {name: [vf.address for vf in lab.vfs[name]] for name in NAMES}
@@ -266,7 +266,7 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
                       f'interface = "{netns.TestNetwork.PEER_IF}"']
     else:
         peer_lines = ['host = "l1a"', 'interface = "mgmt0"']
-    limits = tomllib.loads(NESTED_PROFILE.read_text())["thresholds"] if for_runs else {}
+    limits = tomllib.loads(LAB_PROFILE.read_text())["thresholds"] if for_runs else {}
     path.write_text("\n".join([
         f"failover_macs = {json.dumps(macs)}",
         *(line for i, name in enumerate(NAMES) if name in vf_of for line in (
@@ -278,21 +278,6 @@ def inventory_file(lab: Lab, path: Path, *, for_runs: bool = False, vfs: dict[st
         "[peer]", *peer_lines, f'address = "{peer.address if peer else "198.18.0.1/24"}"',
         *(["[thresholds]", *(f"{key} = {value}" for key, value in limits.items())] if for_runs else []),
         *pairs, ""]))
-    return path
-
-
-# What of the nested profile is about the guest inside an L1 (topology and L2 accelerator), not the lab's L1s.
-NESTED_ONLY = ("topology", "nested_l2_accel")
-
-
-def lab_profile(path: Path) -> Path:
-    """The nested profile's rates and limits for a run on the lab (its L1s are the nested topology's),
-    without what names the nested topology: written to *path*."""
-    profile = tomllib.loads(NESTED_PROFILE.read_text())
-    lines = [f"{key} = {json.dumps(value)}" for key, value in profile.items()
-             if key not in NESTED_ONLY and not isinstance(value, dict)]
-    lines += ["[thresholds]", *(f"{key} = {json.dumps(value)}" for key, value in profile["thresholds"].items())]
-    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -313,11 +298,9 @@ def main() -> int:
             lab.every_vf_free() if args.pairs else contextlib.nullcontext():
         inventory = inventory_file(lab, args.reports / "lab.toml", for_runs=True, local_pairs=args.pairs)
         cli = Path(sys.executable).parent / "failover-harness"
-        # The nested profile's limits and rates: the lab's hosts are L1s under TCG.
-        profile = lab_profile(args.reports / "lab-profile.toml")
         command = (["soak", "--migrations", str(args.soak), "--reports", str(args.reports), "--",
-                    "--harness-config", str(profile)] if args.soak else
-                   ["run", "--reports", str(args.reports), "--profile", str(profile), "--"])
+                    "--harness-config", str(LAB_PROFILE)] if args.soak else
+                   ["run", "--reports", str(args.reports), "--profile", str(LAB_PROFILE), "--"])
         argv = [*lab.network.bridge_ns.exec_prefix(), str(cli), *command,
                 "--topology", "host", "--inventory", str(inventory),
                 *(arg for arg in args.pytest_args if arg != "--")]
