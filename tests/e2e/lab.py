@@ -13,10 +13,10 @@ Run as a program, it stands the lab up and runs the conformance suite on it::
 (``failover-harness run --profile profiles/lab-tcg.toml -- --topology host
 --inventory lab.toml``, the inventory written into the reports directory: the
 profile's rates and limits are the host topology's on lab hosts that are TCG
-guests with KVM inside, as these L1s are), then shuts the lab down. With ``--pairs`` the inventory has two
-failover pairs (:data:`LOCAL_PAIRS`), for a run with ``-- -n 2``; with ``--soak``
-it runs ``failover-harness soak`` there instead (the host topology's metric
-distributions, which its limits come from).
+guests with KVM inside, as these L1s are), then shuts the lab down. With
+``--pairs`` the inventory has two failover pairs (:data:`LOCAL_PAIRS`), for a
+run with ``-- -n 2``; with ``--soak`` it runs ``failover-harness soak`` there
+instead (the host topology's metric distributions, which its limits come from).
 """
 
 from __future__ import annotations
