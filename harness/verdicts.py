@@ -9,7 +9,7 @@ that uses it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,14 +301,16 @@ def expect_known_qemu_bug(request: pytest.FixtureRequest, qemu_binary: str, veri
 
 
 def verify_unless_known_bug(checks: CheckList, symptom: str, evidence: list[str],
-                            never_absorbed: tuple[str, ...] = ()) -> None:
+                            never_absorbed: tuple[str, ...] = (), explains: Collection[str] | None = None) -> None:
     """Like ``checks.verify()``, but a failure whose *evidence* (QEMU's messages, or a check's
     detail) shows *symptom* raises :class:`KnownBugSymptom`, the one failure
     :func:`expect_known_qemu_bug` expects. Checks named with a prefix in *never_absorbed* judge
-    what the bug does not explain (say, the case's own recovery): their failure stays a failure."""
+    what the bug does not explain (say, the case's own recovery), and given *explains*, so does every
+    check not named in it: their failure stays a failure."""
     __tracebackhide__ = True
     seen = [line for line in evidence if symptom in line]
-    unexplained = [r for r in checks.failed if never_absorbed and r.name.startswith(never_absorbed)]
+    unexplained = [r for r in checks.failed if (never_absorbed and r.name.startswith(never_absorbed))
+                   or (explains is not None and r.name not in explains)]
     if checks.failed and seen and not unexplained:
         raise KnownBugSymptom(f"{len(checks.failed)} of {len(checks.results)} checks failed with the known bug's "
                               f"symptom ({seen[0]}):\n" + "\n".join(r.line() for r in checks.failed))

@@ -106,8 +106,7 @@ def test_postcopy_migration_under_probes(
                  else f"source states {states}: the migration never switched to postcopy-active")
     check_probes(run, harness_config.thresholds, checks, allowance=blocked)
     if vf_primary:
-        verify_unless_known_bug(checks, VF_POSTCOPY_SYMPTOM, run.destination_messages, never_absorbed=tuple(
-            r.name for r in checks.results if r.name not in PRIMARY_RETURN_CHECKS))
+        verify_unless_known_bug(checks, VF_POSTCOPY_SYMPTOM, run.destination_messages, explains=PRIMARY_RETURN_CHECKS)
     checks.verify()
 
 
