@@ -58,7 +58,8 @@ class Thresholds(BaseModel):
     max_source_standby_scattered_loss_pct: float = Field(
         10.0, ge=0, le=100, description="of the probes sent while the source's standby alone carries, outside "
         "that phase's longest gap (judged by max_source_standby_gap_ms), the percentage never answered: a "
-        "standby that drops frames while replies keep coming"
+        "standby that drops frames while replies keep coming; exceeded only beyond chance (a path losing exactly "
+        "this share would lose as many in under 1 % of phases)"
     )
     max_destination_standby_scattered_loss_pct: float = Field(
         10.0, ge=0, le=100, description="the same while the destination's standby alone carries"

@@ -1,4 +1,5 @@
-"""Distributions of repeated measurements (the soak), as users read them: min, median, p95, p99, max."""
+"""Distributions of repeated measurements (the soak), as users read them: min, median, p95, p99, max; and
+how likely a count of losses is at a given loss rate."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def distributions(samples: Sequence[dict[str, object]]) -> dict[str, Distributio
         if dist is not None:
             out[name] = dist
     return out
+
+
+def binomial_tail(lost: int, sent: int, rate: float) -> float:
+    """How likely at least *lost* of *sent* are lost when each is lost independently with probability
+    *rate*: P(X >= lost) for X ~ Binomial(sent, rate). Summed in logarithms: a phase may send tens of
+    thousands of probes, whose probabilities underflow a float."""
+    if lost <= 0:
+        return 1.0
+    if lost > sent or rate <= 0.0:
+        return 0.0
+    if rate >= 1.0:
+        return 1.0
+    log_rate, log_kept = math.log(rate), math.log1p(-rate)
+    terms = [math.lgamma(sent + 1) - math.lgamma(k + 1) - math.lgamma(sent - k + 1) + k * log_rate
+             + (sent - k) * log_kept for k in range(lost, sent + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
