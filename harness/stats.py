@@ -66,8 +66,8 @@ def binomial_tail(lost: int, sent: int, rate: float) -> float:
         return 0.0
     if rate >= 1.0:
         return 1.0
-    log_rate, log_kept = math.log(rate), math.log1p(-rate)
-    terms = [math.lgamma(sent + 1) - math.lgamma(k + 1) - math.lgamma(sent - k + 1) + k * log_rate
+    log_rate, log_kept, log_sent_factorial = math.log(rate), math.log1p(-rate), math.lgamma(sent + 1)
+    terms = [log_sent_factorial - math.lgamma(k + 1) - math.lgamma(sent - k + 1) + k * log_rate
              + (sent - k) * log_kept for k in range(lost, sent + 1)]
     top = max(terms)
     return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))

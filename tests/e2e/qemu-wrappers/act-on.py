@@ -66,13 +66,15 @@ def execute(command, **arguments):
 
 
 def events():
-    """QMP events, the held ones first; ends when QEMU does."""
-    while held_events:
-        yield held_events.pop(0)
-    for line in stream:
-        yield json.loads(line)
+    """QMP events (and the answers to commands written without waiting), the held ones first; ends
+    when QEMU does."""
+    while True:
         while held_events:
             yield held_events.pop(0)
+        line = stream.readline()
+        if not line:
+            return
+        yield json.loads(line)
 
 
 def hidden_nic():
@@ -82,15 +84,21 @@ def hidden_nic():
     mac = execute("qom-get", path="/machine/peripheral/standby0", property="mac")
     execute("device_add", driver="e1000e", id="hidden0", bus="rpx", mac=mac)
     bsel = execute("qom-get", path="/machine/peripheral/rpx/rpx", property="acpi-pcihp-bsel")
-    selected = port_io("i /w 0xcd0").split("=")[-1].strip()  # the guest's choice, put back after
-    for line in (f"o /w 0xcd0 {bsel}", "i /w 0xcc0", f"o /w 0xcd0 {selected}"):
-        port_io(line)
+    selected = port_in("w", 0xcd0)  # the guest's choice, put back after
+    port_io(f"o /w 0xcd0 {bsel}")
+    port_in("w", 0xcc0)
+    port_io(f"o /w 0xcd0 {selected:#x}")
     execute("cont")
 
 
 def port_io(line):
-    """An I/O port access as the guest's CPU would make it (HMP ``i``/``o``); what it read."""
+    """An I/O port access as the guest's CPU would make it (HMP ``i``/``o``); what HMP printed."""
     return execute("human-monitor-command", **{"command-line": line})
+
+
+def port_in(size, port):
+    """What the guest's CPU would read from I/O *port* (*size*: b, w or l)."""
+    return int(port_io(f"i /{size} {port:#x}").split("=")[-1], 16)
 
 
 # QEMU's ACPI PCI hotplug raises this bit of the GPE0 status register (include/hw/acpi/acpi.h).
@@ -105,14 +113,13 @@ def delete_replugged_primary():
     it, and is left without it. Sent at the failure itself, the device_del raced QEMU's re-plug: when
     it came first, the guest ejected an absent device and kept the re-plugged one."""
     execute("stop")
-    ended = next((m["data"]["status"] for m in events() if m.get("event") == "MIGRATION"
-                  and m["data"]["status"] in ("failed", "cancelled", "completed")), None)
-    if ended in ("failed", "cancelled"):
+    ended = next((m for m in events() if TRIGGERS["migration-failed"](m)
+                  or (m.get("event") == "MIGRATION" and m["data"]["status"] == "completed")), None)
+    if ended is not None and TRIGGERS["migration-failed"](ended):
         gpe0 = gpe0_status_port()
         deadline = time.monotonic() + REPLUG_DEADLINE_S
         # No ACPI re-plug seen by the deadline (native hotplug): take the primary away all the same.
-        while not int(port_io(f"i /b {gpe0:#x}").split("=")[-1], 16) & PCI_HOTPLUG_GPE_STATUS \
-                and time.monotonic() < deadline:
+        while not port_in("b", gpe0) & PCI_HOTPLUG_GPE_STATUS and time.monotonic() < deadline:
             time.sleep(0.02)
         execute("device_del", id="primary0")
         execute("cont")
